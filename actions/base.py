@@ -1,0 +1,62 @@
+"""What every request kind provides to the gate: one module per kind behind :class:`ActionKind`.
+
+A kind has a pydantic params model, a ``preview`` that reads the backend and says exactly what will
+happen (no side effects), and an ``execute`` that does it. The gate persists ``Preview.facts`` and
+``Outcome.facts`` (JSON) and shows ``summary`` lines to people; neither may ever hold a secret.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a request acts: the environment (and so the kube context) and the namespace."""
+
+    environment: str
+    kube_context: str | None
+    namespace: str | None
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What will happen, read from the backend before anyone is asked.
+
+    ``target`` names the object (``deployment/payments-api``); ``lines`` are human-readable facts
+    for the approval message; ``facts`` is the same as JSON for the database.
+    """
+
+    target: str
+    lines: tuple[str, ...]
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened: a one-line ``summary`` for Slack and ``facts`` for the audit trail."""
+
+    summary: str
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+class ActionKind(Protocol):
+    """One request kind (restart, scale, …).
+
+    ``name`` is the command word; ``reversible`` tells the policy whether the change can be undone.
+    """
+
+    name: ClassVar[str]
+    reversible: ClassVar[bool]
+    params_model: ClassVar[type[BaseModel]]
+
+    def preview(self, params: BaseModel, *, target: Target) -> Preview:
+        """Read the backend and describe the change. Raises ``actions.errors.ActionError``."""
+        ...
+
+    def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
+        """Carry the change out. Raises ``actions.errors.ActionError`` when it fails."""
+        ...

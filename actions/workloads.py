@@ -1,0 +1,89 @@
+"""Workload references (``name`` or ``kind/name``) and what a workload's JSON says about it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+
+class WorkloadKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFULSET = "StatefulSet"
+    DAEMONSET = "DaemonSet"
+
+
+KIND_ALIASES: dict[str, WorkloadKind] = {
+    alias: kind
+    for kind, aliases in {
+        WorkloadKind.DEPLOYMENT: ("deployment", "deployments", "deploy"),
+        WorkloadKind.STATEFULSET: ("statefulset", "statefulsets", "sts"),
+        WorkloadKind.DAEMONSET: ("daemonset", "daemonsets", "ds"),
+    }.items()
+    for alias in aliases
+}
+"""The resource names and short names kubectl accepts (``deploy``, ``sts``, ``ds``…)."""
+
+
+def parse_workload(text: str) -> tuple[WorkloadKind | None, str]:
+    """Split ``deploy/payments-api`` into (Deployment, "payments-api"); a bare name has no kind.
+
+    Raises ``ValueError`` for an unknown kind or an empty name.
+    """
+    kind_text, sep, name = text.partition("/")
+    if not sep:
+        kind_text, name = "", text
+    if not name or "/" in name:
+        raise ValueError(f"'{text}' is not a workload; use a name or kind/name")
+    if not kind_text:
+        return None, name
+    kind = KIND_ALIASES.get(kind_text.lower())
+    if kind is None:
+        raise ValueError(
+            f"'{kind_text}' is not a workload kind; use deployment, statefulset or daemonset"
+        )
+    return kind, name
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    """The facts of a workload's JSON that previews show."""
+
+    kind: str
+    name: str
+    namespace: str
+    desired: int
+    ready: int
+    images: tuple[str, ...]
+    paused: bool
+    generation: int
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> WorkloadState:
+        """Read a Deployment, StatefulSet or DaemonSet as the API server returns it."""
+        kind = obj.get("kind", "")
+        meta = obj.get("metadata", {})
+        spec = obj.get("spec", {})
+        status = obj.get("status", {}) or {}
+        if kind == WorkloadKind.DAEMONSET:
+            desired = int(status.get("desiredNumberScheduled", 0))
+            ready = int(status.get("numberReady", 0))
+        else:
+            desired = int(spec.get("replicas", 1))
+            ready = int(status.get("readyReplicas", 0))
+        containers = spec.get("template", {}).get("spec", {}).get("containers", [])
+        return cls(
+            kind=kind,
+            name=meta.get("name", ""),
+            namespace=meta.get("namespace", ""),
+            desired=desired,
+            ready=ready,
+            images=tuple(c.get("image", "?") for c in containers),
+            paused=bool(spec.get("paused", False)),
+            generation=int(meta.get("generation", 0)),
+        )
+
+    @property
+    def ref(self) -> str:
+        """``deployment/payments-api``, as kubectl names it."""
+        return f"{self.kind.lower()}/{self.name}"

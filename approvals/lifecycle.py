@@ -1,0 +1,128 @@
+"""The request lifecycle: every allowed transition in one table, each one a guarded update.
+
+``pending → approved → executing → succeeded | failed``; ``pending → denied | expired |
+cancelled``; an access grant that succeeded is ``active`` until ``revoked``. A transition is
+``UPDATE requests SET status = :to WHERE id = :id AND status = :expected``: it happens once or not
+at all, so a double click, a Slack retry or two approvers at once execute a request exactly once.
+Each transition that happens writes its audit event in the same transaction (the caller's).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from approvals.models import AuditEvent, Request, Status
+
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset({Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.CANCELLED}),
+    Status.APPROVED: frozenset({Status.EXECUTING}),
+    Status.EXECUTING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.ACTIVE}),
+    Status.ACTIVE: frozenset({Status.REVOKED}),
+    Status.SUCCEEDED: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.DENIED: frozenset(),
+    Status.EXPIRED: frozenset(),
+    Status.CANCELLED: frozenset(),
+    Status.REVOKED: frozenset(),
+}
+"""For each state, the states it may move to. Nothing else is ever written to ``status``."""
+
+TERMINAL: frozenset[Status] = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+
+
+class InvalidTransition(ValueError):
+    """A transition that :data:`TRANSITIONS` does not list (a programming error, not a race)."""
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who causes a transition: a Slack user ID, or ``opsgate`` for the bot itself."""
+
+    id: str
+    kind: str = "human"
+
+
+SYSTEM = Actor("opsgate", "system")
+
+
+def transition(
+    session: Session,
+    request: Request,
+    *,
+    expected: Status,
+    to: Status,
+    actor: Actor,
+    now: datetime,
+    event: str | None = None,
+    detail: dict[str, Any] | None = None,
+    **values: Any,
+) -> bool:
+    """Move ``request`` from ``expected`` to ``to`` if, and only if, it is still in ``expected``.
+
+    ``values`` are further columns set in the same UPDATE. Returns True when this call made the
+    transition (and added its audit event to ``session``), False when another actor got there
+    first. Raises :class:`InvalidTransition` for a pair :data:`TRANSITIONS` does not allow. The
+    caller commits.
+    """
+    if to not in TRANSITIONS[expected]:
+        raise InvalidTransition(f"{expected} → {to} is not an allowed transition")
+    result = session.execute(
+        update(Request)
+        .where(Request.id == request.id, Request.status == expected.value)
+        .values(status=to.value, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return False
+    session.add(
+        AuditEvent(
+            request_id=request.id,
+            event=event or to.value,
+            from_status=expected.value,
+            to_status=to.value,
+            actor_id=actor.id,
+            actor_kind=actor.kind,
+            action=request.action,
+            target=request.target,
+            rule=request.rule,
+            policy_sha256=request.policy_sha256,
+            detail=detail or {},
+            created_at=now,
+        )
+    )
+    session.flush()
+    session.refresh(request)
+    return True
+
+
+def record(
+    session: Session,
+    request: Request,
+    *,
+    event: str,
+    actor: Actor,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add an audit event that is not a transition (for example one approval of several)."""
+    audit = AuditEvent(
+        request_id=request.id,
+        event=event,
+        from_status=request.status,
+        to_status=request.status,
+        actor_id=actor.id,
+        actor_kind=actor.kind,
+        action=request.action,
+        target=request.target,
+        rule=request.rule,
+        policy_sha256=request.policy_sha256,
+        detail=detail or {},
+        created_at=now,
+    )
+    session.add(audit)
+    return audit

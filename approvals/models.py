@@ -1,0 +1,156 @@
+"""Persistence: typed SQLAlchemy 2 models for requests, approvals and audit events.
+
+Queries live in :mod:`approvals.lifecycle` and :mod:`approvals.gate` as functions that take the
+session first; the caller owns the transaction. Timestamps are timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A ``DateTime(timezone=True)`` that always hands back aware UTC datetimes, SQLite included."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
+
+
+class Status(StrEnum):
+    """A request's lifecycle state (design.md, 'Request lifecycle')."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    EXECUTING = "executing"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    DENIED = "denied"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    ACTIVE = "active"
+    REVOKED = "revoked"
+
+
+class RequesterKind(StrEnum):
+    HUMAN = "human"
+    AGENT = "agent"
+
+
+class Request(Base):
+    """One request (restart, scale, …) from its submission to its end."""
+
+    __tablename__ = "requests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    action: Mapped[str] = mapped_column(String(32))
+    params: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    requester_id: Mapped[str] = mapped_column(String(64), index=True)
+    requester_kind: Mapped[str] = mapped_column(String(16), default=RequesterKind.HUMAN.value)
+    environment: Mapped[str | None] = mapped_column(String(64))
+    namespace: Mapped[str | None] = mapped_column(String(253))
+    target: Mapped[str] = mapped_column(String(512))
+    reason: Mapped[str | None] = mapped_column(Text)
+    # where the request was made, and the requester's thread there
+    origin_channel_id: Mapped[str | None] = mapped_column(String(64))
+    origin_channel_name: Mapped[str | None] = mapped_column(String(256))
+    incident: Mapped[bool] = mapped_column(default=False)
+    response_url: Mapped[str | None] = mapped_column(Text)
+    thread_channel_id: Mapped[str | None] = mapped_column(String(64))
+    thread_ts: Mapped[str | None] = mapped_column(String(32))
+    # where approval was asked
+    approval_channel_id: Mapped[str | None] = mapped_column(String(64))
+    approval_ts: Mapped[str | None] = mapped_column(String(32))
+    # the decision of the policy it was made under
+    rule: Mapped[str | None] = mapped_column(String(256))
+    policy_sha256: Mapped[str] = mapped_column(String(64))
+    min_approvals: Mapped[int] = mapped_column(default=0)
+    approvers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    preview: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # how it ended
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+
+    approvals: Mapped[list[Approval]] = relationship(
+        back_populates="request", lazy="raise", order_by="Approval.id"
+    )
+
+
+class Approval(Base):
+    """One person's approval of a request; a person approves a request at most once."""
+
+    __tablename__ = "approvals"
+    __table_args__ = (UniqueConstraint("request_id", "approver_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(ForeignKey("requests.id", ondelete="CASCADE"))
+    approver_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+    request: Mapped[Request] = relationship(back_populates="approvals", lazy="raise")
+
+
+class AuditEvent(Base):
+    """One entry of the audit trail: who did what to which request, when, under which policy."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("requests.id", ondelete="SET NULL"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(64))
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    actor_id: Mapped[str] = mapped_column(String(64))
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    action: Mapped[str | None] = mapped_column(String(32))
+    target: Mapped[str | None] = mapped_column(String(512))
+    rule: Mapped[str | None] = mapped_column(String(256))
+    policy_sha256: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(index=True)

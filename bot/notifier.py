@@ -1,0 +1,143 @@
+"""The Slack side of :class:`approvals.notifier.Notifier`: posts, updates and thread replies."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import replace
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackRequestError
+from slack_sdk.webhook import WebhookClient
+
+from approvals.notifier import MessageRef, NotifyError, OpenedRefs, RequestView
+from approvals.policy import LoadedPolicy
+from bot import blocks
+
+log = logging.getLogger(__name__)
+
+FINAL_EVENTS = frozenset({"succeeded", "failed", "denied", "cancelled", "expired"})
+AUDITED_EVENTS = frozenset({"approved", "denied", "cancelled", "succeeded", "failed"})
+
+
+def _slack_error(exc: Exception) -> str:
+    if isinstance(exc, SlackApiError):
+        return str(exc.response.get("error", "unknown_error"))
+    return str(exc)
+
+
+class SlackNotifier:
+    """Tells Slack what the gate did.
+
+    The approval message goes to the rule's approval channel and is updated in place
+    (``chat.update``) as the request moves; progress goes to a thread under the requester's
+    announcement, or through the command's ``response_url`` when the bot cannot post in that
+    channel; decisions and results are mirrored to the policy's ``audit_channel``.
+    """
+
+    def __init__(self, client: WebClient, policy: Callable[[], LoadedPolicy]) -> None:
+        self._client = client
+        self._policy = policy
+
+    def request_opened(self, request: RequestView) -> OpenedRefs:
+        """Post the approval message (if approval is needed) and the requester's announcement.
+
+        Raises ``NotifyError`` when the approval message cannot be posted.
+        """
+        approval: MessageRef | None = None
+        if request.needs_approval and request.approval_channel is not None:
+            text, message_blocks = blocks.approval_message(request)
+            try:
+                response = self._client.chat_postMessage(
+                    channel=request.approval_channel, text=text, blocks=message_blocks
+                )
+            except (SlackApiError, SlackRequestError) as exc:
+                raise NotifyError(
+                    f"posting to <#{request.approval_channel}> failed: {_slack_error(exc)}"
+                ) from exc
+            approval = MessageRef(str(response["channel"]), str(response["ts"]))
+            request = _with_approval(request, approval)
+        thread = self._announce(request)
+        return OpenedRefs(approval=approval, thread=thread)
+
+    def _announce(self, request: RequestView) -> MessageRef | None:
+        text = blocks.requester_announcement(request)
+        if request.origin_channel_id:
+            try:
+                response = self._client.chat_postMessage(
+                    channel=request.origin_channel_id, text=text
+                )
+                return MessageRef(str(response["channel"]), str(response["ts"]))
+            except (SlackApiError, SlackRequestError) as exc:
+                log.info(
+                    "request #%s: cannot post in %s (%s); answering through response_url",
+                    request.id,
+                    request.origin_channel_id,
+                    _slack_error(exc),
+                )
+        self._respond(request, text)
+        return None
+
+    def request_changed(self, request: RequestView, *, event: str) -> None:
+        """Update the approval message, reply in the thread and mirror to the audit channel.
+
+        Raises ``NotifyError`` only when the requester could not be told at all.
+        """
+        if request.approval is not None:
+            text, message_blocks = blocks.approval_message(request)
+            try:
+                self._client.chat_update(
+                    channel=request.approval.channel_id,
+                    ts=request.approval.ts,
+                    text=text,
+                    blocks=message_blocks,
+                )
+            except (SlackApiError, SlackRequestError) as exc:
+                log.error("request #%s: chat.update failed: %s", request.id, _slack_error(exc))
+        update = blocks.thread_update(request, event)
+        if event in FINAL_EVENTS:
+            update = f"<@{request.requester_id}> {update}"
+        self._tell_requester(request, update)
+        if event in AUDITED_EVENTS:
+            self._mirror_to_audit(request, update)
+
+    def _tell_requester(self, request: RequestView, text: str) -> None:
+        if request.thread is not None:
+            try:
+                self._client.chat_postMessage(
+                    channel=request.thread.channel_id, thread_ts=request.thread.ts, text=text
+                )
+                return
+            except (SlackApiError, SlackRequestError) as exc:
+                log.warning("request #%s: thread reply failed: %s", request.id, _slack_error(exc))
+        if not self._respond(request, text):
+            raise NotifyError(f"request #{request.id}: the requester could not be told")
+
+    def _respond(self, request: RequestView, text: str) -> bool:
+        """Answer the requester alone through the command's response_url; False if that failed."""
+        if not request.response_url:
+            return False
+        try:
+            response = WebhookClient(request.response_url).send(
+                text=text, response_type="ephemeral", replace_original=False
+            )
+        except OSError as exc:
+            log.warning("request #%s: response_url failed: %s", request.id, exc)
+            return False
+        if response.status_code != 200:
+            log.warning("request #%s: response_url answered %s", request.id, response.status_code)
+            return False
+        return True
+
+    def _mirror_to_audit(self, request: RequestView, text: str) -> None:
+        channel = self._policy().policy.audit_channel
+        if channel is None:
+            return
+        try:
+            self._client.chat_postMessage(channel=channel, text=f"[audit] {text}")
+        except (SlackApiError, SlackRequestError) as exc:
+            log.error("request #%s: audit channel post failed: %s", request.id, _slack_error(exc))
+
+
+def _with_approval(request: RequestView, approval: MessageRef) -> RequestView:
+    return replace(request, approval=approval)

@@ -1,0 +1,61 @@
+"""Runtime configuration, read from the environment once and passed through the app factory.
+
+Nothing in opsgate reads the environment at import time: build a :class:`Settings` (for example
+``Settings()``, which reads the variables below and an optional ``.env`` file) and hand it to
+:func:`bot.app.create_app` or the CLI.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """The variables of design.md's configuration table.
+
+    ``slack_bot_token`` and ``slack_signing_secret`` are optional here because ``opsgate migrate``
+    and ``opsgate policy`` do not need them; :meth:`require_slack` checks them for ``serve``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
+
+    database_url: str = Field(
+        default="sqlite:///./opsgate.db", validation_alias="OPSGATE_DATABASE_URL"
+    )
+    policy_path: str = Field(default="./policy.yml", validation_alias="OPSGATE_POLICY")
+    slack_bot_token: SecretStr | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, validation_alias="SLACK_SIGNING_SECRET"
+    )
+    slack_app_token: SecretStr | None = Field(default=None, validation_alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
+    kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")
+    vault_addr: str | None = Field(default=None, validation_alias="VAULT_ADDR")
+    vault_token: SecretStr | None = Field(default=None, validation_alias="VAULT_TOKEN")
+    kube_request_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="OPSGATE_KUBE_TIMEOUT",
+        description="Seconds to wait for one Kubernetes API call before it counts as failed.",
+    )
+
+    @property
+    def socket_mode(self) -> bool:
+        """True when ``SLACK_APP_TOKEN`` is set: Slack is reached over Socket Mode, not HTTP."""
+        return self.slack_app_token is not None
+
+    def require_slack(self) -> None:
+        """Raise ``ValueError`` naming each Slack variable that ``opsgate serve`` lacks."""
+        missing = []
+        if self.slack_bot_token is None:
+            missing.append("SLACK_BOT_TOKEN")
+        if self.slack_signing_secret is None and not self.socket_mode:
+            missing.append("SLACK_SIGNING_SECRET")
+        if missing:
+            raise ValueError(
+                f"{' and '.join(missing)} must be set to serve Slack "
+                "(see the README's 'Environment variables')."
+            )

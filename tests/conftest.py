@@ -1,0 +1,209 @@
+"""Shared fixtures: a real database, the fakes over real HTTP, and the bot on a real socket.
+
+The database is SQLite in a temporary directory, or the PostgreSQL named by
+``OPSGATE_TEST_DATABASE_URL`` (``.ci/run`` runs the suite both ways); each test gets a freshly
+migrated schema.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from bot.app import create_app
+from bot.settings import Settings
+from tests.fakes import slack
+from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
+
+TEST_DATABASE_ENV = "OPSGATE_TEST_DATABASE_URL"
+
+POLICY = """\
+version: 1
+approval_channel: C0APPROVALS
+audit_channel: C0AUDIT
+incident_channels: ["inc-*"]
+
+groups:
+  sre: {users: [U0SRE1, U0SRE2]}
+  security: {users: [U0SEC1]}
+
+environments:
+  prod:    {kube_context: prod, namespaces: [payments, checkout]}
+  staging: {kube_context: staging, namespaces: ["staging-*"]}
+  sandbox: {kube_context: staging, namespaces: [sandbox]}
+
+rules:
+  - match: {action: restart, environment: staging}
+    approval: auto
+  - name: checkout needs two
+    match: {action: restart, environment: prod, namespace: checkout}
+    approvers: [sre]
+    min_approvals: 2
+  - match: {action: restart, environment: prod}
+    approvers: [sre]
+"""
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def database_url(tmp_path: Path) -> str:
+    url = os.environ.get(TEST_DATABASE_ENV)
+    if not url:
+        return f"sqlite:///{tmp_path / 'opsgate.db'}"
+    assert make_url(url).get_backend_name() == "postgresql", f"{TEST_DATABASE_ENV}: {url}"
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA IF EXISTS public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+    return url
+
+
+@pytest.fixture
+def fake_slack() -> Iterator[slack.FakeSlack]:
+    fake = slack.start_fake_slack()
+    try:
+        yield fake
+    finally:
+        fake.server.clear()
+        fake.server.stop()
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKubernetes]:
+    """One fake cluster that serves both the ``prod`` and ``staging`` contexts."""
+    fake = FakeKubernetes()
+    fake.start()
+    fake.add(deployment("payments-api", "payments", replicas=3, image="payments:1.4.2"))
+    fake.add(deployment("cart", "checkout", replicas=2, image="cart:7"))
+    fake.add(deployment("web", "staging-web", replicas=1, image="web:2"))
+    try:
+        yield fake
+    finally:
+        fake.stop()
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+def settings(
+    tmp_path: Path,
+    database_url: str,
+    fake_slack: slack.FakeSlack,
+    kube: FakeKubernetes,
+    policy_path: Path,
+) -> Settings:
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"prod": kube, "staging": kube})
+    return Settings(
+        database_url=database_url,
+        policy_path=str(policy_path),
+        slack_bot_token=slack.BOT_TOKEN,
+        slack_signing_secret=slack.SIGNING_SECRET,
+        slack_api_url=fake_slack.api_url,
+        kubeconfig=str(kubeconfig),
+        kube_request_timeout=2.0,
+        _env_file=None,
+    )
+
+
+@dataclass
+class RunningBot:
+    """The bot served by uvicorn on a loopback port, and a way to talk to it as Slack does."""
+
+    url: str
+    fake_slack: slack.FakeSlack
+    http: httpx.Client
+
+    def post(self, body: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return self.http.post(
+            f"{self.url}/slack/events", content=body, headers=headers or slack.signed_headers(body)
+        )
+
+    def command(
+        self,
+        text: str,
+        *,
+        user: str = "U0DEV1",
+        channel_id: str = "C0DEV",
+        channel_name: str = "dev",
+    ) -> tuple[httpx.Response, str]:
+        """Send a signed ``/ops <text>``; returns the HTTP answer and the response_url used."""
+        response_url = self.fake_slack.response_url()
+        body = slack.slash_command_body(
+            text,
+            user_id=user,
+            channel_id=channel_id,
+            channel_name=channel_name,
+            response_url=response_url,
+        )
+        return self.post(body), response_url
+
+    def click(self, action_id: str, value: str, *, user: str) -> httpx.Response:
+        """Send a signed click on the approval message's button ``action_id``."""
+        approval = self.approval_message()
+        body = slack.block_action_body(
+            action_id,
+            value,
+            user_id=user,
+            channel_id=approval.args["channel"],
+            message_ts=self.approval_ts(),
+            response_url=self.fake_slack.response_url(),
+        )
+        return self.post(body)
+
+    def approval_message(self) -> slack.Call:
+        posts = [c for c in self.fake_slack.calls_of("chat.postMessage") if c.args.get("blocks")]
+        assert posts, "no approval message was posted"
+        return posts[-1]
+
+    def approval_ts(self) -> str:
+        return str(self.approval_message().response["ts"])
+
+
+def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, what="uvicorn to start")
+    port = server.servers[0].sockets[0].getsockname()[1]
+    return server, thread, f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def bot(settings: Settings, fake_slack: slack.FakeSlack) -> Iterator[RunningBot]:
+    app = create_app(settings)
+    server, thread, url = _serve(app)
+    with httpx.Client(timeout=10) as http:
+        try:
+            yield RunningBot(url, fake_slack, http)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)

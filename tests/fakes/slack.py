@@ -1,0 +1,266 @@
+"""A fake Slack: the Web API over real HTTP (pytest-httpserver), and requests signed as Slack signs.
+
+``FakeSlack`` answers ``auth.test``, ``chat.postMessage``, ``chat.update``, ``chat.postEphemeral``
+and the ``response_url`` of slash commands and interactions, checks the bot token, and records
+every call (:attr:`FakeSlack.calls`). Point ``SLACK_API_URL`` at :attr:`FakeSlack.api_url`.
+``fail(method, error)`` makes a method answer ``{"ok": false, "error": error}``.
+
+``SlackSigner`` builds the bodies and headers Slack sends to a Request URL: form-encoded slash
+commands, ``payload=`` interactions, and ``X-Slack-Signature: v0=HMAC-SHA256(secret,
+"v0:{timestamp}:{body}")`` with ``X-Slack-Request-Timestamp``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+from pytest_httpserver import HTTPServer
+from werkzeug import Request, Response
+
+BOT_TOKEN = "xoxb-test-0000000000-opsgate"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+TEAM_ID = "T0TEST"
+BOT_USER_ID = "U0OPSGATE"
+
+
+@dataclass(frozen=True)
+class Call:
+    """One recorded call: the Web API method (or ``response_url``) and its arguments."""
+
+    method: str
+    args: dict[str, Any]
+    path: str
+    response: dict[str, Any]
+
+
+@dataclass
+class FakeSlack:
+    server: HTTPServer
+    calls: list[Call] = field(default_factory=list)
+    _failures: dict[str, list[tuple[str, str | None]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _ts: Any = field(default_factory=lambda: itertools.count(1))
+    _urls: Any = field(default_factory=lambda: itertools.count(1))
+
+    @property
+    def api_url(self) -> str:
+        return self.server.url_for("/api/")
+
+    def response_url(self) -> str:
+        """A fresh response_url, as Slack puts in a slash command or an interaction."""
+        return self.server.url_for(f"/response/{next(self._urls)}")
+
+    def fail(self, method: str, error: str, *, times: int = 1, channel: str | None = None) -> None:
+        """The next ``times`` calls of ``method`` (to ``channel``, if given) answer ``ok: false``
+        with ``error``."""
+        with self._lock:
+            self._failures.setdefault(method, []).extend([(error, channel)] * times)
+
+    def calls_of(self, method: str) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls if c.method == method]
+
+    def all_text(self) -> str:
+        """Everything the bot sent to Slack, as one JSON string (for searching for secrets)."""
+        with self._lock:
+            return json.dumps([c.args for c in self.calls], sort_keys=True)
+
+    # --- the HTTP side ---------------------------------------------------------------------------
+
+    def _record(
+        self, method: str, args: dict[str, Any], path: str, response: dict[str, Any]
+    ) -> None:
+        with self._lock:
+            self.calls.append(Call(method, args, path, response))
+
+    def _next_failure(self, method: str, channel: str | None) -> str | None:
+        with self._lock:
+            queue = self._failures.get(method, [])
+            for i, (error, only) in enumerate(queue):
+                if only is None or only == channel:
+                    del queue[i]
+                    return error
+            return None
+
+    def handle_api(self, request: Request) -> Response:
+        method = request.path.rsplit("/", 1)[-1]
+        args = _request_args(request)
+        answer = self._answer(method, args, request.headers.get("Authorization"))
+        self._record(method, args, request.path, answer)
+        return Response(json.dumps(answer), status=200, content_type="application/json")
+
+    def _answer(
+        self, method: str, args: dict[str, Any], authorization: str | None
+    ) -> dict[str, Any]:
+        if authorization != f"Bearer {BOT_TOKEN}":
+            return {"ok": False, "error": "invalid_auth"}
+        error = self._next_failure(method, args.get("channel"))
+        if error is not None:
+            return {"ok": False, "error": error}
+        handler = _HANDLERS.get(method)
+        if handler is None:
+            return {"ok": False, "error": "unknown_method"}
+        return handler(self, args)
+
+    def handle_response_url(self, request: Request) -> Response:
+        self._record("response_url", _request_args(request), request.path, {})
+        return Response("ok", status=200, content_type="text/html")
+
+    def new_ts(self) -> str:
+        return f"{1_700_000_000 + next(self._ts)}.000100"
+
+
+def _request_args(request: Request) -> dict[str, Any]:
+    if request.mimetype == "application/json":
+        data = json.loads(request.get_data(as_text=True) or "{}")
+        return dict(data)
+    return dict(parse_qsl(request.get_data(as_text=True)))
+
+
+def _auth_test(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "url": "https://test.slack.com/",
+        "team": "test",
+        "user": "opsgate",
+        "team_id": TEAM_ID,
+        "user_id": BOT_USER_ID,
+        "bot_id": "B0OPSGATE",
+    }
+
+
+def _post_message(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    ts = fake.new_ts()
+    message = {"type": "message", "text": args.get("text"), "ts": ts, "bot_id": "B0OPSGATE"}
+    return {"ok": True, "channel": args.get("channel"), "ts": ts, "message": message}
+
+
+def _update(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "ok": True,
+        "channel": args.get("channel"),
+        "ts": args.get("ts"),
+        "text": args.get("text"),
+    }
+
+
+def _post_ephemeral(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    return {"ok": True, "message_ts": fake.new_ts()}
+
+
+_HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
+    "auth.test": _auth_test,
+    "chat.postMessage": _post_message,
+    "chat.update": _update,
+    "chat.postEphemeral": _post_ephemeral,
+}
+
+
+def start_fake_slack() -> FakeSlack:
+    """Start a fake Slack on a free loopback port; stop it with ``fake.server.stop()``."""
+    server = HTTPServer(host="127.0.0.1", port=0)
+    server.start()
+    fake = FakeSlack(server)
+    server.expect_request(re.compile(r"^/api/.+")).respond_with_handler(fake.handle_api)
+    server.expect_request(re.compile(r"^/response/\d+$")).respond_with_handler(
+        fake.handle_response_url
+    )
+    return fake
+
+
+# --- requests into the bot, signed as Slack signs them --------------------------------------------
+
+
+def signature(secret: str, timestamp: str, body: str) -> str:
+    """``v0=`` + hex HMAC-SHA256 of ``v0:{timestamp}:{body}``, as Slack computes it."""
+    base = f"v0:{timestamp}:{body}".encode()
+    return "v0=" + hmac.new(secret.encode(), base, hashlib.sha256).hexdigest()
+
+
+def signed_headers(
+    body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None
+) -> dict[str, str]:
+    ts = str(int(time.time()) if timestamp is None else timestamp)
+    return {
+        "Content-Type": "application/x-www-form-urlencoded",
+        "X-Slack-Request-Timestamp": ts,
+        "X-Slack-Signature": signature(secret, ts, body),
+    }
+
+
+def slash_command_body(
+    text: str,
+    *,
+    user_id: str,
+    channel_id: str = "C0DEV",
+    channel_name: str = "dev",
+    response_url: str,
+) -> str:
+    """The form body Slack posts for ``/ops <text>``."""
+    return urlencode(
+        {
+            "token": "legacy-verification-token",
+            "team_id": TEAM_ID,
+            "team_domain": "test",
+            "channel_id": channel_id,
+            "channel_name": channel_name,
+            "user_id": user_id,
+            "user_name": user_id.lower(),
+            "command": "/ops",
+            "text": text,
+            "api_app_id": "A0OPSGATE",
+            "is_enterprise_install": "false",
+            "response_url": response_url,
+            "trigger_id": "1.2.3",
+        }
+    )
+
+
+def block_action_body(
+    action_id: str,
+    value: str,
+    *,
+    user_id: str,
+    channel_id: str,
+    message_ts: str,
+    response_url: str,
+) -> str:
+    """The form body (``payload=`` JSON) Slack posts when a button of a message is clicked."""
+    payload = {
+        "type": "block_actions",
+        "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
+        "api_app_id": "A0OPSGATE",
+        "token": "legacy-verification-token",
+        "container": {
+            "type": "message",
+            "message_ts": message_ts,
+            "channel_id": channel_id,
+            "is_ephemeral": False,
+        },
+        "trigger_id": "4.5.6",
+        "team": {"id": TEAM_ID, "domain": "test"},
+        "channel": {"id": channel_id, "name": "approvals"},
+        "message": {"type": "message", "ts": message_ts, "text": "approval request"},
+        "response_url": response_url,
+        "actions": [
+            {
+                "action_id": action_id,
+                "block_id": "decision",
+                "text": {"type": "plain_text", "text": action_id.capitalize()},
+                "value": value,
+                "type": "button",
+                "action_ts": f"{time.time():.6f}",
+            }
+        ],
+    }
+    return urlencode({"payload": json.dumps(payload)})
