@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel
@@ -383,6 +383,41 @@ class Gate:
         return request
 
     # --- execution ----------------------------------------------------------------------------
+
+    def recover(self, *, stale_after: float = 900.0) -> list[int]:
+        """Finish what a stopped bot left behind; returns the IDs of the requests it touched.
+
+        A request left ``approved`` never started, so it is executed now (the guarded
+        transition keeps another instance from running it too). One ``executing`` for more than
+        ``stale_after`` seconds may or may not have taken effect: it is marked ``failed`` with a
+        message that says so, rather than run twice. Younger ones may belong to another live
+        instance and are left alone.
+        """
+        cutoff = self._clock() - timedelta(seconds=stale_after)
+        with self._sessions() as session:
+            approved = session.scalars(
+                select(Request.id).where(Request.status == Status.APPROVED.value)
+            ).all()
+            interrupted = session.scalars(
+                select(Request.id).where(
+                    Request.status == Status.EXECUTING.value, Request.updated_at < cutoff
+                )
+            ).all()
+        for request_id in interrupted:
+            log.warning("request #%s was interrupted while executing", request_id)
+            self._finish(
+                request_id,
+                Status.FAILED,
+                error=(
+                    "opsgate stopped while executing this request; whether it took effect is "
+                    "unknown: check the target before asking again"
+                ),
+                detail={"interrupted": True},
+            )
+        for request_id in approved:
+            log.info("request #%s was approved before a restart; executing it now", request_id)
+            self._execute(request_id)
+        return [*interrupted, *approved]
 
     def _execute(self, request_id: int) -> None:
         """Run an approved request exactly once: approved → executing → succeeded | failed."""

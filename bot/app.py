@@ -9,6 +9,7 @@ Migrations are applied when the app starts.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         nonlocal socket_handler
         await run_in_threadpool(migrate, settings.database_url)
+        # Requests a previous run left approved or executing; in the background, so that
+        # /healthz answers while it works.
+        threading.Thread(target=services.gate.recover, name="opsgate-recover", daemon=True).start()
         if settings.socket_mode:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 

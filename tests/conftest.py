@@ -187,8 +187,11 @@ class RunningBot:
         return str(self.approval_message().response["ts"])
 
 
-def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+def serve_in_thread(
+    app: Any, *, lifespan: str = "on"
+) -> tuple[uvicorn.Server, threading.Thread, str]:
+    """Serve ``app`` with uvicorn on a free loopback port; returns the server, thread and URL."""
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan=lifespan)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -200,7 +203,7 @@ def _serve(app: Any) -> tuple[uvicorn.Server, threading.Thread, str]:
 @pytest.fixture
 def bot(settings: Settings, fake_slack: slack.FakeSlack) -> Iterator[RunningBot]:
     app = create_app(settings)
-    server, thread, url = _serve(app)
+    server, thread, url = serve_in_thread(app)
     with httpx.Client(timeout=10) as http:
         try:
             yield RunningBot(url, fake_slack, http)

@@ -193,7 +193,9 @@ def test_two_distinct_approvals_are_needed_where_the_rule_says_so(
     submit(bot, "restart cart -n checkout")
     wait_approval_message(bot)
     bot.click("approve", "1", user="U0SRE1")
-    wait_for(lambda: "(1/2)" in json.dumps([c.args for c in bot.fake_slack.calls_of("chat.update")]))
+    wait_for(
+        lambda: "(1/2)" in json.dumps([c.args for c in bot.fake_slack.calls_of("chat.update")])
+    )
     # the same person again does not count twice
     bot.click("approve", "1", user="U0SRE1")
     wait_for(lambda: ephemerals_to(bot.fake_slack, "U0SRE1"))

@@ -1,0 +1,178 @@
+"""The gate without Slack: a recording notifier, the fake cluster, the test database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from actions.backends.kubernetes import KubernetesBackend
+from actions.registry import build_registry
+from actions.restart import RESTARTED_AT, RestartParams
+from approvals.db import make_engine, make_sessionmaker, migrate
+from approvals.gate import AlreadyDecided, Gate, NotAllowed, Origin, Rejected, Submission
+from approvals.lifecycle import Actor
+from approvals.models import AuditEvent, Request, Status
+from approvals.notifier import MessageRef, NotifyError, OpenedRefs, RequestView
+from approvals.policy import load_policy
+from tests.fakes.kube import FakeKubernetes, write_kubeconfig
+
+
+class Clock:
+    """An injected clock: aware UTC, moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@dataclass
+class RecordingNotifier:
+    """A Notifier that keeps what it was told; ``fail_open`` makes the approval post fail."""
+
+    events: list[tuple[int, str, str]] = field(default_factory=list)
+    fail_open: bool = False
+
+    def request_opened(self, request: RequestView) -> OpenedRefs:
+        if self.fail_open:
+            raise NotifyError("channel_not_found")
+        self.events.append((request.id, "opened", request.status))
+        approval = MessageRef("C0APPROVALS", f"{request.id}.1") if request.needs_approval else None
+        return OpenedRefs(approval=approval, thread=MessageRef("C0DEV", f"{request.id}.2"))
+
+    def request_changed(self, request: RequestView, *, event: str) -> None:
+        self.events.append((request.id, event, request.status))
+
+
+@dataclass
+class World:
+    gate: Gate
+    notifier: RecordingNotifier
+    clock: Clock
+    sessions: sessionmaker[Session]
+    kube: FakeKubernetes
+
+
+@pytest.fixture
+def world(
+    tmp_path: Path, database_url: str, kube: FakeKubernetes, policy_path: Path
+) -> Iterator[World]:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    backend = KubernetesBackend(
+        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
+        request_timeout=2,
+    )
+    clock = Clock()
+    notifier = RecordingNotifier()
+    loaded = load_policy(policy_path)
+    gate = Gate(
+        sessions=sessions,
+        policy=lambda: loaded,
+        actions=build_registry(kube=backend, clock=clock),
+        notifier=notifier,
+        clock=clock,
+    )
+    yield World(gate, notifier, clock, sessions, kube)
+    backend.close()
+    engine.dispose()
+
+
+def restart(
+    name: str = "payments-api", namespace: str = "payments", requester: str = "U0DEV1"
+) -> Submission:
+    return Submission(
+        action="restart",
+        params=RestartParams(name=name, namespace=namespace),
+        requester=Actor(requester),
+        namespace=namespace,
+        origin=Origin("C0DEV", "dev", None),
+    )
+
+
+def set_status(world: World, request_id: int, status: Status, updated_at: datetime) -> None:
+    with world.sessions.begin() as session:
+        session.execute(
+            update(Request)
+            .where(Request.id == request_id)
+            .values(status=status.value, updated_at=updated_at)
+        )
+
+
+def test_times_come_from_the_injected_clock(world: World) -> None:
+    view = world.gate.submit(restart())
+    assert view.created_at == world.clock.now
+    world.clock.now += timedelta(minutes=7)
+    view = world.gate.approve(view.id, Actor("U0SRE1"))
+    assert view.status == "succeeded"
+    assert view.updated_at == world.clock.now
+    obj = world.kube.get_object("apps/v1", "Deployment", "payments", "payments-api")
+    assert obj is not None
+    assert (
+        obj["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] == "2026-11-21T03:07:00Z"
+    )
+    assert [e[1] for e in world.notifier.events] == [
+        "opened",
+        "approved",
+        "executing",
+        "succeeded",
+    ]
+
+
+def test_recover_executes_approved_and_fails_stale_executing_requests(world: World) -> None:
+    first = world.gate.submit(restart()).id
+    second = world.gate.submit(restart("cart", "checkout")).id
+    third = world.gate.submit(restart()).id
+    set_status(world, first, Status.APPROVED, world.clock.now)
+    set_status(world, second, Status.EXECUTING, world.clock.now - timedelta(hours=1))
+    set_status(world, third, Status.EXECUTING, world.clock.now - timedelta(seconds=30))
+
+    assert sorted(world.gate.recover(stale_after=900)) == [first, second]
+
+    assert world.gate.get(first).status == "succeeded"
+    failed = world.gate.get(second)
+    assert failed.status == "failed"
+    assert failed.error is not None
+    assert "whether it took effect is unknown" in failed.error
+    assert world.gate.get(third).status == "executing"  # maybe another live instance's
+    assert len(world.kube.requests_matching(method="PATCH")) == 1
+
+
+def test_a_rule_nobody_but_the_requester_can_satisfy_is_rejected(world: World) -> None:
+    # checkout needs two approvals from sre, which has two members; one of them is asking
+    with pytest.raises(Rejected, match="only 1 person"):
+        world.gate.submit(restart("cart", "checkout", requester="U0SRE1"))
+
+
+def test_agents_cannot_approve(world: World) -> None:
+    view = world.gate.submit(restart())
+    with pytest.raises(NotAllowed, match="Automation cannot approve"):
+        world.gate.approve(view.id, Actor("U0SRE1", kind="agent"))
+    assert world.gate.get(view.id).status == "pending"
+
+
+def test_the_requester_withdraws_with_deny(world: World) -> None:
+    view = world.gate.submit(restart())
+    assert world.gate.deny(view.id, Actor("U0DEV1")).status == "cancelled"
+    with pytest.raises(AlreadyDecided, match="already cancelled"):
+        world.gate.approve(view.id, Actor("U0SRE1"))
+
+
+def test_an_unannounced_request_is_cancelled_and_audited(world: World) -> None:
+    world.notifier.fail_open = True
+    with pytest.raises(Rejected, match="channel_not_found"):
+        world.gate.submit(restart())
+    with world.sessions() as session:
+        [request] = session.scalars(select(Request)).all()
+        assert request.status == "cancelled"
+        events = [e.event for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
+    assert events == ["submitted", "announce_failed", "rejected"]
+    assert world.kube.requests_matching(method="PATCH") == []

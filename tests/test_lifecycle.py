@@ -1,0 +1,195 @@
+"""The lifecycle table, guarded transitions and their audit events, on the test database."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from approvals.db import make_engine, make_sessionmaker, migrate
+from approvals.lifecycle import TERMINAL, TRANSITIONS, Actor, InvalidTransition, transition
+from approvals.models import AuditEvent, Request, Status
+
+NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+def new_request(sessions: sessionmaker[Session]) -> int:
+    with sessions.begin() as session:
+        request = Request(
+            action="restart",
+            params={"name": "x", "namespace": "payments"},
+            status=Status.PENDING.value,
+            requester_id="U0DEV1",
+            target="deployment/x",
+            policy_sha256="0" * 64,
+            created_at=NOW,
+            updated_at=NOW,
+        )
+        session.add(request)
+        session.flush()
+        return request.id
+
+
+def audit_count(sessions: sessionmaker[Session]) -> int:
+    with sessions() as session:
+        return session.scalar(select(func.count()).select_from(AuditEvent)) or 0
+
+
+def test_the_table_matches_design_md() -> None:
+    assert TRANSITIONS[Status.PENDING] == {
+        Status.APPROVED,
+        Status.DENIED,
+        Status.EXPIRED,
+        Status.CANCELLED,
+    }
+    assert TRANSITIONS[Status.APPROVED] == {Status.EXECUTING}
+    assert TRANSITIONS[Status.EXECUTING] == {Status.SUCCEEDED, Status.FAILED, Status.ACTIVE}
+    assert TRANSITIONS[Status.ACTIVE] == {Status.REVOKED}
+    assert set(TRANSITIONS) == set(Status)
+    assert {Status.SUCCEEDED, Status.FAILED, Status.DENIED, Status.REVOKED} <= TERMINAL
+    assert Status.PENDING not in TERMINAL
+
+
+def test_a_transition_happens_once_and_writes_its_audit_event(
+    sessions: sessionmaker[Session],
+) -> None:
+    request_id = new_request(sessions)
+    with sessions.begin() as session:
+        request = session.get(Request, request_id)
+        assert request is not None
+        assert transition(
+            session,
+            request,
+            expected=Status.PENDING,
+            to=Status.APPROVED,
+            actor=Actor("U0SRE1"),
+            now=NOW,
+            decided_by="U0SRE1",
+        )
+        assert request.status == "approved"
+    with sessions.begin() as session:
+        request = session.get(Request, request_id)
+        assert request is not None
+        again = transition(
+            session,
+            request,
+            expected=Status.PENDING,
+            to=Status.APPROVED,
+            actor=Actor("U0SRE2"),
+            now=NOW,
+        )
+        assert again is False
+    with sessions() as session:
+        [event] = session.scalars(select(AuditEvent)).all()
+        assert (event.from_status, event.to_status, event.actor_id) == (
+            "pending",
+            "approved",
+            "U0SRE1",
+        )
+        assert event.created_at == NOW
+        stored = session.get(Request, request_id)
+        assert stored is not None
+        assert stored.decided_by == "U0SRE1"
+
+
+def test_a_rolled_back_transition_leaves_no_audit_event(sessions: sessionmaker[Session]) -> None:
+    request_id = new_request(sessions)
+    with sessions() as session:
+        request = session.get(Request, request_id)
+        assert request is not None
+        assert transition(
+            session,
+            request,
+            expected=Status.PENDING,
+            to=Status.DENIED,
+            actor=Actor("U0SRE1"),
+            now=NOW,
+        )
+        session.rollback()  # the caller's transaction fails after the transition
+    assert audit_count(sessions) == 0
+    with sessions() as session:
+        stored = session.get(Request, request_id)
+        assert stored is not None
+        assert stored.status == "pending"
+
+
+def test_a_transition_the_table_does_not_list_is_refused(sessions: sessionmaker[Session]) -> None:
+    request_id = new_request(sessions)
+    with sessions.begin() as session:
+        request = session.get(Request, request_id)
+        assert request is not None
+        with pytest.raises(InvalidTransition):
+            transition(
+                session,
+                request,
+                expected=Status.PENDING,
+                to=Status.SUCCEEDED,
+                actor=Actor("U0SRE1"),
+                now=NOW,
+            )
+    assert audit_count(sessions) == 0
+
+
+def test_racing_transitions_from_many_threads_happen_exactly_once(
+    sessions: sessionmaker[Session],
+) -> None:
+    request_id = new_request(sessions)
+    barrier = threading.Barrier(8)
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        with sessions.begin() as session:
+            request = session.get(Request, request_id)
+            assert request is not None
+            won = transition(
+                session,
+                request,
+                expected=Status.PENDING,
+                to=Status.APPROVED,
+                actor=Actor(f"U0SRE{n}"),
+                now=NOW,
+            )
+        with lock:
+            results.append(won)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 7 + [True]
+    assert audit_count(sessions) == 1
+
+
+def test_naive_datetimes_are_refused(sessions: sessionmaker[Session]) -> None:
+    from sqlalchemy.exc import StatementError
+
+    with pytest.raises(StatementError, match="naive datetimes"), sessions.begin() as session:
+        session.add(
+            AuditEvent(
+                event="x",
+                actor_id="U",
+                actor_kind="human",
+                detail={},
+                created_at=datetime(2026, 1, 1),
+            )
+        )
