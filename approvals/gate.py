@@ -219,18 +219,13 @@ class Gate:
                 request.thread_ts = refs.thread.ts
 
         if decision.outcome is Outcome.AUTO:
-            with self._sessions.begin() as session:
-                request = self._load(session, request_id)
-                transition(
-                    session,
-                    request,
-                    expected=Status.PENDING,
-                    to=Status.APPROVED,
-                    actor=SYSTEM,
-                    now=self._clock(),
-                    event="auto_approved",
-                    decided_by=SYSTEM.id,
-                )
+            self._move(
+                request_id,
+                Status.PENDING,
+                Status.APPROVED,
+                event="auto_approved",
+                decided_by=SYSTEM.id,
+            )
             self._notify(request_id, "approved")
             self._execute(request_id)
         return self.get(request_id)
@@ -247,18 +242,37 @@ class Gate:
             )
 
     def _finish_unannounced(self, request_id: int, why: str) -> None:
+        self._move(
+            request_id,
+            Status.PENDING,
+            Status.CANCELLED,
+            event="announce_failed",
+            detail={"error": why},
+            error=f"the approval message could not be posted: {why}",
+        )
+
+    def _move(
+        self,
+        request_id: int,
+        expected: Status,
+        to: Status,
+        *,
+        event: str | None = None,
+        detail: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> bool:
+        """A transition made by opsgate itself, in its own transaction; see ``transition``."""
         with self._sessions.begin() as session:
-            request = self._load(session, request_id)
-            transition(
+            return transition(
                 session,
-                request,
-                expected=Status.PENDING,
-                to=Status.CANCELLED,
+                self._load(session, request_id),
+                expected=expected,
+                to=to,
                 actor=SYSTEM,
                 now=self._clock(),
-                event="announce_failed",
-                detail={"error": why},
-                error=f"the approval message could not be posted: {why}",
+                event=event,
+                detail=detail,
+                **values,
             )
 
     def _audit_rejection(self, sub: Submission, loaded: LoadedPolicy, why: str) -> None:
@@ -270,7 +284,7 @@ class Gate:
                     actor_id=sub.requester.id,
                     actor_kind=sub.requester.kind,
                     action=sub.action,
-                    target=f"{sub.namespace}/{getattr(sub.params, 'name', '?')}",
+                    target=None,  # never read: the params below say what was asked for
                     policy_sha256=loaded.sha256,
                     detail={"reason": why, "params": sub.params.model_dump(mode="json")},
                     created_at=self._clock(),
@@ -461,20 +475,8 @@ class Gate:
         result: str | None = None,
         error: str | None = None,
     ) -> None:
-        with self._sessions.begin() as session:
-            request = self._load(session, request_id)
-            transition(
-                session,
-                request,
-                expected=Status.EXECUTING,
-                to=to,
-                actor=SYSTEM,
-                now=self._clock(),
-                detail=detail,
-                result=result,
-                error=error,
-            )
-        self._notify(request_id, to.value)
+        if self._move(request_id, Status.EXECUTING, to, detail=detail, result=result, error=error):
+            self._notify(request_id, to.value)
 
     # --- reading ------------------------------------------------------------------------------
 

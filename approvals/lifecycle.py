@@ -79,22 +79,7 @@ def transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         return False
-    session.add(
-        AuditEvent(
-            request_id=request.id,
-            event=event or to.value,
-            from_status=expected.value,
-            to_status=to.value,
-            actor_id=actor.id,
-            actor_kind=actor.kind,
-            action=request.action,
-            target=request.target,
-            rule=request.rule,
-            policy_sha256=request.policy_sha256,
-            detail=detail or {},
-            created_at=now,
-        )
-    )
+    session.add(_event(request, event or to.value, expected.value, to.value, actor, now, detail))
     session.flush()
     session.refresh(request)
     return True
@@ -110,11 +95,25 @@ def record(
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Add an audit event that is not a transition (for example one approval of several)."""
-    audit = AuditEvent(
+    audit = _event(request, event, request.status, request.status, actor, now, detail)
+    session.add(audit)
+    return audit
+
+
+def _event(
+    request: Request,
+    event: str,
+    from_status: str,
+    to_status: str,
+    actor: Actor,
+    now: datetime,
+    detail: dict[str, Any] | None,
+) -> AuditEvent:
+    return AuditEvent(
         request_id=request.id,
         event=event,
-        from_status=request.status,
-        to_status=request.status,
+        from_status=from_status,
+        to_status=to_status,
         actor_id=actor.id,
         actor_kind=actor.kind,
         action=request.action,
@@ -124,5 +123,3 @@ def record(
         detail=detail or {},
         created_at=now,
     )
-    session.add(audit)
-    return audit
