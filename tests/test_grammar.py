@@ -1,0 +1,237 @@
+"""Unit tests of ``bot.grammar``: the ``/ops`` command grammar (design.md, 'Command grammar')."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actions.restart import RestartParams
+from actions.workloads import WorkloadKind
+from bot.grammar import Command, CommandError, help_text, parse, usage
+
+RESTART_USAGE = "/ops restart <workload> -n <namespace> [--env ENV] [--reason TEXT]"
+STATUS_USAGE = "/ops status <REQUEST_ID>"
+
+
+@pytest.mark.parametrize("text", ["help", "", "   ", "help restart", "  help  "])
+def test_help(text: str) -> None:
+    assert parse(text) == Command("help")
+
+
+@pytest.mark.parametrize(
+    ("text", "kind", "name", "namespace", "env", "reason"),
+    [
+        ("restart x -n ns", None, "x", "ns", None, None),
+        ("restart x --namespace ns", None, "x", "ns", None, None),
+        ("restart -n ns x", None, "x", "ns", None, None),
+        (
+            'restart deploy/x -n ns --reason "two words"',
+            WorkloadKind.DEPLOYMENT,
+            "x",
+            "ns",
+            None,
+            "two words",
+        ),
+        (
+            "restart deployment/payments-api -n payments --reason 'memory leak'",
+            WorkloadKind.DEPLOYMENT,
+            "payments-api",
+            "payments",
+            None,
+            "memory leak",
+        ),
+        # Slack sends typographic quotes when the client "smartens" them.
+        (
+            "restart x -n ns --reason \u201cmemory leak\u201d",
+            None,
+            "x",
+            "ns",
+            None,
+            "memory leak",
+        ),
+        ("restart x -n ns --reason \u2018two words\u2019", None, "x", "ns", None, "two words"),
+        (
+            "restart x -n ns --reason \u201cit\u2019s leaking\u201d",
+            None,
+            "x",
+            "ns",
+            None,
+            "it's leaking",
+        ),
+        ("restart x -n shared --env staging", None, "x", "shared", "staging", None),
+        ("restart x --env=prod --namespace=ns", None, "x", "ns", "prod", None),
+        ("restart statefulset/x -n ns", WorkloadKind.STATEFULSET, "x", "ns", None, None),
+        ("restart sts/x -n ns", WorkloadKind.STATEFULSET, "x", "ns", None, None),
+        ("restart StatefulSet/x -n ns", WorkloadKind.STATEFULSET, "x", "ns", None, None),
+        ("restart ds/x -n ns", WorkloadKind.DAEMONSET, "x", "ns", None, None),
+        ("restart daemonset/x -n ns", WorkloadKind.DAEMONSET, "x", "ns", None, None),
+        ("restart deployments/x -n ns", WorkloadKind.DEPLOYMENT, "x", "ns", None, None),
+    ],
+)
+def test_parse_restart(
+    text: str,
+    kind: WorkloadKind | None,
+    name: str,
+    namespace: str,
+    env: str | None,
+    reason: str | None,
+) -> None:
+    command = parse(text)
+    assert command == Command(
+        "restart",
+        params=RestartParams(name=name, kind=kind, namespace=namespace),
+        namespace=namespace,
+        env=env,
+        reason=reason,
+    )
+
+
+def test_parse_status() -> None:
+    assert parse("status 42") == Command("status", request_id=42)
+
+
+@pytest.mark.parametrize(
+    ("text", "words", "line"),
+    [
+        pytest.param("frobnicate x", ["Unknown command `frobnicate`"], "all", id="unknown"),
+        pytest.param("Restart x -n ns", ["Unknown command `Restart`"], "all", id="case"),
+        pytest.param("restart x", ["-n/--namespace"], RESTART_USAGE, id="missing-namespace"),
+        pytest.param("restart x -n", ["-n/--namespace", "expected one argument"], RESTART_USAGE),
+        pytest.param("restart -n ns", ["workload"], RESTART_USAGE, id="missing-workload"),
+        pytest.param("restart", ["workload", "-n/--namespace"], RESTART_USAGE, id="bare"),
+        pytest.param(
+            "restart pod/x -n ns",
+            ["'pod' is not a workload kind", "deployment, statefulset or daemonset"],
+            RESTART_USAGE,
+            id="unknown-kind",
+        ),
+        pytest.param(
+            "restart deploy/ -n ns", ["'deploy/' is not a workload"], RESTART_USAGE, id="no-name"
+        ),
+        pytest.param(
+            "restart a/b/c -n ns", ["'a/b/c' is not a workload"], RESTART_USAGE, id="two-slashes"
+        ),
+        pytest.param(
+            'restart x -n ns --reason "memory leak',
+            ["Cannot read the command", "No closing quotation"],
+            "all",
+            id="unterminated-quote",
+        ),
+        pytest.param(
+            "restart x -n ns --reason \u201cmemory leak",
+            ["No closing quotation"],
+            "all",
+            id="unterminated-typographic-quote",
+        ),
+        pytest.param(
+            "restart x y -n ns",
+            ["unrecognized arguments: y"],
+            RESTART_USAGE,
+            id="extra-positional",
+        ),
+        pytest.param(
+            "restart x -n ns --reason memory leak",
+            ["unrecognized arguments: leak"],
+            RESTART_USAGE,
+            id="unquoted-reason",
+        ),
+        pytest.param(
+            "restart x -n ns --force",
+            ["unrecognized arguments: --force"],
+            RESTART_USAGE,
+            id="unknown-option",
+        ),
+        pytest.param(
+            "restart x -n ''",
+            ["namespace", "at least 1 character"],
+            RESTART_USAGE,
+            id="empty-namespace",
+        ),
+        pytest.param(
+            f"restart {'a' * 254} -n ns",
+            ["name", "at most 253 characters"],
+            RESTART_USAGE,
+            id="name-too-long",
+        ),
+        pytest.param(
+            "status abc",
+            ["request_id", "invalid int value: 'abc'"],
+            STATUS_USAGE,
+            id="status-not-a-number",
+        ),
+        pytest.param("status", ["request_id"], STATUS_USAGE, id="status-without-id"),
+        pytest.param("status 1 2", ["unrecognized arguments: 2"], STATUS_USAGE, id="status-extra"),
+    ],
+)
+def test_parse_errors_say_what_and_show_usage(text: str, words: list[str], line: str) -> None:
+    with pytest.raises(CommandError) as info:
+        parse(text)
+    message = str(info.value)
+    for word in words:
+        assert word in message
+    if line == "all":
+        assert message.endswith(usage())
+        assert f"`{RESTART_USAGE}`" in message
+    else:
+        assert message.endswith(f"Usage: `{line}`")
+    # The usage line comes after what was wrong, on its own line.
+    assert "\nUsage:" in message
+
+
+def test_command_error_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match="Unknown command"):
+        parse("nope")
+
+
+def test_usage_of_one_subcommand() -> None:
+    assert usage("restart") == f"Usage: `{RESTART_USAGE}`"
+    assert usage("status") == f"Usage: `{STATUS_USAGE}`"
+
+
+def test_usage_of_all() -> None:
+    lines = usage().splitlines()
+    assert lines[0] == "Usage:"
+    assert "`/ops help`" in lines
+    assert f"`{RESTART_USAGE}`" in lines
+    assert f"`{STATUS_USAGE}`" in lines
+    assert usage("no-such-command") == usage()
+
+
+def test_help_text_lists_restart() -> None:
+    text = help_text()
+    assert text.splitlines()[0].startswith("*opsgate*")
+    assert f"• `{RESTART_USAGE}`: rolling restart" in text
+    assert f"• `{STATUS_USAGE}`" in text
+    assert "• `/ops help`" in text
+
+
+_WORD = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20).filter(
+    lambda s: not s.startswith("-")
+)
+
+
+_REASON = st.text(
+    alphabet=st.characters(
+        exclude_categories=("Cs", "Cc"),
+        exclude_characters='"\\\u201c\u201d\u2018\u2019',
+    ),
+    min_size=1,
+    max_size=40,
+).filter(lambda s: not s.startswith("-"))
+
+
+@settings(max_examples=200, database=None, deadline=None)
+@given(
+    kind=st.sampled_from(["", "deploy/", "sts/", "ds/"]),
+    name=_WORD,
+    namespace=_WORD,
+    reason=_REASON,
+)
+def test_property_restart_round_trips(kind: str, name: str, namespace: str, reason: str) -> None:
+    command = parse(f'restart {kind}{name} -n {namespace} --reason "{reason}"')
+    assert isinstance(command.params, RestartParams)
+    assert command.params.name == name
+    assert command.params.namespace == namespace == command.namespace
+    assert command.reason == reason
+    assert (command.params.kind is None) == (kind == "")
