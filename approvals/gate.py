@@ -493,6 +493,17 @@ class Gate:
             ).all()
             return _view(request, tuple(approved_by))
 
+    def latest(self, *, requester_id: str, limit: int) -> list[RequestView]:
+        """The ``limit`` most recent requests of ``requester_id``, newest first."""
+        with self._sessions() as session:
+            ids = session.scalars(
+                select(Request.id)
+                .where(Request.requester_id == requester_id)
+                .order_by(Request.id.desc())
+                .limit(limit)
+            ).all()
+        return [self.get(request_id) for request_id in ids]
+
     @staticmethod
     def _load(session: Session, request_id: int) -> Request:
         request = session.get(Request, request_id, populate_existing=True)

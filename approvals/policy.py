@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 _DURATION = re.compile(r"^(?:(?P<d>\d+)d)?(?:(?P<h>\d+)h)?(?:(?P<m>\d+)m)?(?:(?P<s>\d+)s)?$")
 
@@ -93,6 +101,16 @@ class Limits(_Model):
 
     min_replicas: int | None = Field(default=None, ge=0)
     max_replicas: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if (
+            self.min_replicas is not None
+            and self.max_replicas is not None
+            and self.min_replicas > self.max_replicas
+        ):
+            raise ValueError("min_replicas is greater than max_replicas")
+        return self
 
 
 class Rule(_Model):
@@ -245,17 +263,39 @@ KNOWN_ACTIONS: tuple[str, ...] = ("restart", "scale", "rollback", "access", "rot
 """Request kinds a rule may name; a rule may name one that opsgate does not execute yet."""
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader, except that a key given twice in one mapping is an error (YAML 1.2
+    forbids it; PyYAML would silently keep the last one, and a policy must never surprise)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _value in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while reading a mapping",
+                    node.start_mark,
+                    f"the key '{key}' is given twice",
+                    key_node.start_mark,
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_policy(text: str | bytes, *, source: str = "policy.yml") -> LoadedPolicy:
     """Validate policy YAML ``text``. Raises :class:`PolicyError` naming each bad field and line."""
     raw = text.encode() if isinstance(text, str) else text
     digest = hashlib.sha256(raw).hexdigest()
     try:
-        root = yaml.compose(raw.decode(), Loader=yaml.SafeLoader)
-        data = yaml.safe_load(raw.decode())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+        root = yaml.compose(raw.decode(), Loader=_StrictLoader)
+        data = yaml.load(raw.decode(), Loader=_StrictLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
-        raise PolicyError(source, [PolicyIssue(line, "(yaml)", str(exc))]) from exc
+        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        raise PolicyError(source, [PolicyIssue(line, "(yaml)", what)]) from exc
+    except yaml.YAMLError as exc:
+        raise PolicyError(source, [PolicyIssue(None, "(yaml)", str(exc))]) from exc
     except UnicodeDecodeError as exc:
         raise PolicyError(source, [PolicyIssue(None, "(file)", "not UTF-8 text")]) from exc
     if not isinstance(data, dict):

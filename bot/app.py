@@ -2,8 +2,9 @@
 
 ``create_app(settings)`` loads the policy (refusing an invalid one), builds the database engine,
 the Kubernetes adapter, the gate and the slack-bolt app, and mounts one ``POST /slack/events``
-(slash commands, interactivity and events) beside ``GET /healthz`` and ``GET /readyz``.
-Migrations are applied when the app starts.
+(slash commands, interactivity and events) beside ``GET /healthz`` and ``GET /readyz``; in
+Socket Mode (``SLACK_APP_TOKEN`` set) Slack is reached over the WebSocket instead, and
+``/slack/events`` is not mounted. Migrations are applied when the app starts.
 """
 
 from __future__ import annotations
@@ -133,13 +134,17 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     api = FastAPI(title="opsgate", lifespan=lifespan)
     api.state.services = services
 
-    @api.post("/slack/events")
     async def slack_events(request: Request) -> Response:
         body = await request.body()
         bolt_response = await run_in_threadpool(
             services.slack.dispatch, to_bolt_request(request, body)
         )
         return to_starlette_response(bolt_response)
+
+    # In Socket Mode requests are not signed (request verification is off and no signing secret
+    # is needed), so an HTTP endpoint would dispatch anyone's forged command or click.
+    if not settings.socket_mode:
+        api.post("/slack/events")(slack_events)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:

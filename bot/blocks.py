@@ -136,6 +136,13 @@ def thread_update(view: RequestView, event: str, actor: str | None = None) -> st
     return f"Request #{view.id}: {outcome_line(view)}"
 
 
+def status_list(views: list[RequestView]) -> str:
+    """The answer to ``/ops status``: each request's title and where it stands."""
+    if not views:
+        return "You have no requests yet. `/ops help` lists what you can ask for."
+    return "\n".join(f"*{title(view)}*\n{outcome_line(view)}" for view in views)
+
+
 def error_message(text: str) -> str:
     """An error for one person: what was wrong (the text already says what to do)."""
     return f":warning: {text}"

@@ -18,7 +18,20 @@ from actions.restart import RestartParams
 from actions.workloads import parse_workload
 
 # Slack turns straight quotes into typographic ones on many keyboards; shlex needs straight ones.
+_DOUBLE_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u2018": "'", "\u2019": "'"})
+
+
+def _split(text: str) -> list[str]:
+    """Split as a shell does, reading typographic quotes as straight ones; when that leaves a
+    quote open, a typographic apostrophe (don\u2019t) is read as a letter instead."""
+    try:
+        return shlex.split(text.translate(_QUOTES))
+    except ValueError:
+        try:
+            return shlex.split(text.translate(_DOUBLE_QUOTES))
+        except ValueError as exc:
+            raise CommandError(f"Cannot read the command ({exc}).\n{usage()}") from exc
 
 
 class CommandError(ValueError):
@@ -34,7 +47,8 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed ``/ops`` command. ``params`` is set for request kinds, ``request_id`` for status."""
+    """A parsed ``/ops`` command. ``params`` is set for request kinds; ``request_id`` for status
+    (None: the requester's latest requests)."""
 
     name: str
     params: BaseModel | None = None
@@ -70,7 +84,7 @@ def _restart_build(ns: argparse.Namespace) -> Command:
 
 
 def _status_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("request_id", type=int)
+    parser.add_argument("request_id", type=int, nargs="?")
 
 
 def _status_build(ns: argparse.Namespace) -> Command:
@@ -85,8 +99,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _restart_build,
     ),
     "status": Subcommand(
-        "/ops status <REQUEST_ID>",
-        "where a request stands",
+        "/ops status [REQUEST_ID]",
+        "where a request stands (without an ID: your latest requests)",
         _status_args,
         _status_build,
     ),
@@ -111,10 +125,7 @@ def help_text() -> str:
 
 def parse(text: str) -> Command:
     """Parse the text after ``/ops``. Raises :class:`CommandError` with the usage line."""
-    try:
-        words = shlex.split(text.translate(_QUOTES))
-    except ValueError as exc:
-        raise CommandError(f"Cannot read the command ({exc}).\n{usage()}") from exc
+    words = _split(text)
     if not words or words[0] == "help":
         return Command("help")
     name, rest = words[0], words[1:]

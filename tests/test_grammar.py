@@ -11,7 +11,26 @@ from actions.workloads import WorkloadKind
 from bot.grammar import Command, CommandError, help_text, parse, usage
 
 RESTART_USAGE = "/ops restart <workload> -n <namespace> [--env ENV] [--reason TEXT]"
-STATUS_USAGE = "/ops status <REQUEST_ID>"
+STATUS_USAGE = "/ops status [REQUEST_ID]"
+
+
+def test_status_without_an_id_asks_for_the_latest_requests() -> None:
+    assert parse("status") == Command("status", request_id=None)
+    assert parse("status 12") == Command("status", request_id=12)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("restart x -n ns --reason don\u2019t-restart-twice", "don\u2019t-restart-twice"),
+        ("restart x -n ns --reason \u201cit\u2019s leaking\u201d", "it's leaking"),
+        ("restart x -n ns --reason \u2018OOM\u2019", "OOM"),
+    ],
+)
+def test_a_typographic_apostrophe_is_a_letter_when_it_is_not_a_quote(
+    text: str, reason: str
+) -> None:
+    assert parse(text).reason == reason
 
 
 @pytest.mark.parametrize("text", ["help", "", "   ", "help restart", "  help  "])
@@ -160,7 +179,6 @@ def test_parse_status() -> None:
             STATUS_USAGE,
             id="status-not-a-number",
         ),
-        pytest.param("status", ["request_id"], STATUS_USAGE, id="status-without-id"),
         pytest.param("status 1 2", ["unrecognized arguments: 2"], STATUS_USAGE, id="status-extra"),
     ],
 )

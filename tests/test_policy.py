@@ -439,6 +439,28 @@ def test_yaml_bad_indentation_names_its_line() -> None:
     assert error.issues[0].line == 13
 
 
+def test_a_key_given_twice_is_an_error_not_a_silent_override() -> None:
+    text = _replace(
+        "    approvers: [sre]\n    min_approvals: 1\n", "    approvers: [sre]\n    approvers: [x]\n"
+    )
+    error = policy_error(text)
+    assert error.issues[0].field == "(yaml)"
+    assert error.issues[0].line == 13
+    assert "the key 'approvers' is given twice" in str(error)
+    assert "<unicode string>" not in str(error)
+
+
+def test_scale_limits_must_be_ordered() -> None:
+    text = _replace(
+        "    min_approvals: 1\n",
+        "    min_approvals: 1\n    limits: {min_replicas: 5, max_replicas: 2}\n",
+    )
+    error = policy_error(text)
+    assert error.issues[0].field == "rules[1].limits"
+    assert error.issues[0].line == 14  # the line of limits:
+    assert "min_replicas is greater than max_replicas" in str(error)
+
+
 @pytest.mark.parametrize(
     "text",
     [

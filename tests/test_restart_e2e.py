@@ -467,3 +467,21 @@ def test_stale_timestamp_is_rejected(bot: RunningBot) -> None:
     assert bot.post(body, stale).status_code == 401
     fresh = slack.signed_headers(body, timestamp=int(time.time()) - 4 * 60)
     assert bot.post(body, fresh).status_code == 200
+
+
+def test_status_answers_the_requester_alone(bot: RunningBot, settings: Settings) -> None:
+    response_url = submit(bot, "status")
+    [none] = wait_for(lambda: responses(bot.fake_slack, response_url))
+    assert "You have no requests yet" in none
+    submit(bot, "restart payments-api -n payments")
+    wait_approval_message(bot)
+    response_url = submit(bot, "status 1", user="U0SRE2")
+    [one] = wait_for(lambda: responses(bot.fake_slack, response_url))
+    assert "Request #1: restart deployment/payments-api in payments (prod)" in one
+    assert "Waiting for approval" in one
+    response_url = submit(bot, "status")
+    [mine] = wait_for(lambda: responses(bot.fake_slack, response_url))
+    assert "Request #1" in mine
+    response_url = submit(bot, "status 42")
+    [missing] = wait_for(lambda: responses(bot.fake_slack, response_url))
+    assert "There is no request #42" in missing

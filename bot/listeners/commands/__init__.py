@@ -30,7 +30,7 @@ def register(app: App, gate: Gate) -> None:
             return
         if parsed.name == "status":
             ack(response_type="ephemeral")
-            _status(gate, parsed.request_id, respond)
+            _status(gate, parsed.request_id, command["user_id"], respond)
             return
         ack(response_type="ephemeral", text=f":hourglass_flowing_sand: Checking `/ops {text}`…")
         assert parsed.params is not None
@@ -55,14 +55,18 @@ def register(app: App, gate: Gate) -> None:
     app.command("/ops")(ops)
 
 
-def _status(gate: Gate, request_id: int | None, respond: Respond) -> None:
-    assert request_id is not None
-    try:
-        view = gate.get(request_id)
-    except GateError as exc:
-        respond(response_type="ephemeral", text=blocks.error_message(str(exc)))
-        return
-    respond(
-        response_type="ephemeral",
-        text=f"*{blocks.title(view)}*\n{blocks.outcome_line(view)}",
-    )
+def _status(gate: Gate, request_id: int | None, user_id: str, respond: Respond) -> None:
+    """Answer ``/ops status [ID]``: one request, or the user's latest ones."""
+    if request_id is None:
+        views = gate.latest(requester_id=user_id, limit=STATUS_LIMIT)
+    else:
+        try:
+            views = [gate.get(request_id)]
+        except GateError as exc:
+            respond(response_type="ephemeral", text=blocks.error_message(str(exc)))
+            return
+    respond(response_type="ephemeral", text=blocks.status_list(views))
+
+
+STATUS_LIMIT = 5
+"""How many of a user's latest requests ``/ops status`` lists."""
