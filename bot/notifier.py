@@ -18,6 +18,8 @@ log = logging.getLogger(__name__)
 
 FINAL_EVENTS = frozenset({"succeeded", "failed", "denied", "cancelled", "expired"})
 AUDITED_EVENTS = frozenset({"approved", "denied", "cancelled", "succeeded", "failed"})
+SLACK_FAILURES = (SlackApiError, SlackRequestError, OSError)
+"""What a Web API call raises when Slack says no or cannot be reached (urllib's URLError)."""
 
 
 def _slack_error(exc: Exception) -> str:
@@ -51,12 +53,12 @@ class SlackNotifier:
                 response = self._client.chat_postMessage(
                     channel=request.approval_channel, text=text, blocks=message_blocks
                 )
-            except (SlackApiError, SlackRequestError) as exc:
+            except SLACK_FAILURES as exc:
                 raise NotifyError(
                     f"posting to <#{request.approval_channel}> failed: {_slack_error(exc)}"
                 ) from exc
             approval = MessageRef(str(response["channel"]), str(response["ts"]))
-            request = _with_approval(request, approval)
+            request = replace(request, approval=approval)
         thread = self._announce(request)
         return OpenedRefs(approval=approval, thread=thread)
 
@@ -68,7 +70,7 @@ class SlackNotifier:
                     channel=request.origin_channel_id, text=text
                 )
                 return MessageRef(str(response["channel"]), str(response["ts"]))
-            except (SlackApiError, SlackRequestError) as exc:
+            except SLACK_FAILURES as exc:
                 log.info(
                     "request #%s: cannot post in %s (%s); answering through response_url",
                     request.id,
@@ -92,7 +94,7 @@ class SlackNotifier:
                     text=text,
                     blocks=message_blocks,
                 )
-            except (SlackApiError, SlackRequestError) as exc:
+            except SLACK_FAILURES as exc:
                 log.error("request #%s: chat.update failed: %s", request.id, _slack_error(exc))
         update = blocks.thread_update(request, event)
         if event in FINAL_EVENTS:
@@ -108,7 +110,7 @@ class SlackNotifier:
                     channel=request.thread.channel_id, thread_ts=request.thread.ts, text=text
                 )
                 return
-            except (SlackApiError, SlackRequestError) as exc:
+            except SLACK_FAILURES as exc:
                 log.warning("request #%s: thread reply failed: %s", request.id, _slack_error(exc))
         if not self._respond(request, text):
             raise NotifyError(f"request #{request.id}: the requester could not be told")
@@ -135,9 +137,5 @@ class SlackNotifier:
             return
         try:
             self._client.chat_postMessage(channel=channel, text=f"[audit] {text}")
-        except (SlackApiError, SlackRequestError) as exc:
+        except SLACK_FAILURES as exc:
             log.error("request #%s: audit channel post failed: %s", request.id, _slack_error(exc))
-
-
-def _with_approval(request: RequestView, approval: MessageRef) -> RequestView:
-    return replace(request, approval=approval)

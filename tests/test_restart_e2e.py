@@ -485,3 +485,18 @@ def test_status_answers_the_requester_alone(bot: RunningBot, settings: Settings)
     response_url = submit(bot, "status 42")
     [missing] = wait_for(lambda: responses(bot.fake_slack, response_url))
     assert "There is no request #42" in missing
+
+
+def test_slack_failing_after_approval_loses_nothing(
+    bot: RunningBot, kube: FakeKubernetes, settings: Settings
+) -> None:
+    response_url = submit(bot, "restart payments-api -n payments")
+    wait_approval_message(bot)
+    bot.fake_slack.fail("chat.update", "internal_error", times=20)
+    bot.fake_slack.fail("chat.postMessage", "fatal_error", times=20)
+    bot.click("approve", "1", user="U0SRE1")
+    wait_for(lambda: request_status(settings) == "succeeded")
+    assert RESTARTED_AT in annotations(kube, "payments", "payments-api")
+    # the thread is gone, so the requester hears it through the command's response_url
+    wait_for(lambda: any("Done" in t for t in responses(bot.fake_slack, response_url)))
+    assert [e.event for e in rows(settings, AuditEvent)][-1] == "succeeded"
