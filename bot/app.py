@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from slack_bolt import App
+from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from slack_sdk import WebClient
 from sqlalchemy import Engine
@@ -101,34 +102,34 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The FastAPI app for ``settings``; see the module docstring."""
     services = build_services(settings, clock=clock)
-    socket_handler = None
+    socket_handler: SocketModeHandler | None = None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         nonlocal socket_handler
-        await run_in_threadpool(migrate, settings.database_url)
-        # Requests a previous run left approved or executing; in the background, so that
-        # /healthz answers while it works.
-        threading.Thread(target=services.gate.recover, name="opsgate-recover", daemon=True).start()
-        if settings.socket_mode:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            assert settings.slack_app_token is not None
-            socket_handler = SocketModeHandler(
-                services.slack, settings.slack_app_token.get_secret_value()
-            )
-            socket_handler.connect()  # type: ignore[no-untyped-call]
-        log.info(
-            "opsgate ready: policy %s (sha256 %s), %s",
-            services.policy.source,
-            services.policy.sha256[:12],
-            "Socket Mode" if settings.socket_mode else "HTTP mode on /slack/events",
-        )
         try:
+            await run_in_threadpool(migrate, settings.database_url)
+            # Requests a previous run left approved or executing; in the background, so that
+            # /healthz answers while it works.
+            threading.Thread(
+                target=services.gate.recover, name="opsgate-recover", daemon=True
+            ).start()
+            if settings.socket_mode:
+                assert settings.slack_app_token is not None
+                socket_handler = SocketModeHandler(
+                    services.slack, settings.slack_app_token.get_secret_value()
+                )
+                await run_in_threadpool(socket_handler.connect)
+            log.info(
+                "opsgate ready: policy %s (sha256 %s), %s",
+                services.policy.source,
+                services.policy.sha256[:12],
+                "Socket Mode" if settings.socket_mode else "HTTP mode on /slack/events",
+            )
             yield
         finally:
             if socket_handler is not None:
-                socket_handler.close()  # type: ignore[no-untyped-call]
+                await run_in_threadpool(socket_handler.close)
             services.close()
 
     api = FastAPI(title="opsgate", lifespan=lifespan)
@@ -158,7 +159,13 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             checks["database"] = "ok"
         except SQLAlchemyError as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-            return JSONResponse({"status": "not ready", **checks}, status_code=503)
-        return JSONResponse({"status": "ready", **checks})
+        if socket_handler is not None:
+            connected = socket_handler.client.is_connected()
+            checks["socket_mode"] = "connected" if connected else "disconnected"
+        ready = checks["database"] == "ok" and checks.get("socket_mode") != "disconnected"
+        return JSONResponse(
+            {"status": "ready" if ready else "not ready", **checks},
+            status_code=200 if ready else 503,
+        )
 
     return api

@@ -5,6 +5,12 @@ and the ``response_url`` of slash commands and interactions, checks the bot toke
 every call (:attr:`FakeSlack.calls`). Point ``SLACK_API_URL`` at :attr:`FakeSlack.api_url`.
 ``fail(method, error)`` makes a method answer ``{"ok": false, "error": error}``.
 
+For Socket Mode it also answers ``apps.connections.open``, which (as in real Slack) takes the
+app-level token (``xapp-…``, :data:`APP_TOKEN`) and refuses the bot token with
+``not_allowed_token_type``, as every other method refuses the app-level token. Set
+:attr:`FakeSlack.socket_mode_url` (the WebSocket server of ``tests/fakes/slack_socket.py``) first;
+each call answers it with a fresh one-time ``?ticket=…&app_id=…`` (:attr:`FakeSlack.tickets`).
+
 ``SlackSigner`` builds the bodies and headers Slack sends to a Request URL: form-encoded slash
 commands, ``payload=`` interactions, and ``X-Slack-Signature: v0=HMAC-SHA256(secret,
 "v0:{timestamp}:{body}")`` with ``X-Slack-Request-Timestamp``.
@@ -19,6 +25,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +36,8 @@ from werkzeug import Request, Response
 
 BOT_TOKEN = "xoxb-test-0000000000-opsgate"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+APP_TOKEN = "xapp-1-test"
+APP_ID = "A0OPSGATE"
 TEAM_ID = "T0TEST"
 BOT_USER_ID = "U0OPSGATE"
 
@@ -41,6 +50,8 @@ class Call:
     args: dict[str, Any]
     path: str
     response: dict[str, Any]
+    token: str | None = None
+    """The Bearer token of the ``Authorization`` header (``None`` for a ``response_url``)."""
 
 
 @dataclass
@@ -51,6 +62,19 @@ class FakeSlack:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _ts: Any = field(default_factory=lambda: itertools.count(1))
     _urls: Any = field(default_factory=lambda: itertools.count(1))
+    socket_mode_url: str | None = None
+    """Base ``ws://`` URL that ``apps.connections.open`` hands out; unset: Socket Mode is off."""
+    app_token: str = APP_TOKEN
+    tickets: set[str] = field(default_factory=set)
+    """Tickets handed out by ``apps.connections.open`` and not yet used (see ``use_ticket``)."""
+
+    def use_ticket(self, ticket: str | None) -> bool:
+        """Consume a ticket of ``apps.connections.open``: true once per ticket it issued."""
+        with self._lock:
+            if ticket in self.tickets:
+                self.tickets.discard(ticket)
+                return True
+            return False
 
     @property
     def api_url(self) -> str:
@@ -78,10 +102,15 @@ class FakeSlack:
     # --- the HTTP side ---------------------------------------------------------------------------
 
     def _record(
-        self, method: str, args: dict[str, Any], path: str, response: dict[str, Any]
+        self,
+        method: str,
+        args: dict[str, Any],
+        path: str,
+        response: dict[str, Any],
+        token: str | None = None,
     ) -> None:
         with self._lock:
-            self.calls.append(Call(method, args, path, response))
+            self.calls.append(Call(method, args, path, response, token))
 
     def _next_failure(self, method: str, channel: str | None) -> str | None:
         with self._lock:
@@ -95,14 +124,21 @@ class FakeSlack:
     def handle_api(self, request: Request) -> Response:
         method = request.path.rsplit("/", 1)[-1]
         args = _request_args(request)
-        answer = self._answer(method, args, request.headers.get("Authorization"))
-        self._record(method, args, request.path, answer)
+        authorization = request.headers.get("Authorization")
+        answer = self._answer(method, args, authorization)
+        token = authorization.removeprefix("Bearer ") if authorization else None
+        self._record(method, args, request.path, answer, token)
         return Response(json.dumps(answer), status=200, content_type="application/json")
 
     def _answer(
         self, method: str, args: dict[str, Any], authorization: str | None
     ) -> dict[str, Any]:
-        if authorization != f"Bearer {BOT_TOKEN}":
+        wanted, other = BOT_TOKEN, self.app_token
+        if method in _APP_TOKEN_METHODS:
+            wanted, other = other, wanted
+        if authorization == f"Bearer {other}":
+            return {"ok": False, "error": "not_allowed_token_type"}
+        if authorization != f"Bearer {wanted}":
             return {"ok": False, "error": "invalid_auth"}
         error = self._next_failure(method, args.get("channel"))
         if error is not None:
@@ -158,7 +194,21 @@ def _post_ephemeral(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "message_ts": fake.new_ts()}
 
 
+def _connections_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    if fake.socket_mode_url is None:
+        # this fake's own answer when no test set up a Socket Mode server
+        return {"ok": False, "error": "socket_mode_not_enabled"}
+    ticket = str(uuid.uuid4())
+    with fake._lock:
+        fake.tickets.add(ticket)
+    return {"ok": True, "url": f"{fake.socket_mode_url}?ticket={ticket}&app_id={APP_ID}"}
+
+
+# Methods that take the app-level token (and refuse the bot token).
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+
 _HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
+    "apps.connections.open": _connections_open,
     "auth.test": _auth_test,
     "chat.postMessage": _post_message,
     "chat.update": _update,
@@ -208,22 +258,41 @@ def slash_command_body(
 ) -> str:
     """The form body Slack posts for ``/ops <text>``."""
     return urlencode(
-        {
-            "token": "legacy-verification-token",
-            "team_id": TEAM_ID,
-            "team_domain": "test",
-            "channel_id": channel_id,
-            "channel_name": channel_name,
-            "user_id": user_id,
-            "user_name": user_id.lower(),
-            "command": "/ops",
-            "text": text,
-            "api_app_id": "A0OPSGATE",
-            "is_enterprise_install": "false",
-            "response_url": response_url,
-            "trigger_id": "1.2.3",
-        }
+        slash_command_payload(
+            text,
+            user_id=user_id,
+            channel_id=channel_id,
+            channel_name=channel_name,
+            response_url=response_url,
+        )
     )
+
+
+def slash_command_payload(
+    text: str,
+    *,
+    user_id: str,
+    channel_id: str = "C0DEV",
+    channel_name: str = "dev",
+    response_url: str,
+) -> dict[str, str]:
+    """The fields of ``/ops <text>``: the HTTP form, or the ``payload`` of a Socket Mode
+    ``slash_commands`` envelope."""
+    return {
+        "token": "legacy-verification-token",
+        "team_id": TEAM_ID,
+        "team_domain": "test",
+        "channel_id": channel_id,
+        "channel_name": channel_name,
+        "user_id": user_id,
+        "user_name": user_id.lower(),
+        "command": "/ops",
+        "text": text,
+        "api_app_id": "A0OPSGATE",
+        "is_enterprise_install": "false",
+        "response_url": response_url,
+        "trigger_id": "1.2.3",
+    }
 
 
 def block_action_body(
@@ -236,7 +305,29 @@ def block_action_body(
     response_url: str,
 ) -> str:
     """The form body (``payload=`` JSON) Slack posts when a button of a message is clicked."""
-    payload = {
+    payload = block_action_payload(
+        action_id,
+        value,
+        user_id=user_id,
+        channel_id=channel_id,
+        message_ts=message_ts,
+        response_url=response_url,
+    )
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def block_action_payload(
+    action_id: str,
+    value: str,
+    *,
+    user_id: str,
+    channel_id: str,
+    message_ts: str,
+    response_url: str,
+) -> dict[str, Any]:
+    """The ``block_actions`` payload of a click on a message's button: JSON in the HTTP form's
+    ``payload=``, or the ``payload`` of a Socket Mode ``interactive`` envelope."""
+    return {
         "type": "block_actions",
         "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
         "api_app_id": "A0OPSGATE",
@@ -263,4 +354,3 @@ def block_action_body(
             }
         ],
     }
-    return urlencode({"payload": json.dumps(payload)})
