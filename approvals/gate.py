@@ -24,7 +24,7 @@ from actions.base import ActionKind, Preview, Target
 from actions.errors import ActionError
 from approvals.lifecycle import SYSTEM, Actor, transition
 from approvals.lifecycle import record as record_event
-from approvals.models import Approval, AuditEvent, Request, Status
+from approvals.models import ActorKind, Approval, AuditEvent, Request, Status
 from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView
 from approvals.policy import (
     Decision,
@@ -374,11 +374,11 @@ class Gate:
         if request.status != Status.PENDING:
             by = (
                 f" by <@{request.decided_by}>"
-                if request.decided_by not in (None, "opsgate")
+                if request.decided_by not in (None, SYSTEM.id)
                 else ""
             )
             raise AlreadyDecided(f"Request #{request_id} is already {request.status}{by}.")
-        if actor.kind == "agent":
+        if actor.kind == ActorKind.AGENT:
             raise NotAllowed("Automation cannot approve or deny requests.")
         if actor.id == request.requester_id:
             return request

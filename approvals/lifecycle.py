@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from approvals.models import AuditEvent, Request, Status
+from approvals.models import ActorKind, AuditEvent, Request, Status
 
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.CANCELLED}),
@@ -44,10 +44,10 @@ class Actor:
     """Who causes a transition: a Slack user ID, or ``opsgate`` for the bot itself."""
 
     id: str
-    kind: str = "human"
+    kind: str = ActorKind.HUMAN
 
 
-SYSTEM = Actor("opsgate", "system")
+SYSTEM = Actor("opsgate", ActorKind.SYSTEM)
 
 
 def transition(

@@ -72,9 +72,12 @@ class Status(StrEnum):
     REVOKED = "revoked"
 
 
-class RequesterKind(StrEnum):
+class ActorKind(StrEnum):
+    """Who acts: a person, automation (never an approver), or opsgate itself."""
+
     HUMAN = "human"
     AGENT = "agent"
+    SYSTEM = "system"
 
 
 class Request(Base):
@@ -87,7 +90,7 @@ class Request(Base):
     params: Mapped[dict[str, Any]]
     status: Mapped[str] = mapped_column(String(16), index=True)
     requester_id: Mapped[str] = mapped_column(String(64), index=True)
-    requester_kind: Mapped[str] = mapped_column(String(16), default=RequesterKind.HUMAN.value)
+    requester_kind: Mapped[str] = mapped_column(String(16), default=ActorKind.HUMAN.value)
     environment: Mapped[str | None] = mapped_column(String(64))
     namespace: Mapped[str | None] = mapped_column(String(253))
     target: Mapped[str] = mapped_column(String(512))

@@ -25,7 +25,6 @@ from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_r
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
 
 from actions.backends.kubernetes import KubernetesBackend
 from actions.registry import build_registry
@@ -48,10 +47,8 @@ def utcnow() -> datetime:
 class Services:
     """Everything the app holds, built once from the settings."""
 
-    settings: Settings
     policy: LoadedPolicy
     engine: Engine
-    sessions: sessionmaker[Session]
     kube: KubernetesBackend
     gate: Gate
     slack: App
@@ -96,7 +93,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         request_verification_enabled=not settings.socket_mode,
     )
     listeners.register(slack, gate)
-    return Services(settings, loaded, engine, sessions, kube, gate, slack)
+    return Services(loaded, engine, kube, gate, slack)
 
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -133,7 +130,6 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             services.close()
 
     api = FastAPI(title="opsgate", lifespan=lifespan)
-    api.state.services = services
 
     async def slack_events(request: Request) -> Response:
         body = await request.body()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from approvals.lifecycle import SYSTEM
 from approvals.notifier import RequestView
 
 Blocks = list[dict[str, Any]]
@@ -55,7 +56,7 @@ def _approvals_line(view: RequestView) -> str:
 def outcome_line(view: RequestView) -> str:
     """One line saying where the request stands, who decided and what happened."""
     emoji = _STATUS_EMOJI.get(view.status, "")
-    by = f" by <@{view.decided_by}>" if view.decided_by and view.decided_by != "opsgate" else ""
+    by = f" by <@{view.decided_by}>" if view.decided_by not in (None, SYSTEM.id) else ""
     if view.status == "pending":
         return f"{emoji} Waiting for approval."
     if view.status == "approved":
