@@ -1,0 +1,632 @@
+"""``rotate`` and ``restore``: Vault secret rotation, and going back to an earlier KV version.
+
+``/ops rotate <path>`` acts on one of two kinds of path, told apart by the secrets engine mounted
+there (the longest mount prefix, as Vault itself resolves a path):
+
+* a KV v2 secret (``secret/prod/payments/db``): one key gets a new value, written as a new version
+  with check-and-set against the version read for the preview, so a concurrent writer makes the
+  rotation fail cleanly (``Conflict``) instead of being overwritten; the other keys are copied from
+  that same version. The value comes from the rule's Vault password policy
+  (``sys/policies/password/<name>/generate``), else from the rule's generator (``length``
+  characters drawn with :func:`secrets.choice` from ``charset``: ``alphanumeric``, ``ascii``, or
+  the literal characters allowed),
+  else from the default generator: 32 characters from ASCII letters and digits.
+* a static role of the database secrets engine (``database/static-roles/<role>``): Vault sets a new
+  password in the database itself (``<mount>/rotate-role/<role>``).
+
+Then the workloads that read the secret (the rule's ``restart`` list, plus ``--restart``) are
+restarted one by one through the injected ``restart_consumer``; every one is tried and reported.
+
+``/ops restore <path> --to-version N`` writes version N's data as a new version (check-and-set
+against the current version); no version is ever deleted or destroyed.
+
+Secret values never leave :class:`actions.vault.VaultPort`'s adapter except for a generated value
+on its way into the write: they are never logged, put in a Preview, an Outcome or an error, and the
+references are dropped as soon as the write returns (Python cannot wipe a ``str``; ``del`` is the
+most it allows).
+
+Rule settings (``Target.settings["rotate"]``, all optional)::
+
+    {"password_policy": "opsgate-db",            # or
+     "generator": {"length": 40, "charset": "abc…"},
+     "key": "password",                           # the key rotated when --key is not given
+     "restart": ["deployment/payments-api", "payments-worker"],
+     "namespace": "payments"}
+"""
+
+from __future__ import annotations
+
+import secrets
+import string
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from actions.base import Outcome, Preview, Target
+from actions.errors import ActionError, Conflict, Invalid, NotFound, PermanentError
+from actions.vault import KvMetadata, KvVersion, Mount, VaultPort
+
+RestartConsumer = Callable[[str, str, str | None], str]
+"""``(namespace, workload_ref, kube_context) -> one-line summary`` of a restart followed to the
+end of its rollout (``"deployment/payments-api: rolled out 3/3 in 2 s"``); raises
+:class:`actions.errors.ActionError` when the workload does not come back."""
+
+
+def no_restart_consumer(namespace: str, workload: str, kube_context: str | None) -> str:
+    """The consumer used when opsgate was built without one: every restart fails, saying so."""
+    raise PermanentError(
+        f"cannot restart {workload} in {namespace}: opsgate was started without a way to "
+        "restart workloads"
+    )
+
+
+DEFAULT_CHARSET = string.ascii_letters + string.digits
+DEFAULT_LENGTH = 32
+
+PATH_PATTERN = r"^[A-Za-z0-9_.@+=:,\-]+(/[A-Za-z0-9_.@+=:,\-]+)+/?$"
+"""A Vault path: mount and at least one more segment, no whitespace, no empty or odd segment."""
+
+
+class RotateParams(BaseModel):
+    """``/ops rotate <path> [--key K] [--restart w1,w2 -n <namespace>]``.
+
+    ``path`` as Vault spells it (``secret/prod/payments/db``, ``database/static-roles/app``);
+    ``restart`` holds workload references (``deployment/payments-api`` or a bare name).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str = Field(min_length=3, max_length=512, pattern=PATH_PATTERN)
+    key: str | None = Field(default=None, min_length=1, max_length=256)
+    restart: tuple[str, ...] = ()
+    namespace: str | None = Field(default=None, min_length=1, max_length=63)
+
+
+class RestoreParams(BaseModel):
+    """``/ops restore <path> --to-version N`` for a KV v2 secret."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    path: str = Field(min_length=3, max_length=512, pattern=PATH_PATTERN)
+    to_version: int = Field(ge=1)
+
+
+NAMED_CHARSETS: Mapping[str, str] = {
+    "alphanumeric": string.ascii_letters + string.digits,
+    "ascii": string.ascii_letters + string.digits + string.punctuation,
+}
+"""The charsets a policy rule may name (``approvals.policy.Generator``): ``ascii`` is printable
+ASCII without the space."""
+
+
+class Generator(BaseModel):
+    """A generated value: ``length`` characters drawn from ``charset``: a name of
+    :data:`NAMED_CHARSETS` (``alphanumeric``, ``ascii``), else its literal characters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    length: int = Field(default=DEFAULT_LENGTH, ge=8, le=4096)
+    charset: str = Field(default=DEFAULT_CHARSET, min_length=2)
+
+    def characters(self) -> str:
+        """The distinct characters drawn from, in their first order."""
+        return "".join(dict.fromkeys(NAMED_CHARSETS.get(self.charset, self.charset)))
+
+
+class RotateSettings(BaseModel):
+    """The rule's ``rotate`` settings (see the module docstring)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    password_policy: str | None = Field(default=None, min_length=1)
+    generator: Generator | None = None
+    key: str | None = Field(default=None, min_length=1)
+    restart: tuple[str, ...] = ()
+    namespace: str | None = Field(default=None, min_length=1)
+
+    @classmethod
+    def of(cls, target: Target) -> RotateSettings:
+        raw = target.settings.get("rotate") if target.settings else None
+        try:
+            return cls.model_validate(raw or {})
+        except ValidationError as exc:
+            fields = ", ".join(".".join(str(p) for p in e["loc"]) for e in exc.errors())
+            raise Invalid(
+                f"the policy rule's rotate settings are invalid ({fields}); fix policy.yml"
+            ) from exc
+
+
+def generated_value(generator: Generator) -> str:
+    """``generator.length`` characters, each a :func:`secrets.choice` of its charset."""
+    charset = generator.characters()  # each character once: a uniform draw
+    return "".join(secrets.choice(charset) for _ in range(generator.length))
+
+
+def _split(vault: VaultPort, full_path: str) -> tuple[Mount, str, str]:
+    """(mount, mount name without slash, path inside the mount)."""
+    clean = full_path.strip("/")
+    mount = vault.mount_of(clean)
+    inside = clean[len(mount.path) :].strip("/") if clean.startswith(mount.path) else ""
+    if not inside:
+        raise Invalid(
+            f"{clean} names the secrets engine mounted at {mount.path}, not a secret in it"
+        )
+    return mount, mount.path.strip("/"), inside
+
+
+def _require_kv2(mount: Mount, full_path: str, what: str) -> None:
+    if mount.type in ("kv", "generic") and mount.kv_version == 2:
+        return
+    if mount.type in ("kv", "generic"):
+        raise Invalid(
+            f"{full_path} is in a KV version {mount.kv_version} engine ({mount.path}); opsgate "
+            f"can {what} KV version 2 secrets only (they keep versions and allow check-and-set)"
+        )
+    raise Invalid(
+        f"{full_path} is in a '{mount.type}' secrets engine ({mount.path}); opsgate can {what} "
+        "KV version 2 secrets and database static roles (database/static-roles/<role>)"
+    )
+
+
+def _age(then: datetime | None, now: datetime) -> str:
+    """``"3 d 4 h ago"``, ``"12 min ago"``, ``"never"``."""
+    if then is None:
+        return "never"
+    seconds = max(0, int((now - then).total_seconds()))
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h ago"
+    if hours:
+        return f"{hours} h {minutes} min ago"
+    if minutes:
+        return f"{minutes} min ago"
+    return f"{seconds} s ago"
+
+
+def _stamp(when: datetime | None) -> str:
+    if when is None:
+        return "never"
+    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _current_version(vault: VaultPort, mount: str, inside: str) -> int | None:
+    """The current version now, for a conflict message; None if it cannot be read."""
+    try:
+        return vault.kv_metadata(mount, inside).current_version
+    except ActionError:
+        return None
+
+
+def _conflict(full_path: str, read: int, now: int | None) -> Conflict:
+    later = f"is now {now}" if now is not None else "is no longer current"
+    return Conflict(
+        f"{full_path} changed since the preview (version {read} {later}); nothing was "
+        "written; ask again"
+    )
+
+
+class _Consumers:
+    """Restart the workloads that read a secret, one by one, and report each."""
+
+    def __init__(self, restart_consumer: RestartConsumer) -> None:
+        self._restart = restart_consumer
+
+    @staticmethod
+    def plan(
+        params_restart: tuple[str, ...],
+        params_namespace: str | None,
+        settings: RotateSettings,
+        target: Target,
+    ) -> tuple[list[str], str | None]:
+        """The rule's workloads then the command's (each once), and their namespace."""
+        workloads = list(dict.fromkeys([*settings.restart, *params_restart]))
+        namespace = params_namespace or settings.namespace or target.namespace
+        if workloads and not namespace:
+            raise Invalid(
+                "workloads to restart need a namespace: add -n <namespace> "
+                "(or a namespace in the rule's rotate settings)"
+            )
+        return workloads, namespace
+
+    def restart_all(
+        self, workloads: list[str], namespace: str | None, context: str | None
+    ) -> list[dict[str, Any]]:
+        results: list[dict[str, Any]] = []
+        for workload in workloads:
+            assert namespace is not None
+            try:
+                summary = self._restart(namespace, workload, context)
+                results.append({"workload": workload, "ok": True, "summary": summary})
+            except ActionError as exc:
+                results.append({"workload": workload, "ok": False, "error": str(exc)})
+        return results
+
+
+def _consumer_lines(results: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        r["summary"] if r["ok"] else f"{r['workload']}: FAILED: {r['error']}" for r in results
+    )
+
+
+def _restart_line(workloads: list[str], namespace: str | None) -> str:
+    if not workloads:
+        return "No workloads will be restarted"
+    return f"Then restart, one by one, in namespace *{namespace}*: {', '.join(workloads)}"
+
+
+class Rotate:
+    """The rotate request kind (see the module docstring).
+
+    ``vault`` is the Vault adapter; ``restart_consumer`` restarts one workload and follows its
+    rollout; ``clock`` returns an aware datetime (for the age of versions).
+    """
+
+    name: ClassVar[str] = "rotate"
+    reversible: ClassVar[bool] = True
+    params_model: ClassVar[type[BaseModel]] = RotateParams
+
+    def __init__(
+        self,
+        *,
+        vault: VaultPort,
+        restart_consumer: RestartConsumer,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._vault = vault
+        self._consumers = _Consumers(restart_consumer)
+        self._clock = clock
+
+    # -- preview ------------------------------------------------------------------------------
+
+    def preview(self, params: BaseModel, *, target: Target) -> Preview:
+        """Read the secret's metadata and key names (or the static role) and say what will happen.
+
+        Raises NotFound (no such secret or role), Invalid (not KV v2 nor a static role, an
+        ambiguous or unknown key, workloads without a namespace, a deleted current version),
+        Forbidden and TemporaryError from the adapter.
+        """
+        assert isinstance(params, RotateParams)
+        settings = RotateSettings.of(target)
+        workloads, namespace = _Consumers.plan(params.restart, params.namespace, settings, target)
+        full_path = params.path.strip("/")
+        mount, mount_name, inside = _split(self._vault, full_path)
+        if mount.type == "database":
+            return self._preview_static_role(
+                params, full_path, mount, mount_name, inside, workloads, namespace
+            )
+        _require_kv2(mount, full_path, "rotate")
+        now = self._clock()
+        meta = self._vault.kv_metadata(mount_name, inside)
+        version = meta.current_version
+        current = meta.versions.get(version)
+        if current is None or current.deleted or current.destroyed:
+            raise Invalid(
+                f"the current version ({version}) of {full_path} is deleted or destroyed; "
+                "restore a version first (`/ops restore "
+                f"{full_path} --to-version N`)"
+            )
+        keys = self._vault.kv_keys(mount_name, inside, version)
+        key = params.key or settings.key
+        if key is None:
+            if len(keys) != 1:
+                raise Invalid(
+                    f"{full_path} has {len(keys)} keys ({', '.join(keys) or 'none'}); "
+                    "say which one gets a new value with --key"
+                )
+            key = keys[0]
+        elif key not in keys:
+            raise Invalid(f"{full_path} has no key '{key}' (its keys: {', '.join(keys)})")
+        if settings.password_policy:
+            source = f"Vault password policy `{settings.password_policy}`"
+            source_fact: dict[str, Any] = {"password_policy": settings.password_policy}
+        else:
+            generator = settings.generator or Generator()
+            distinct = len(generator.characters())
+            default = "" if settings.generator else " (the default generator)"
+            source = (
+                f"{generator.length} random characters from a {distinct}-character set{default}"
+            )
+            source_fact = {"generator": {"length": generator.length, "charset_size": distinct}}
+        lines = (
+            f"Rotate *{full_path}* (KV v2 secret in {mount.path}, "
+            f"environment {target.environment})",
+            f"Keys: {', '.join(keys)}",
+            f"Current version: {version}, created {_stamp(current.created_time)} "
+            f"({_age(current.created_time, now)})",
+            f"New value for key *{key}*: {source}; the other keys are kept; "
+            f"written as version {version + 1} with check-and-set on version {version}",
+            _restart_line(workloads, namespace),
+        )
+        facts: dict[str, Any] = {
+            "kind": "kv",
+            "path": full_path,
+            "mount": mount_name,
+            "secret_path": inside,
+            "version": version,
+            "keys": list(keys),
+            "key": key,
+            "source": source_fact,
+            "restart": workloads,
+            "namespace": namespace,
+        }
+        return Preview(target=full_path, lines=lines, facts=facts)
+
+    def _preview_static_role(
+        self,
+        params: RotateParams,
+        full_path: str,
+        mount: Mount,
+        mount_name: str,
+        inside: str,
+        workloads: list[str],
+        namespace: str | None,
+    ) -> Preview:
+        parts = inside.split("/")
+        if len(parts) != 2 or parts[0] != "static-roles":
+            raise Invalid(
+                f"{full_path} is in the database secrets engine at {mount.path}; "
+                f"name a static role: {mount_name}/static-roles/<role>"
+            )
+        if params.key:
+            raise Invalid("--key applies to KV secrets; a database static role has one password")
+        role = self._vault.static_role(mount_name, parts[1])
+        now = self._clock()
+        period = f"every {role.rotation_period} s" if role.rotation_period else "none"
+        lines = (
+            f"Rotate the password of database static role *{role.name}* "
+            f"(database user `{role.username}`, engine {mount.path}): Vault sets a new password "
+            "in the database; the old one stops working",
+            f"Last rotated by Vault: {_stamp(role.last_vault_rotation)} "
+            f"({_age(role.last_vault_rotation, now)}); automatic rotation: {period}",
+            _restart_line(workloads, namespace),
+        )
+        facts: dict[str, Any] = {
+            "kind": "database_static_role",
+            "path": full_path,
+            "mount": mount_name,
+            "role": role.name,
+            "username": role.username,
+            "last_vault_rotation": (
+                role.last_vault_rotation.isoformat() if role.last_vault_rotation else None
+            ),
+            "restart": workloads,
+            "namespace": namespace,
+        }
+        return Preview(target=full_path, lines=lines, facts=facts)
+
+    # -- execute ------------------------------------------------------------------------------
+
+    def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
+        """Write the new value (or rotate the static role), then restart the consumers.
+
+        Raises Conflict when the secret changed since the preview (nothing written), and
+        PermanentError when the write succeeded but a consumer failed (the message names the
+        new version, each failed consumer and the ``/ops restore`` command that goes back).
+        """
+        assert isinstance(params, RotateParams)
+        facts = preview.facts
+        if facts["kind"] == "database_static_role":
+            return self._execute_static_role(target, facts)
+        settings = RotateSettings.of(target)
+        mount, inside, path = facts["mount"], facts["secret_path"], facts["path"]
+        read_version: int = facts["version"]
+        try:
+            new_version = self._vault.kv_write_from_version(
+                mount,
+                inside,
+                base_version=read_version,
+                cas=read_version,
+                new_values={facts["key"]: self._value_source(settings)},
+            )
+        except Conflict as exc:
+            raise _conflict(
+                path, read_version, _current_version(self._vault, mount, inside)
+            ) from exc
+        except NotFound as exc:
+            raise Conflict(
+                f"version {read_version} of {path} can no longer be read (deleted since the "
+                "preview); nothing was written; ask again"
+            ) from exc
+        results = self._consumers.restart_all(
+            facts["restart"], facts["namespace"], target.kube_context
+        )
+        written = (
+            f"rotated key {facts['key']} of {path}: new version {new_version} (was {read_version})"
+        )
+        failed = [r for r in results if not r["ok"]]
+        if failed:
+            raise PermanentError(
+                f"{written}, but {len(failed)} of {len(results)} consumer(s) failed: "
+                f"{_consumer_lines(results)}. The new value is in place; to go back to the old "
+                f"one: `/ops restore {path} --to-version {new_version - 1}`"
+            )
+        summary = written + (f"; {_consumer_lines(results)}" if results else "")
+        return Outcome(
+            summary=summary,
+            facts={
+                "path": path,
+                "previous_version": read_version,
+                "version": new_version,
+                "keys": facts["keys"],
+                "key": facts["key"],
+                "consumers": results,
+            },
+        )
+
+    def _value_source(self, settings: RotateSettings) -> Callable[[], str]:
+        """A callable the adapter calls just before the write; it keeps no value."""
+        policy = settings.password_policy
+        if policy:
+            return lambda: self._vault.generate_password(policy)
+        generator = settings.generator or Generator()
+        return lambda: generated_value(generator)
+
+    def _execute_static_role(self, target: Target, facts: Mapping[str, Any]) -> Outcome:
+        mount, role, path = facts["mount"], facts["role"], facts["path"]
+        before = self._vault.static_role(mount, role).last_vault_rotation
+        self._vault.rotate_static_role(mount, role)
+        after = self._vault.static_role(mount, role).last_vault_rotation
+        if after is None or (before is not None and after <= before):
+            raise PermanentError(
+                f"Vault accepted the rotation of static role {role} but its last_vault_rotation "
+                f"did not advance ({_stamp(before)}); check the database engine's logs"
+            )
+        results = self._consumers.restart_all(
+            facts["restart"], facts["namespace"], target.kube_context
+        )
+        written = f"rotated the password of database static role {role} ({path}) at {_stamp(after)}"
+        failed = [r for r in results if not r["ok"]]
+        if failed:
+            raise PermanentError(
+                f"{written}, but {len(failed)} of {len(results)} consumer(s) failed: "
+                f"{_consumer_lines(results)}. The old password no longer works, so the failed "
+                "workloads must be fixed or restarted again; there is no version to restore"
+            )
+        summary = written + (f"; {_consumer_lines(results)}" if results else "")
+        return Outcome(
+            summary=summary,
+            facts={
+                "path": path,
+                "role": role,
+                "username": facts["username"],
+                "last_vault_rotation": after.isoformat(),
+                "consumers": results,
+            },
+        )
+
+
+class Restore:
+    """The restore request kind: version N's data written as a new KV v2 version.
+
+    Same collaborators as :class:`Rotate`. After the write, the workloads in the rule's
+    ``rotate.restart`` settings (if any) are restarted, as after a rotation, so they read the
+    restored value.
+    """
+
+    name: ClassVar[str] = "restore"
+    reversible: ClassVar[bool] = True
+    params_model: ClassVar[type[BaseModel]] = RestoreParams
+
+    def __init__(
+        self,
+        *,
+        vault: VaultPort,
+        restart_consumer: RestartConsumer,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._vault = vault
+        self._consumers = _Consumers(restart_consumer)
+        self._clock = clock
+
+    def preview(self, params: BaseModel, *, target: Target) -> Preview:
+        """Current version, target version and its age, the target's key names.
+
+        Raises NotFound (no such secret or version), Invalid (a deleted or destroyed version,
+        the current version itself, not KV v2).
+        """
+        assert isinstance(params, RestoreParams)
+        settings = RotateSettings.of(target)
+        workloads, namespace = _Consumers.plan((), None, settings, target)
+        full_path = params.path.strip("/")
+        mount, mount_name, inside = _split(self._vault, full_path)
+        _require_kv2(mount, full_path, "restore")
+        meta = self._vault.kv_metadata(mount_name, inside)
+        wanted = self._check_version(full_path, meta, params.to_version)
+        now = self._clock()
+        current = meta.versions.get(meta.current_version)
+        keys = self._vault.kv_keys(mount_name, inside, params.to_version)
+        current_age = (
+            f"created {_stamp(current.created_time)} ({_age(current.created_time, now)})"
+            if current
+            else "not kept"
+        )
+        lines = (
+            f"Restore *{full_path}* to the data of version {params.to_version} "
+            f"(environment {target.environment})",
+            f"Version {params.to_version}: created {_stamp(wanted.created_time)} "
+            f"({_age(wanted.created_time, now)}); keys: {', '.join(keys)}",
+            f"Current version: {meta.current_version}, {current_age}",
+            f"Written as new version {meta.current_version + 1} with check-and-set on version "
+            f"{meta.current_version}; no version is deleted",
+            _restart_line(workloads, namespace),
+        )
+        facts: dict[str, Any] = {
+            "kind": "kv",
+            "path": full_path,
+            "mount": mount_name,
+            "secret_path": inside,
+            "version": meta.current_version,
+            "to_version": params.to_version,
+            "keys": list(keys),
+            "restart": workloads,
+            "namespace": namespace,
+        }
+        return Preview(target=full_path, lines=lines, facts=facts)
+
+    @staticmethod
+    def _check_version(full_path: str, meta: KvMetadata, version: int) -> KvVersion:
+        info = meta.versions.get(version)
+        if info is None:
+            kept = sorted(meta.versions)
+            span = f"{kept[0]} to {kept[-1]}" if kept else "none"
+            raise NotFound(f"{full_path} has no version {version} (versions kept: {span})")
+        if info.destroyed:
+            raise Invalid(f"version {version} of {full_path} was destroyed; it cannot be restored")
+        if info.deleted:
+            raise Invalid(
+                f"version {version} of {full_path} was deleted; a Vault operator can undelete it "
+                f"(`bao kv undelete -versions={version} {full_path}`), then ask again"
+            )
+        if version == meta.current_version:
+            raise Invalid(f"version {version} is already the current version of {full_path}")
+        return info
+
+    def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
+        """Write version N's data as a new version (cas = the version read at preview).
+
+        Raises Conflict when the secret changed since the preview, PermanentError when a
+        consumer failed after the write.
+        """
+        assert isinstance(params, RestoreParams)
+        facts = preview.facts
+        mount, inside, path = facts["mount"], facts["secret_path"], facts["path"]
+        read_version: int = facts["version"]
+        to_version: int = facts["to_version"]
+        try:
+            new_version = self._vault.kv_write_from_version(
+                mount, inside, base_version=to_version, cas=read_version
+            )
+        except Conflict as exc:
+            raise _conflict(
+                path, read_version, _current_version(self._vault, mount, inside)
+            ) from exc
+        results = self._consumers.restart_all(
+            facts["restart"], facts["namespace"], target.kube_context
+        )
+        written = (
+            f"restored {path} to the data of version {to_version}: new version {new_version} "
+            f"(was {read_version})"
+        )
+        failed = [r for r in results if not r["ok"]]
+        if failed:
+            raise PermanentError(
+                f"{written}, but {len(failed)} of {len(results)} consumer(s) failed: "
+                f"{_consumer_lines(results)}. To go back: "
+                f"`/ops restore {path} --to-version {read_version}`"
+            )
+        summary = written + (f"; {_consumer_lines(results)}" if results else "")
+        return Outcome(
+            summary=summary,
+            facts={
+                "path": path,
+                "previous_version": read_version,
+                "restored_version": to_version,
+                "version": new_version,
+                "keys": facts["keys"],
+                "consumers": results,
+            },
+        )
