@@ -7,6 +7,9 @@ for the person who asked: it says what failed and, where possible, what to do.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 
 class ActionError(Exception):
     """Base class of every error an action or backend raises."""
@@ -38,3 +41,15 @@ class TemporaryError(ActionError):
 
 class PermanentError(ActionError):
     """Any other failure that retrying will not fix."""
+
+
+class RolloutFailed(PermanentError):
+    """The change WAS applied, but its rollout did not complete (``ProgressDeadlineExceeded``,
+    or not done within the rollout timeout). Not retried: retrying would apply it again.
+
+    ``facts`` is JSON for the audit trail (what was applied, the rollout's last status).
+    """
+
+    def __init__(self, message: str, *, facts: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.facts: dict[str, Any] = dict(facts or {})

@@ -2,11 +2,16 @@
 
 kubectl sends a strategic merge patch that sets the pod template annotation
 ``kubectl.kubernetes.io/restartedAt`` to the current time (RFC 3339), and refuses a paused
-Deployment; this module does exactly that, for Deployments, StatefulSets and DaemonSets.
+Deployment; this module does exactly that, for Deployments, StatefulSets and DaemonSets, then
+follows the rollout as ``kubectl rollout status`` does (:func:`actions.rollout.follow_rollout`).
+
+No server-side dry run in ``preview``: the patch only sets an annotation, which the API server
+cannot refuse for a workload that exists and is not paused (both checked).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -14,9 +19,10 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
-from actions.errors import Invalid, NotFound
+from actions.errors import Invalid, RolloutFailed
 from actions.kube import KubernetesPort
-from actions.workloads import WorkloadKind, WorkloadState
+from actions.rollout import follow_rollout
+from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
@@ -32,39 +38,33 @@ class RestartParams(BaseModel):
 
 
 class Restart:
-    """The restart request kind. ``kube`` is the Kubernetes adapter; ``clock`` returns aware UTC."""
+    """The restart request kind.
+
+    ``kube``: the Kubernetes port; ``clock``: aware UTC now; ``rollout_timeout``: seconds to
+    follow the rollout after the change; ``sleep``/``poll_interval`` (seconds) pace it.
+    """
 
     name: ClassVar[str] = "restart"
     reversible: ClassVar[bool] = True
     params_model: ClassVar[type[BaseModel]] = RestartParams
 
-    def __init__(self, *, kube: KubernetesPort, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        *,
+        kube: KubernetesPort,
+        clock: Callable[[], datetime],
+        rollout_timeout: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 2.0,
+    ) -> None:
         self._kube = kube
         self._clock = clock
+        self._rollout_timeout = rollout_timeout
+        self._sleep = sleep
+        self._poll_interval = poll_interval
 
     def _find(self, params: RestartParams, context: str | None) -> dict[str, Any]:
-        if params.kind is not None:
-            try:
-                return self._kube.get_workload(context, params.kind, params.namespace, params.name)
-            except NotFound as exc:
-                raise NotFound(
-                    f"no {params.kind} named '{params.name}' in namespace {params.namespace}"
-                ) from exc
-        found = []
-        for kind in WorkloadKind:
-            try:
-                found.append(self._kube.get_workload(context, kind, params.namespace, params.name))
-            except NotFound:
-                continue
-        if not found:
-            raise NotFound(
-                f"no Deployment, StatefulSet or DaemonSet named '{params.name}' "
-                f"in namespace {params.namespace}"
-            )
-        if len(found) > 1:
-            kinds = ", ".join(f"{o['kind'].lower()}/{params.name}" for o in found)
-            raise Invalid(f"'{params.name}' names several workloads ({kinds}); say which one")
-        return found[0]
+        return find_workload(self._kube, context, params.namespace, params.name, params.kind)
 
     def preview(self, params: BaseModel, *, target: Target) -> Preview:
         """Read the workload: kind, name, namespace, ready/desired replicas, images.
@@ -96,18 +96,36 @@ class Restart:
         return Preview(target=state.ref, lines=lines, facts=facts)
 
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
-        """Patch ``spec.template.metadata.annotations[restartedAt]`` as kubectl does."""
+        """Patch ``spec.template.metadata.annotations[restartedAt]`` as kubectl does, then
+        follow the rollout.
+
+        Raises ``RolloutFailed`` (the restart WAS requested) when the rollout does not
+        complete, and the port's errors when the patch fails.
+        """
         assert isinstance(params, RestartParams)
-        kind = preview.facts["kind"]
+        kind, name = preview.facts["kind"], preview.facts["name"]
+        context = target.kube_context
         restarted_at = self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}}
-        obj = self._kube.patch_workload(
-            target.kube_context, kind, params.namespace, preview.facts["name"], patch
-        )
+        obj = self._kube.patch_workload(context, kind, params.namespace, name, patch)
         generation = obj.get("metadata", {}).get("generation")
-        return Outcome(
-            summary=(
-                f"restarted {preview.target} in {params.namespace} (restartedAt {restarted_at})"
-            ),
-            facts={"restartedAt": restarted_at, "generation": generation},
+        result = follow_rollout(
+            self._kube,
+            context,
+            kind,
+            params.namespace,
+            name,
+            timeout=self._rollout_timeout,
+            clock=self._clock,
+            sleep=self._sleep,
+            poll_interval=self._poll_interval,
         )
+        applied = f"restarted {preview.target} in {params.namespace} (restartedAt {restarted_at})"
+        facts = {
+            "restartedAt": restarted_at,
+            "generation": generation,
+            "rollout": result.as_facts(),
+        }
+        if not result.done:
+            raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
+        return Outcome(summary=f"{applied}; {result.summary}", facts=facts)

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from actions.errors import Invalid, NotFound
+from actions.kube import KubernetesPort
+
 
 class WorkloadKind(StrEnum):
     DEPLOYMENT = "Deployment"
@@ -87,3 +90,46 @@ class WorkloadState:
     def ref(self) -> str:
         """``deployment/payments-api``, as kubectl names it."""
         return f"{self.kind.lower()}/{self.name}"
+
+
+def find_workload(
+    kube: KubernetesPort,
+    context: str | None,
+    namespace: str,
+    name: str,
+    kind: WorkloadKind | None,
+    *,
+    kinds: tuple[WorkloadKind, ...] = tuple(WorkloadKind),
+) -> dict[str, Any]:
+    """GET the workload ``name`` in ``namespace``: of ``kind``, or, when ``kind`` is None, of
+    whichever of ``kinds`` has one by that name (as kubectl would need to be told).
+
+    Raises ``NotFound`` naming what was looked for, ``Invalid`` when ``kind`` is not one of
+    ``kinds`` or the name is ambiguous (several kinds have it), and the port's errors.
+    """
+    if kind is not None:
+        if kind not in kinds:
+            raise Invalid(f"this cannot be done to a {kind}; use {_names(kinds)}")
+        try:
+            return kube.get_workload(context, kind, namespace, name)
+        except NotFound as exc:
+            raise NotFound(f"no {kind} named '{name}' in namespace {namespace}") from exc
+    found = []
+    for candidate in kinds:
+        try:
+            found.append(kube.get_workload(context, candidate, namespace, name))
+        except NotFound:
+            continue
+    if not found:
+        raise NotFound(f"no {_names(kinds, 'or')} named '{name}' in namespace {namespace}")
+    if len(found) > 1:
+        listed = ", ".join(f"{o['kind'].lower()}/{name}" for o in found)
+        raise Invalid(f"'{name}' names several workloads ({listed}); say which one")
+    return found[0]
+
+
+def _names(kinds: tuple[WorkloadKind, ...], conjunction: str = "or") -> str:
+    names = [str(k) for k in kinds]
+    if len(names) == 1:
+        return names[0]
+    return f"{', '.join(names[:-1])} {conjunction} {names[-1]}"

@@ -20,6 +20,7 @@ from tests.fakes.kube import (
     FakeKubernetes,
     daemonset,
     deployment,
+    horizontal_pod_autoscaler,
     json_patch,
     merge_patch,
     replicaset,
@@ -33,7 +34,8 @@ NS = "shop"
 
 @pytest.fixture
 def fake() -> Iterator[FakeKubernetes]:
-    with FakeKubernetes() as server:
+    """The storage layer alone: no controllers (they are tested with ``cluster`` below)."""
+    with FakeKubernetes(controllers=False) as server:
         yield server
 
 
@@ -825,3 +827,285 @@ def test_kubectl_patch(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) -
         "application/json-patch+json",
         "application/merge-patch+json",
     ]
+
+
+# --------------------------------------------------------------------------- controllers
+
+REVISION = "deployment.kubernetes.io/revision"
+
+
+@pytest.fixture
+def cluster() -> Iterator[FakeKubernetes]:
+    """The fake with its controllers (the default)."""
+    with FakeKubernetes() as server:
+        yield server
+
+
+@pytest.fixture
+def cluster_kubeconfig(cluster: FakeKubernetes, tmp_path: Path) -> Path:
+    return write_kubeconfig(tmp_path / "cluster-kubeconfig", {"test": cluster})
+
+
+@pytest.fixture
+def cluster_apps(cluster_kubeconfig: Path) -> Iterator[client.AppsV1Api]:
+    with config.new_client_from_config(config_file=str(cluster_kubeconfig), context="test") as api:
+        yield client.AppsV1Api(api)
+
+
+def owned_replica_sets(fake: FakeKubernetes, name: str = "web") -> dict[int, dict[str, Any]]:
+    """The ReplicaSets a Deployment owns, by revision."""
+    owner = stored(fake, name)
+    return {
+        int(rs["metadata"]["annotations"][REVISION]): rs
+        for rs in fake.objects("ReplicaSet")
+        if any(r["uid"] == owner["metadata"]["uid"] for r in rs["metadata"]["ownerReferences"])
+    }
+
+
+def set_image(apps: client.AppsV1Api, image: str, name: str = "web") -> None:
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": name, "image": image}]}}}}
+    apps.patch_namespaced_deployment(name, NS, patch)
+
+
+def test_a_seeded_deployment_gets_the_replica_set_of_its_revision(cluster: FakeKubernetes) -> None:
+    cluster.add(deployment("web", NS, replicas=3, image="web:1"))
+    [(revision, rs)] = owned_replica_sets(cluster).items()
+    assert revision == 1
+    pod_hash = rs["metadata"]["labels"]["pod-template-hash"]
+    assert rs["metadata"]["name"] == f"web-{pod_hash}"
+    assert rs["spec"]["template"]["metadata"]["labels"] == {
+        "app": "web",
+        "pod-template-hash": pod_hash,
+    }
+    assert rs["spec"]["replicas"] == 3
+    assert rs["metadata"]["ownerReferences"][0]["controller"] is True
+    # seeding never starts a rollout: the seeded status stays as it was given
+    assert not cluster.controllers.in_flight("Deployment", NS, "web")
+
+
+def test_a_new_template_makes_a_new_replica_set_and_the_rollout_completes(
+    cluster: FakeKubernetes, cluster_apps: client.AppsV1Api
+) -> None:
+    cluster.add(deployment("web", NS, replicas=3, image="web:1"))
+    cluster.controllers.steps = 3
+    set_image(cluster_apps, "web:2")
+    raw = stored(cluster)  # not through HTTP: no read has moved the rollout yet
+    assert raw["metadata"]["generation"] == 2
+    assert raw["status"]["observedGeneration"] == 1
+    assert raw["metadata"]["annotations"][REVISION] == "2"
+    replica_sets = owned_replica_sets(cluster)
+    assert sorted(replica_sets) == [1, 2]
+    assert replica_sets[2]["spec"]["template"]["spec"]["containers"][0]["image"] == "web:2"
+
+    first = cluster_apps.read_namespaced_deployment("web", NS)
+    assert first.status.observed_generation == 2
+    assert first.status.updated_replicas == 1
+    progressing = {c.type: c for c in first.status.conditions}["Progressing"]
+    assert (progressing.status, progressing.reason) == ("True", "ReplicaSetUpdated")
+    cluster_apps.read_namespaced_deployment("web", NS)
+    done = cluster_apps.read_namespaced_deployment("web", NS)
+    assert (done.status.replicas, done.status.updated_replicas) == (3, 3)
+    assert (done.status.ready_replicas, done.status.available_replicas) == (3, 3)
+    conditions = {c.type: c for c in done.status.conditions}
+    assert conditions["Progressing"].reason == "NewReplicaSetAvailable"
+    assert conditions["Available"].status == "True"
+    replica_sets = owned_replica_sets(cluster)
+    assert (replica_sets[1]["spec"]["replicas"], replica_sets[2]["spec"]["replicas"]) == (0, 3)
+    assert not cluster.controllers.in_flight("Deployment", NS, "web")
+
+
+def test_scaling_propagates_to_the_current_replica_set(
+    cluster: FakeKubernetes, cluster_apps: client.AppsV1Api
+) -> None:
+    cluster.add(deployment("web", NS, replicas=2))
+    cluster_apps.patch_namespaced_deployment_scale("web", NS, {"spec": {"replicas": 5}})
+    web = cluster_apps.read_namespaced_deployment("web", NS)
+    assert (web.status.observed_generation, web.status.ready_replicas) == (2, 5)
+    assert [rs["spec"]["replicas"] for rs in owned_replica_sets(cluster).values()] == [5]
+    assert web.metadata.annotations[REVISION] == "1"  # same template, same revision
+
+
+def test_back_to_an_old_template_reuses_its_replica_set_under_the_next_revision(
+    cluster: FakeKubernetes, cluster_apps: client.AppsV1Api
+) -> None:
+    cluster.add(deployment("web", NS, image="web:1"))
+    set_image(cluster_apps, "web:2")
+    set_image(cluster_apps, "web:1")
+    replica_sets = owned_replica_sets(cluster)
+    assert sorted(replica_sets) == [2, 3]
+    assert replica_sets[3]["spec"]["template"]["spec"]["containers"][0]["image"] == "web:1"
+    assert (
+        replica_sets[3]["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"]
+        == "1"
+    )
+    assert stored(cluster)["metadata"]["annotations"][REVISION] == "3"
+
+
+def test_change_cause_is_copied_to_the_new_replica_set(
+    cluster: FakeKubernetes, cluster_apps: client.AppsV1Api
+) -> None:
+    cluster.add(deployment("web", NS))
+    cluster_apps.patch_namespaced_deployment(
+        "web",
+        NS,
+        {
+            "metadata": {"annotations": {"kubernetes.io/change-cause": "bump"}},
+            "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "web:9"}]}}},
+        },
+    )
+    new = owned_replica_sets(cluster)[2]
+    assert new["metadata"]["annotations"]["kubernetes.io/change-cause"] == "bump"
+
+
+def test_a_stalled_rollout_exceeds_its_progress_deadline(
+    cluster: FakeKubernetes, cluster_apps: client.AppsV1Api
+) -> None:
+    cluster.add(deployment("web", NS, replicas=3))
+    cluster.stall(NS, "web", after_reads=2)
+    set_image(cluster_apps, "web:2")
+    first = cluster_apps.read_namespaced_deployment("web", NS)
+    assert {c.type: c.reason for c in first.status.conditions}["Progressing"] == "ReplicaSetUpdated"
+    second = cluster_apps.read_namespaced_deployment("web", NS)
+    progressing = {c.type: c for c in second.status.conditions}["Progressing"]
+    assert progressing.status == "False"
+    assert progressing.reason == "ProgressDeadlineExceeded"
+    new_rs = owned_replica_sets(cluster)[2]["metadata"]["name"]
+    assert progressing.message == f'ReplicaSet "{new_rs}" has timed out progressing.'
+    assert second.status.updated_replicas in (None, 0)
+    cluster.unstall(NS, "web")
+    done = cluster_apps.read_namespaced_deployment("web", NS)
+    assert {c.type: c.reason for c in done.status.conditions}["Progressing"] == (
+        "NewReplicaSetAvailable"
+    )
+
+
+def test_stateful_set_and_daemon_set_status_progression(
+    cluster: FakeKubernetes, cluster_apps: client.AppsV1Api
+) -> None:
+    cluster.add(statefulset("db", NS, replicas=3))
+    cluster.add(daemonset("agent", NS, desired=4))
+    cluster.controllers.steps = 2
+    patch = {"spec": {"template": {"metadata": {"annotations": {"x": "1"}}}}}
+    cluster_apps.patch_namespaced_stateful_set("db", NS, patch)
+    cluster_apps.patch_namespaced_daemon_set("agent", NS, patch)
+    db = cluster_apps.read_namespaced_stateful_set("db", NS)
+    assert db.status.observed_generation == 2
+    assert db.status.update_revision != db.status.current_revision
+    agent = cluster_apps.read_namespaced_daemon_set("agent", NS)
+    assert agent.status.updated_number_scheduled == 2
+    db = cluster_apps.read_namespaced_stateful_set("db", NS)
+    assert db.status.update_revision == db.status.current_revision
+    assert (db.status.ready_replicas, db.status.updated_replicas) == (3, 3)
+    agent = cluster_apps.read_namespaced_daemon_set("agent", NS)
+    assert (agent.status.updated_number_scheduled, agent.status.number_available) == (4, 4)
+    assert agent.status.observed_generation == 2
+
+
+def test_dry_run_and_status_writes_start_no_rollout(
+    cluster: FakeKubernetes, cluster_apps: client.AppsV1Api
+) -> None:
+    cluster.add(deployment("web", NS))
+    set_image_patch = {
+        "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "x"}]}}}
+    }
+    cluster_apps.patch_namespaced_deployment("web", NS, set_image_patch, dry_run="All")
+    cluster_apps.patch_namespaced_deployment_status("web", NS, {"status": {"replicas": 1}})
+    assert not cluster.controllers.in_flight("Deployment", NS, "web")
+    assert list(owned_replica_sets(cluster)) == [1]
+
+
+def test_horizontal_pod_autoscalers_are_served(
+    cluster: FakeKubernetes, cluster_kubeconfig: Path
+) -> None:
+    cluster.add(horizontal_pod_autoscaler("web", NS, min_replicas=2, max_replicas=8))
+    with config.new_client_from_config(config_file=str(cluster_kubeconfig), context="test") as api:
+        listed = client.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(NS)
+    [hpa] = listed.items
+    assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 8)
+    assert hpa.spec.scale_target_ref.kind == "Deployment"
+
+
+def cluster_kubectl(
+    kubeconfig: Path, tmp_path: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    return kubectl(kubeconfig, tmp_path / "home", "-n", NS, *args)
+
+
+@pytest.mark.kubectl
+@requires_kubectl
+def test_kubectl_rollout_history_undo_and_to_revision(
+    cluster: FakeKubernetes, cluster_kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster.add(deployment("web", NS, replicas=2, image="web:1"))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return cluster_kubectl(cluster_kubeconfig, tmp_path, *args)
+
+    assert run("set", "image", "deploy/web", "web=web:2").returncode == 0
+    assert run("annotate", "deploy/web", "kubernetes.io/change-cause=to web:3").returncode == 0
+    assert run("set", "image", "deploy/web", "web=web:3").returncode == 0
+    history = run("rollout", "history", "deploy/web")
+    assert history.returncode == 0, history.stderr
+    rows = [line.split(None, 1) for line in history.stdout.splitlines()[2:] if line.strip()]
+    assert rows == [["1", "<none>"], ["2", "<none>"], ["3", "to web:3"]]
+
+    undo = run("rollout", "undo", "deploy/web")
+    assert undo.returncode == 0, undo.stderr
+    assert "deployment.apps/web rolled back" in undo.stdout
+    web = stored(cluster)
+    assert web["spec"]["template"]["spec"]["containers"][0]["image"] == "web:2"
+    assert "pod-template-hash" not in web["spec"]["template"]["metadata"]["labels"]
+    history = run("rollout", "history", "deploy/web")
+    assert [line.split()[0] for line in history.stdout.splitlines()[2:] if line.strip()] == [
+        "1",
+        "3",
+        "4",
+    ]
+
+    back = run("rollout", "undo", "deploy/web", "--to-revision=1")
+    assert back.returncode == 0, back.stderr
+    assert stored(cluster)["spec"]["template"]["spec"]["containers"][0]["image"] == "web:1"
+    assert stored(cluster)["metadata"]["annotations"][REVISION] == "5"
+
+    current = run("rollout", "undo", "deploy/web", "--to-revision=5")
+    assert "skipped rollback (current template already matches revision 5)" in current.stdout
+    missing = run("rollout", "undo", "deploy/web", "--to-revision=9")
+    assert missing.returncode != 0
+    assert "unable to find specified revision 9 in history" in missing.stderr
+
+
+@pytest.mark.kubectl
+@requires_kubectl
+def test_kubectl_scale_and_rollout_status(
+    cluster: FakeKubernetes, cluster_kubeconfig: Path, tmp_path: Path
+) -> None:
+    cluster.add(deployment("web", NS, replicas=2))
+    cluster.add(statefulset("db", NS, replicas=2))
+    cluster.add(daemonset("agent", NS, desired=3))
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return cluster_kubectl(cluster_kubeconfig, tmp_path, *args)
+
+    scaled = run("scale", "deploy/web", "--replicas=4")
+    assert scaled.returncode == 0, scaled.stderr
+    status = run("rollout", "status", "deploy/web", "--timeout=20s")
+    assert status.returncode == 0, status.stderr
+    assert 'deployment "web" successfully rolled out' in status.stdout
+    assert stored(cluster)["status"]["readyReplicas"] == 4
+
+    assert run("scale", "sts/db", "--replicas=3").returncode == 0
+    status = run("rollout", "status", "sts/db", "--timeout=20s")
+    assert status.returncode == 0, status.stderr
+    # the StatefulSet has rollingUpdate.partition 0, which kubectl reports as a partitioned roll out
+    assert "partitioned roll out complete: 3 new pods have been updated..." in status.stdout
+
+    assert run("rollout", "restart", "ds/agent").returncode == 0
+    status = run("rollout", "status", "ds/agent", "--timeout=20s")
+    assert status.returncode == 0, status.stderr
+    assert 'daemon set "agent" successfully rolled out' in status.stdout
+
+    cluster.stall(NS, "web", after_reads=0)
+    assert run("set", "image", "deploy/web", "web=web:2").returncode == 0
+    stalled = run("rollout", "status", "deploy/web", "--timeout=20s")
+    assert stalled.returncode != 0
+    assert 'deployment "web" exceeded its progress deadline' in stalled.stderr

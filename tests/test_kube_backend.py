@@ -16,7 +16,16 @@ from actions.backends.kubernetes import KubernetesBackend
 from actions.base import Target
 from actions.restart import RESTARTED_AT, Restart, RestartParams
 from actions.workloads import WorkloadKind
-from tests.fakes.kube import FakeKubernetes, daemonset, deployment, statefulset, write_kubeconfig
+from tests.fakes.kube import (
+    FakeKubernetes,
+    cluster_role,
+    daemonset,
+    deployment,
+    horizontal_pod_autoscaler,
+    role_binding,
+    statefulset,
+    write_kubeconfig,
+)
 
 KUBECTL = shutil.which("kubectl")
 NOW = datetime(2026, 11, 21, 3, 4, 5, tzinfo=UTC)
@@ -209,3 +218,128 @@ def test_the_bot_restarts_exactly_as_kubectl_rollout_restart_does(
     assert mine is not None
     assert twin["spec"]["template"]["metadata"]["annotations"].keys() == {RESTARTED_AT}
     assert mine["spec"]["template"]["metadata"]["annotations"].keys() == {RESTARTED_AT}
+
+
+# --------------------------------------------------------------------------- RBAC (access grants)
+
+GRANT = {"opsgate.io/grant": "7"}
+
+
+def test_get_cluster_role(backend: KubernetesBackend, kube: FakeKubernetes) -> None:
+    kube.add(cluster_role("view"))
+    role = backend.get_cluster_role("prod", "view")
+    assert role["kind"] == "ClusterRole"
+    assert role["rules"][0]["resources"] == ["pods"]
+    with pytest.raises(errors.NotFound, match=r'clusterroles\.rbac\.authorization\.k8s\.io "nope"'):
+        backend.get_cluster_role("prod", "nope")
+
+
+def test_apply_role_binding_creates_then_replaces(
+    backend: KubernetesBackend, kube: FakeKubernetes
+) -> None:
+    body = role_binding(
+        "opsgate-7", "payments", cluster_role_name="view", user="alice@example.com", labels=GRANT
+    )
+    created = backend.apply_role_binding("prod", "payments", body)
+    assert created["metadata"]["uid"]
+    assert created["subjects"][0]["name"] == "alice@example.com"
+    # same name and roleRef: replaced in place (same uid), new subjects
+    body["subjects"][0]["name"] = "bob@example.com"
+    replaced = backend.apply_role_binding("prod", "payments", body)
+    assert replaced["metadata"]["uid"] == created["metadata"]["uid"]
+    stored = kube.get_object("rbac.authorization.k8s.io/v1", "RoleBinding", "payments", "opsgate-7")
+    assert stored is not None
+    assert stored["subjects"][0]["name"] == "bob@example.com"
+    # another roleRef cannot be updated (the API server refuses): deleted and created again
+    body["roleRef"]["name"] = "edit"
+    recreated = backend.apply_role_binding("prod", "payments", body)
+    assert recreated["roleRef"]["name"] == "edit"
+    assert recreated["metadata"]["uid"] != created["metadata"]["uid"]
+
+
+def test_the_fake_refuses_a_changed_role_ref_like_the_api_server(
+    backend: KubernetesBackend, kube: FakeKubernetes
+) -> None:
+    kube.add(role_binding("rb", "payments", cluster_role_name="view", user="a"))
+    patch = {"roleRef": {"name": "edit"}}
+    with (
+        pytest.raises(errors.Invalid, match="cannot change roleRef"),
+        backend._translated("patching rolebinding/rb", "prod"),
+    ):
+        backend._raw_call(
+            backend._rbac("prod").patch_namespaced_role_binding, "rb", "payments", patch
+        )
+
+
+def test_delete_role_binding_is_idempotent(
+    backend: KubernetesBackend, kube: FakeKubernetes
+) -> None:
+    kube.add(role_binding("rb", "payments", cluster_role_name="view", user="a"))
+    assert backend.delete_role_binding("prod", "payments", "rb") is True
+    assert kube.get_object("rbac.authorization.k8s.io/v1", "RoleBinding", "payments", "rb") is None
+    assert backend.delete_role_binding("prod", "payments", "rb") is False
+
+
+def test_list_role_bindings_by_label_in_one_or_all_namespaces(
+    backend: KubernetesBackend, kube: FakeKubernetes
+) -> None:
+    kube.add(role_binding("g1", "payments", cluster_role_name="view", user="a", labels=GRANT))
+    kube.add(role_binding("g2", "checkout", cluster_role_name="edit", user="b", labels=GRANT))
+    kube.add(role_binding("other", "payments", cluster_role_name="view", user="c"))
+    everywhere = backend.list_role_bindings("prod", None, "opsgate.io/grant=7")
+    assert sorted(rb["metadata"]["name"] for rb in everywhere) == ["g1", "g2"]
+    here = backend.list_role_bindings("prod", "payments", "opsgate.io/grant")
+    assert [rb["metadata"]["name"] for rb in here] == ["g1"]
+    assert backend.list_role_bindings("prod", "payments", "opsgate.io/grant=8") == []
+
+
+# ----------------------------------------------------------------------- scale, lists, JSON patch
+
+
+def test_scale_subresource_read_patch_and_dry_run(
+    backend: KubernetesBackend, kube: FakeKubernetes
+) -> None:
+    scale = backend.get_scale("prod", "Deployment", "payments", "payments-api")
+    assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 3)
+    assert scale["status"]["selector"] == "app=payments-api"
+    dry = backend.patch_scale("prod", "Deployment", "payments", "payments-api", 7, dry_run=True)
+    assert dry["spec"]["replicas"] == 7
+    stored = kube.get_object("apps/v1", "Deployment", "payments", "payments-api")
+    assert stored is not None
+    assert stored["spec"]["replicas"] == 3
+    backend.patch_scale("prod", "Deployment", "payments", "payments-api", 7)
+    stored = kube.get_object("apps/v1", "Deployment", "payments", "payments-api")
+    assert stored is not None
+    assert stored["spec"]["replicas"] == 7
+    patches = kube.requests_matching(method="PATCH", path_contains="/scale")
+    assert [p.query.get("dryRun") for p in patches] == ["All", None]
+    assert {p.content_type for p in patches} == {"application/merge-patch+json"}
+    with pytest.raises(errors.Invalid, match="must be greater than or equal to 0"):
+        backend.patch_scale("prod", "Deployment", "payments", "payments-api", -1)
+    with pytest.raises(errors.Invalid, match="DaemonSet has no scale subresource"):
+        backend.get_scale("prod", "DaemonSet", "payments", "payments-api")
+
+
+def test_list_replica_sets_and_autoscalers(
+    backend: KubernetesBackend, kube: FakeKubernetes
+) -> None:
+    [rs] = backend.list_replica_sets("prod", "payments", "app=payments-api")
+    assert rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "1"
+    assert backend.list_replica_sets("prod", "payments", "app=nothing") == []
+    kube.add(horizontal_pod_autoscaler("payments-api", "payments", min_replicas=2))
+    [hpa] = backend.list_horizontal_pod_autoscalers("prod", "payments")
+    assert hpa["spec"]["minReplicas"] == 2
+    assert backend.list_horizontal_pod_autoscalers("prod", "checkout") == []
+
+
+def test_json_patch_workload(backend: KubernetesBackend, kube: FakeKubernetes) -> None:
+    operations = [{"op": "replace", "path": "/spec/paused", "value": True}]
+    with pytest.raises(errors.Invalid):  # no such path to replace: the server refuses (422)
+        backend.json_patch_workload("prod", "Deployment", "payments", "payments-api", operations)
+    operations[0]["op"] = "add"
+    patched = backend.json_patch_workload(
+        "prod", "Deployment", "payments", "payments-api", operations
+    )
+    assert patched["spec"]["paused"] is True
+    [request] = [r for r in kube.requests_matching(method="PATCH") if r.body == operations]
+    assert request.content_type == "application/json-patch+json"

@@ -36,7 +36,12 @@ WORKLOAD_KINDS: dict[str, str] = {
 }
 """apps/v1 workload kinds and the suffix of their ``AppsV1Api`` methods."""
 
+SCALABLE_KINDS: dict[str, str] = {"Deployment": "deployment", "StatefulSet": "stateful_set"}
+"""apps/v1 kinds with a ``scale`` subresource that opsgate scales."""
+
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 class KubernetesBackend:
@@ -109,12 +114,18 @@ class KubernetesBackend:
         self, context: str | None, what: str, method: Callable[..., Any], *args: Any, **kw: Any
     ) -> dict[str, Any]:
         with self._translated(what, context):
-            response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kw)
-            data: dict[str, Any] = json.loads(response.data)
-            return data
+            return self._raw_call(method, *args, **kw)
+
+    def _raw_call(self, method: Callable[..., Any], *args: Any, **kw: Any) -> dict[str, Any]:
+        response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kw)
+        data: dict[str, Any] = json.loads(response.data)
+        return data
 
     def _apps(self, context: str | None) -> Any:
         return client.AppsV1Api(self._api_client(context))
+
+    def _rbac(self, context: str | None) -> Any:
+        return client.RbacAuthorizationV1Api(self._api_client(context))
 
     def get_workload(
         self, context: str | None, kind: str, namespace: str, name: str
@@ -157,6 +168,196 @@ class KubernetesBackend:
             _content_type=STRATEGIC_MERGE,
             **extra,
         )
+
+    def json_patch_workload(
+        self,
+        context: str | None,
+        kind: str,
+        namespace: str,
+        name: str,
+        operations: list[dict[str, Any]],
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """JSON patch (RFC 6902) of a workload, as ``kubectl rollout undo`` sends one.
+
+        Returns the object as the server stored it. ``dry_run`` sends ``dryRun=All``. A failed
+        ``test`` operation is ``Invalid`` (422).
+        """
+        suffix = _suffix(kind)
+        api = self._apps(context)
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return self._call(
+            context,
+            f"patching {kind.lower()}/{name} in {namespace}",
+            getattr(api, f"patch_namespaced_{suffix}"),
+            name,
+            namespace,
+            operations,
+            _content_type=JSON_PATCH,
+            **extra,
+        )
+
+    # -- the scale subresource (autoscaling/v1 Scale)
+
+    def get_scale(
+        self, context: str | None, kind: str, namespace: str, name: str
+    ) -> dict[str, Any]:
+        """GET the ``scale`` subresource of a Deployment or StatefulSet (an autoscaling/v1
+        ``Scale``: ``spec.replicas``, ``status.replicas``, ``status.selector``).
+
+        Raises ``Invalid`` for a kind without one (DaemonSet), ``NotFound`` and the others.
+        """
+        suffix = _scale_suffix(kind)
+        return self._call(
+            context,
+            f"reading the scale of {kind.lower()}/{name} in {namespace}",
+            getattr(self._apps(context), f"read_namespaced_{suffix}_scale"),
+            name,
+            namespace,
+        )
+
+    def patch_scale(
+        self,
+        context: str | None,
+        kind: str,
+        namespace: str,
+        name: str,
+        replicas: int,
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Set ``spec.replicas`` through the ``scale`` subresource with the merge patch
+        ``{"spec": {"replicas": N}}`` that ``kubectl scale`` sends. Returns the new ``Scale``.
+
+        ``dry_run`` sends ``dryRun=All``. Raises ``Invalid`` (422) and the others.
+        """
+        suffix = _scale_suffix(kind)
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return self._call(
+            context,
+            f"scaling {kind.lower()}/{name} in {namespace}",
+            getattr(self._apps(context), f"patch_namespaced_{suffix}_scale"),
+            name,
+            namespace,
+            {"spec": {"replicas": replicas}},
+            _content_type=MERGE_PATCH,
+            **extra,
+        )
+
+    # -- lists
+
+    def list_replica_sets(
+        self, context: str | None, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """The ReplicaSets in ``namespace`` matching ``label_selector`` (``app=web,tier=x``).
+
+        Items are the API server's JSON (without ``apiVersion``/``kind``, as in a list).
+        """
+        data = self._call(
+            context,
+            f"listing replicasets in {namespace}",
+            self._apps(context).list_namespaced_replica_set,
+            namespace,
+            label_selector=label_selector,
+        )
+        return list(data.get("items") or [])
+
+    def list_horizontal_pod_autoscalers(
+        self, context: str | None, namespace: str
+    ) -> list[dict[str, Any]]:
+        """The autoscaling/v2 HorizontalPodAutoscalers in ``namespace``, as JSON."""
+        data = self._call(
+            context,
+            f"listing horizontalpodautoscalers in {namespace}",
+            client.AutoscalingV2Api(
+                self._api_client(context)
+            ).list_namespaced_horizontal_pod_autoscaler,
+            namespace,
+        )
+        return list(data.get("items") or [])
+
+    # -- RBAC (time-bound access)
+
+    def get_cluster_role(self, context: str | None, name: str) -> dict[str, Any]:
+        """GET a ClusterRole as JSON. Raises ``NotFound`` when it does not exist."""
+        return self._call(
+            context,
+            f"reading clusterrole/{name}",
+            self._rbac(context).read_cluster_role,
+            name,
+        )
+
+    def apply_role_binding(
+        self, context: str | None, namespace: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create the RoleBinding ``body`` in ``namespace``; if one of that name exists, replace
+        it (its ``roleRef`` is immutable, so one with another ``roleRef`` is deleted and created
+        again). Returns the RoleBinding as stored.
+        """
+        name = body.get("metadata", {}).get("name", "")
+        what = f"creating rolebinding/{name} in {namespace}"
+        api = self._rbac(context)
+        with self._translated(what, context):
+            try:
+                return self._raw_call(api.create_namespaced_role_binding, namespace, body)
+            except ApiException as exc:
+                if exc.status != 409:
+                    raise
+            existing = self._raw_call(api.read_namespaced_role_binding, name, namespace)
+            if existing.get("roleRef") != body.get("roleRef"):
+                self._raw_call(api.delete_namespaced_role_binding, name, namespace)
+                return self._raw_call(api.create_namespaced_role_binding, namespace, body)
+            replacement = json.loads(json.dumps(body))
+            replacement.setdefault("metadata", {})["resourceVersion"] = existing["metadata"][
+                "resourceVersion"
+            ]
+            return self._raw_call(api.replace_namespaced_role_binding, name, namespace, replacement)
+
+    def delete_role_binding(self, context: str | None, namespace: str, name: str) -> bool:
+        """DELETE a RoleBinding; True if it was deleted, False if it was already gone."""
+        try:
+            self._call(
+                context,
+                f"deleting rolebinding/{name} in {namespace}",
+                self._rbac(context).delete_namespaced_role_binding,
+                name,
+                namespace,
+            )
+        except NotFound:
+            return False
+        return True
+
+    def list_role_bindings(
+        self, context: str | None, namespace: str | None, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """RoleBindings matching ``label_selector`` in ``namespace`` (None: all namespaces)."""
+        api = self._rbac(context)
+        if namespace is None:
+            data = self._call(
+                context,
+                "listing rolebindings in all namespaces",
+                api.list_role_binding_for_all_namespaces,
+                label_selector=label_selector,
+            )
+        else:
+            data = self._call(
+                context,
+                f"listing rolebindings in {namespace}",
+                api.list_namespaced_role_binding,
+                namespace,
+                label_selector=label_selector,
+            )
+        return list(data.get("items") or [])
+
+
+def _scale_suffix(kind: str) -> str:
+    try:
+        return SCALABLE_KINDS[kind]
+    except KeyError:
+        raise Invalid(
+            f"{kind} has no scale subresource; only Deployments and StatefulSets scale"
+        ) from None
 
 
 def _suffix(kind: str) -> str:

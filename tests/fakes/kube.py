@@ -2,8 +2,11 @@
 
 A real HTTP server on ``127.0.0.1`` (plain http, bearer token) that the official ``kubernetes``
 Python client and the real ``kubectl`` accept unmodified through a kubeconfig. It serves the
-storage layer of the API server only: there are no controllers, so nothing ever reacts to a change
-(a scaled Deployment keeps its old ``status`` until a test changes it with ``fake.add``).
+storage layer of the API server, plus deterministic stand-ins for the Deployment, StatefulSet and
+DaemonSet controllers (``Controllers``: ReplicaSets with revisions, status that moves one step per
+read until the rollout completes, ``fake.stall`` for ProgressDeadlineExceeded), enough for
+``kubectl rollout status|history|undo`` and ``kubectl scale``. ``FakeKubernetes(controllers=False)``
+is the storage layer alone: nothing reacts to a change.
 
 Served paths::
 
@@ -16,7 +19,8 @@ Behaviour that matches a real API server: server-set ``uid``, ``creationTimestam
 monotonic ``resourceVersion``, ``generation`` bumped on spec changes only, ``Status`` error bodies
 (NotFound, AlreadyExists, Conflict, Invalid, UnsupportedMediaType, InternalError...), optimistic
 concurrency on PUT and PATCH, JSON patch (RFC 6902), merge patch (RFC 7386) and strategic merge
-patch, ``?dryRun=All``, ``labelSelector`` and ``fieldSelector`` on lists, ``meta.k8s.io/v1``
+patch, ``?dryRun=All``, ``null`` fields dropped as decoding into Go types does, an immutable
+RoleBinding ``roleRef``, ``labelSelector`` and ``fieldSelector`` on lists, ``meta.k8s.io/v1``
 ``Table`` answers for ``kubectl get``, no-op updates that keep the ``resourceVersion``.
 Not served: watch (answers an empty stream that ends after ``timeoutSeconds``, at most 5 s),
 server-side apply, deletecollection, protobuf, aggregated discovery (clients fall back to the
@@ -41,6 +45,11 @@ Python API::
                        reason="InternalError", message="...")
         fake.hang_next(seconds, count=1, method=None, path_contains=None)
         fake.store                 # the ObjectStore, for what the helpers above do not cover
+        fake.controllers.steps = 3                          # reads until a rollout completes
+        fake.stall(namespace, name, kind="Deployment", after_reads=1)   # never completes;
+                                   # Progressing=False/ProgressDeadlineExceeded after N reads
+        fake.unstall(namespace, name, kind="Deployment")
+        fake.controllers.in_flight("Deployment", namespace, name)       # a rollout under way?
 
 Note for timeout tests: urllib3 (under the Python client) retries a timed-out GET 3 more times by
 default, so either hang 4 requests or give the client ``Configuration.retries = False``.
@@ -53,6 +62,10 @@ Object builders (plain dicts with a plausible ``status``)::
                 ready_replicas=None)
     daemonset(name, namespace, *, image="nginx:1.25", labels=None, desired=3, ready=None)
     replicaset(name, namespace, *, template, revision, owner=None, replicas=0)
+    cluster_role(name, rules=None)
+    role_binding(name, namespace, *, cluster_role_name, user, labels=None)
+    horizontal_pod_autoscaler(name, namespace, *, target_kind="Deployment", target_name=None,
+                              min_replicas=1, max_replicas=10, cpu_utilization=80)
 
 Resource types live in ``RESOURCE_TYPES``; a new type is one ``ResourceType(...)`` line there (or
 ``FakeKubernetes(extra_types=[...])`` for a single test).
@@ -972,6 +985,79 @@ def replicaset(
     }
 
 
+def cluster_role(name: str, rules: Iterable[Mapping[str, Any]] | None = None) -> Obj:
+    """An rbac.authorization.k8s.io/v1 ClusterRole (default: read-only on pods)."""
+    default = [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]}]
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": [dict(r) for r in (rules if rules is not None else default)],
+    }
+
+
+def role_binding(
+    name: str,
+    namespace: str,
+    *,
+    cluster_role_name: str,
+    user: str,
+    labels: Mapping[str, str] | None = None,
+) -> Obj:
+    """A RoleBinding of one user to a ClusterRole in ``namespace``."""
+    metadata: Obj = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata,
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}],
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": cluster_role_name,
+        },
+    }
+
+
+def horizontal_pod_autoscaler(
+    name: str,
+    namespace: str,
+    *,
+    target_kind: str = "Deployment",
+    target_name: str | None = None,
+    min_replicas: int = 1,
+    max_replicas: int = 10,
+    cpu_utilization: int = 80,
+) -> Obj:
+    """An autoscaling/v2 HorizontalPodAutoscaler on CPU utilization of ``target_name``."""
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "scaleTargetRef": {
+                "apiVersion": "apps/v1",
+                "kind": target_kind,
+                "name": target_name or name,
+            },
+            "minReplicas": min_replicas,
+            "maxReplicas": max_replicas,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {
+                        "name": "cpu",
+                        "target": {"type": "Utilization", "averageUtilization": cpu_utilization},
+                    },
+                }
+            ],
+        },
+        "status": {"currentReplicas": min_replicas, "desiredReplicas": min_replicas},
+    }
+
+
 def _hash(text: str) -> str:
     alphabet = "bcdfghjklmnpqrstvwxz2456789"
     digest = hashlib.sha256(text.encode()).digest()
@@ -1094,7 +1180,7 @@ class ObjectStore:
         reset_status: bool = True,
     ) -> Obj:
         """POST semantics; ``require_namespace=False`` creates a missing namespace (seeding)."""
-        new = copy.deepcopy(obj)
+        new = _drop_nulls(copy.deepcopy(obj))
         metadata = new.setdefault("metadata", {})
         if rt.namespaced:
             namespace = namespace or metadata.get("namespace") or "default"
@@ -1164,6 +1250,7 @@ class ObjectStore:
                 raise bad_request("the request body is not a JSON object")
             new = copy.deepcopy(new)
             self._check_type(rt, new)
+            new = _drop_nulls(new)
             metadata = new.get("metadata")
             if not isinstance(metadata, dict):
                 metadata = new["metadata"] = {}
@@ -1207,6 +1294,21 @@ class ObjectStore:
             if "generation" in old_meta and new.get("spec") != current.get("spec"):
                 metadata["generation"] = old_meta["generation"] + 1
             self._validate(rt, new)
+            if rt.plural == "rolebindings" and new.get("roleRef") != current.get("roleRef"):
+                ref = current.get("roleRef") or {}
+                raise invalid(
+                    rt.kind,
+                    rt.group,
+                    name,
+                    [
+                        (
+                            "roleRef",
+                            f'Invalid value: rbac.RoleRef{{APIGroup:"{ref.get("apiGroup", "")}", '
+                            f'Kind:"{ref.get("kind", "")}", Name:"{ref.get("name", "")}"}}: '
+                            "cannot change roleRef",
+                        )
+                    ],
+                )
             new = _ordered(new)
             if json_equal(new, current):
                 return copy.deepcopy(current)
@@ -1307,6 +1409,17 @@ class ObjectStore:
             )
         if causes:
             raise invalid(rt.kind, rt.group, name, causes)
+
+
+def _drop_nulls(value: Any) -> Any:
+    """What decoding into the built-in Go types does to JSON ``null``: the field is unset (and
+    left out when encoded again), e.g. the ``creationTimestamp: null`` kubectl puts in a pod
+    template it sends back."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
 
 
 def _namespaces() -> ResourceType:
@@ -1501,6 +1614,437 @@ def to_table(
         "columnDefinitions": columns,
         "rows": rows,
     }
+
+
+# --------------------------------------------------------------------------- controllers
+
+REVISION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY = "deployment.kubernetes.io/revision-history"
+DESIRED_REPLICAS = "deployment.kubernetes.io/desired-replicas"
+MAX_REPLICAS = "deployment.kubernetes.io/max-replicas"
+POD_TEMPLATE_HASH = "pod-template-hash"
+# Deployment annotations the Deployment controller does not copy to its ReplicaSets.
+_NOT_COPIED = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        REVISION_HISTORY,
+        DESIRED_REPLICAS,
+        MAX_REPLICAS,
+        "deprecated.deployment.rollback.to",
+    }
+)
+WORKLOAD_PLURALS = frozenset({"deployments", "statefulsets", "daemonsets"})
+
+
+def pod_template_hash(template: Mapping[str, Any]) -> str:
+    """The ``pod-template-hash`` of a pod template (label removed first), as a stable string."""
+    return _hash(json.dumps(_without_hash(template), sort_keys=True))
+
+
+def _without_hash(template: Mapping[str, Any]) -> Obj:
+    clean = copy.deepcopy(dict(template))
+    labels = clean.get("metadata", {}).get("labels")
+    if isinstance(labels, dict):
+        labels.pop(POD_TEMPLATE_HASH, None)
+    return clean
+
+
+@dataclass
+class _Rollout:
+    """A workload's rollout in flight: ``reads`` counts the reads since the change."""
+
+    reads: int = 0
+
+
+class Controllers:
+    """Deterministic stand-ins for the Deployment, StatefulSet and DaemonSet controllers.
+
+    They act on writes that come over HTTP (not dry runs, not ``/status``) and on reads, never
+    on a timer, so tests are deterministic:
+
+    * a write that changes a workload's ``spec`` (its generation) starts a rollout; a Deployment
+      whose pod template changed gets a new ReplicaSet (owned through ``ownerReferences``,
+      labelled ``pod-template-hash``, annotated with the next
+      ``deployment.kubernetes.io/revision`` and the Deployment's other annotations such as
+      ``kubernetes.io/change-cause``); going back to an older template reuses that ReplicaSet
+      under the next revision number (the old number moves to ``revision-history``), as the
+      real controller does;
+    * each read of the workload (GET, GET of ``scale``, or a LIST that includes it) moves the
+      rollout one step; after ``steps`` reads (default 1: the first read after the change) it is
+      complete: observedGeneration, replicas, updated/ready/available counts, the ReplicaSets'
+      replicas and the Deployment's ``Progressing``/``Available`` conditions all say so;
+    * :meth:`stall` keeps a workload's rollouts from ever completing; ``after_reads`` reads into
+      a stalled Deployment rollout, ``Progressing`` turns False with reason
+      ``ProgressDeadlineExceeded`` (what the real controller does after
+      ``progressDeadlineSeconds``).
+
+    Seeding with ``FakeKubernetes.add`` never starts a rollout, but a seeded Deployment gets a
+    ReplicaSet for its template if it owns none (revision from its annotation, default 1).
+    """
+
+    def __init__(self, store: ObjectStore, types: list[ResourceType]) -> None:
+        self.enabled = True
+        self.steps = 1
+        self._store = store
+        self._types = {(rt.group, rt.plural): rt for rt in types}
+        self._lock = threading.RLock()
+        self._rollouts: dict[tuple[str, str, str], _Rollout] = {}
+        self._stalled: dict[tuple[str, str, str], int] = {}
+
+    # -- test controls
+
+    def stall(self, kind: str, namespace: str, name: str, *, after_reads: int = 1) -> None:
+        """Never complete this workload's rollouts; a Deployment's ``Progressing`` condition
+        becomes False (``ProgressDeadlineExceeded``) once a rollout has been read
+        ``after_reads`` times (0: at once)."""
+        with self._lock:
+            self._stalled[(kind, namespace, name)] = after_reads
+
+    def unstall(self, kind: str, namespace: str, name: str) -> None:
+        with self._lock:
+            self._stalled.pop((kind, namespace, name), None)
+
+    def in_flight(self, kind: str, namespace: str, name: str) -> bool:
+        """Whether a rollout of this workload has started and not completed."""
+        with self._lock:
+            return (kind, namespace, name) in self._rollouts
+
+    # -- hooks
+
+    def _rt(self, plural: str) -> ResourceType:
+        return self._types[("apps", plural)]
+
+    def seeded(self, obj: Obj) -> None:
+        """After ``FakeKubernetes.add``: give a Deployment a ReplicaSet for its template."""
+        if not self.enabled or obj.get("kind") != "Deployment":
+            return
+        with self._lock:
+            namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+            owned = self._owned(obj)
+            template = obj.get("spec", {}).get("template", {})
+            if any(self._matches(rs, template) for rs in owned):
+                return
+            revision = max((_revision(rs) for rs in owned), default=0) + 1
+            if not owned:
+                annotated = (obj["metadata"].get("annotations") or {}).get(REVISION, "1")
+                revision = int(annotated) if annotated.isdigit() else 1
+            replicas = obj.get("spec", {}).get("replicas", 1)
+            self._create_replica_set(obj, revision, replicas=replicas, ready=replicas)
+            self._annotate_revision(namespace, name, revision)
+
+    def written(self, rt: ResourceType, namespace: str | None, name: str) -> None:
+        """After an HTTP write of a workload (main resource or ``scale``)."""
+        if not self.enabled or rt.group != "apps" or rt.plural not in WORKLOAD_PLURALS:
+            return
+        with self._lock:
+            obj = self._store.get(rt, namespace, name)
+            if obj is None:
+                return
+            generation = obj["metadata"].get("generation", 0)
+            observed = (obj.get("status") or {}).get("observedGeneration", 0)
+            if generation == observed:
+                return
+            key = (rt.kind, obj["metadata"]["namespace"], name)
+            if rt.kind == "Deployment" and not obj.get("spec", {}).get("paused"):
+                self._sync_replica_sets(obj)
+            self._rollouts[key] = _Rollout()
+
+    def read(self, rt: ResourceType, namespace: str | None, name: str | None) -> None:
+        """Before answering a read: move the rollouts of what is read one step."""
+        if not self.enabled or rt.group != "apps" or rt.plural not in WORKLOAD_PLURALS:
+            return
+        with self._lock:
+            for key, rollout in list(self._rollouts.items()):
+                kind, ns, n = key
+                if kind != rt.kind or (namespace and ns != namespace) or (name and n != name):
+                    continue
+                rollout.reads += 1
+                self._step(rt, ns, n, rollout)
+
+    # -- the steps
+
+    def _step(self, rt: ResourceType, namespace: str, name: str, rollout: _Rollout) -> None:
+        obj = self._store.get(rt, namespace, name)
+        if obj is None:
+            del self._rollouts[(rt.kind, namespace, name)]
+            return
+        stall_after = self._stalled.get((rt.kind, namespace, name))
+        paused = bool(obj.get("spec", {}).get("paused"))
+        if stall_after is None and not paused and rollout.reads >= self.steps:
+            done = 1.0
+            del self._rollouts[(rt.kind, namespace, name)]
+        else:
+            done = 0.0 if stall_after is not None else rollout.reads / max(self.steps, 1)
+        deadline = stall_after is not None and rollout.reads >= stall_after
+        if rt.kind == "Deployment":
+            self._deployment_status(obj, done, deadline=deadline, paused=paused)
+        elif rt.kind == "StatefulSet":
+            self._stateful_set_status(obj, done)
+        else:
+            self._daemon_set_status(obj, done)
+
+    def _set_status(self, obj: Obj, status: Obj) -> None:
+        rt = self._types[("apps", obj["kind"].lower() + "s")]
+        metadata = obj["metadata"]
+
+        def mutate(current: Obj) -> Obj:
+            current["status"] = status
+            current["metadata"].pop("resourceVersion", None)
+            return current
+
+        self._store.update(
+            rt, metadata["namespace"], metadata["name"], mutate, subresource="status"
+        )
+
+    def _deployment_status(self, obj: Obj, done: float, *, deadline: bool, paused: bool) -> None:
+        spec, metadata = obj.get("spec", {}), obj["metadata"]
+        desired = spec.get("replicas", 1)
+        owned = self._owned(obj)
+        new_rs = next((rs for rs in owned if self._matches(rs, spec.get("template", {}))), None)
+        updated = desired if done >= 1 else min(int(desired * done), max(desired - 1, 0))
+        old_replicas = 0 if done >= 1 else desired - updated
+        if new_rs is not None and not paused:
+            for rs in owned:
+                is_new = rs["metadata"]["uid"] == new_rs["metadata"]["uid"]
+                self._scale_replica_set(rs, updated if is_new else old_replicas, desired)
+        old_status = obj.get("status") or {}
+        conditions = {c["type"]: c for c in old_status.get("conditions", [])}
+        rs_name = new_rs["metadata"]["name"] if new_rs is not None else metadata["name"]
+        available = (old_replicas + updated) >= desired - _max_unavailable(spec, desired)
+        conditions["Available"] = _condition(
+            "Available",
+            available,
+            "MinimumReplicasAvailable" if available else "MinimumReplicasUnavailable",
+            "Deployment has minimum availability."
+            if available
+            else "Deployment does not have minimum availability.",
+        )
+        if paused:
+            progressing = _condition(
+                "Progressing", True, "DeploymentPaused", "Deployment is paused"
+            )
+            progressing["status"] = "Unknown"
+        elif deadline:
+            progressing = _condition(
+                "Progressing",
+                False,
+                "ProgressDeadlineExceeded",
+                f'ReplicaSet "{rs_name}" has timed out progressing.',
+            )
+        elif done >= 1:
+            progressing = _condition(
+                "Progressing",
+                True,
+                "NewReplicaSetAvailable",
+                f'ReplicaSet "{rs_name}" has successfully progressed.',
+            )
+        else:
+            progressing = _condition(
+                "Progressing", True, "ReplicaSetUpdated", f'ReplicaSet "{rs_name}" is progressing.'
+            )
+        conditions["Progressing"] = progressing
+        ready = old_replicas + updated
+        self._set_status(
+            obj,
+            {
+                **_omit_zero(
+                    {
+                        "observedGeneration": metadata.get("generation", 1),
+                        "replicas": old_replicas + updated,
+                        "updatedReplicas": updated,
+                        "readyReplicas": ready,
+                        "availableReplicas": ready,
+                        "unavailableReplicas": max(desired - ready, 0),
+                    }
+                ),
+                "conditions": [conditions["Available"], conditions["Progressing"]],
+            },
+        )
+
+    def _stateful_set_status(self, obj: Obj, done: float) -> None:
+        spec, metadata = obj.get("spec", {}), obj["metadata"]
+        old = obj.get("status") or {}
+        desired = spec.get("replicas", 1)
+        update_revision = f"{metadata['name']}-{pod_template_hash(spec.get('template', {}))}"
+        updated = desired if done >= 1 else min(int(desired * done), max(desired - 1, 0))
+        current_revision = update_revision if done >= 1 else old.get("currentRevision", "")
+        ready = desired if done >= 1 else max(desired - 1, 0)
+        self._set_status(
+            obj,
+            {
+                "observedGeneration": metadata.get("generation", 1),
+                "replicas": desired,
+                **_omit_zero(
+                    {
+                        "readyReplicas": ready,
+                        "currentReplicas": desired if done >= 1 else desired - updated,
+                        "updatedReplicas": updated,
+                        "availableReplicas": ready,
+                    }
+                ),
+                "currentRevision": current_revision,
+                "updateRevision": update_revision,
+                "collisionCount": old.get("collisionCount", 0),
+            },
+        )
+
+    def _daemon_set_status(self, obj: Obj, done: float) -> None:
+        metadata = obj["metadata"]
+        old = obj.get("status") or {}
+        desired = old.get("desiredNumberScheduled", 3)
+        updated = desired if done >= 1 else min(int(desired * done), max(desired - 1, 0))
+        available = desired if done >= 1 else max(desired - 1, 0)
+        self._set_status(
+            obj,
+            {
+                "currentNumberScheduled": desired,
+                "numberMisscheduled": 0,
+                "desiredNumberScheduled": desired,
+                "numberReady": available,
+                "observedGeneration": metadata.get("generation", 1),
+                **_omit_zero(
+                    {
+                        "updatedNumberScheduled": updated,
+                        "numberAvailable": available,
+                        "numberUnavailable": desired - available,
+                    }
+                ),
+            },
+        )
+
+    # -- ReplicaSets
+
+    def _owned(self, deployment_obj: Obj) -> list[Obj]:
+        uid = deployment_obj["metadata"].get("uid")
+        items, _ = self._store.list(
+            self._rt("replicasets"), deployment_obj["metadata"]["namespace"]
+        )
+        return [
+            rs
+            for rs in items
+            if any(
+                ref.get("uid") == uid and ref.get("controller")
+                for ref in rs["metadata"].get("ownerReferences", [])
+            )
+        ]
+
+    @staticmethod
+    def _matches(rs: Obj, template: Mapping[str, Any]) -> bool:
+        return json_equal(_without_hash(rs.get("spec", {}).get("template", {})), template)
+
+    def _sync_replica_sets(self, obj: Obj) -> None:
+        """Find or make the ReplicaSet of the Deployment's current template (not scaled yet)."""
+        namespace, name = obj["metadata"]["namespace"], obj["metadata"]["name"]
+        template = obj.get("spec", {}).get("template", {})
+        owned = self._owned(obj)
+        newest = max((_revision(rs) for rs in owned), default=0)
+        current = next((rs for rs in owned if self._matches(rs, template)), None)
+        copied = {
+            k: v
+            for k, v in (obj["metadata"].get("annotations") or {}).items()
+            if k not in _NOT_COPIED
+        }
+        if current is None:
+            revision = newest + 1
+            self._create_replica_set(obj, revision, replicas=0, ready=0, annotations=copied)
+        elif _revision(current) != newest:
+            revision = newest + 1
+            old = _revision(current)
+
+            def reuse(rs: Obj) -> Obj:
+                annotations = rs["metadata"].setdefault("annotations", {})
+                history = [h for h in annotations.get(REVISION_HISTORY, "").split(",") if h]
+                annotations[REVISION_HISTORY] = ",".join([*history, str(old)])
+                annotations[REVISION] = str(revision)
+                annotations.update(copied)
+                rs["metadata"].pop("resourceVersion", None)
+                return rs
+
+            self._store.update(
+                self._rt("replicasets"), namespace, current["metadata"]["name"], reuse
+            )
+        else:
+            revision = newest
+        self._annotate_revision(namespace, name, revision)
+
+    def _annotate_revision(self, namespace: str, name: str, revision: int) -> None:
+        def mutate(current: Obj) -> Obj:
+            current["metadata"].setdefault("annotations", {})[REVISION] = str(revision)
+            current["metadata"].pop("resourceVersion", None)
+            return current
+
+        self._store.update(self._rt("deployments"), namespace, name, mutate)
+
+    def _create_replica_set(
+        self,
+        obj: Obj,
+        revision: int,
+        *,
+        replicas: int,
+        ready: int,
+        annotations: Mapping[str, str] | None = None,
+    ) -> Obj:
+        template = obj.get("spec", {}).get("template", {})
+        pod_hash = pod_template_hash(template)
+        rs = replicaset(
+            f"{obj['metadata']['name']}-{pod_hash}",
+            obj["metadata"]["namespace"],
+            template=template,
+            revision=revision,
+            owner=obj,
+            replicas=replicas,
+        )
+        rs["metadata"]["annotations"].update(annotations or {})
+        rs["status"] = _replica_set_status(replicas, ready)
+        return self._store.create(
+            self._rt("replicasets"), obj["metadata"]["namespace"], rs, reset_status=False
+        )
+
+    def _scale_replica_set(self, rs: Obj, replicas: int, desired: int) -> None:
+        def mutate(current: Obj) -> Obj:
+            current["spec"]["replicas"] = replicas
+            annotations = current["metadata"].setdefault("annotations", {})
+            annotations[DESIRED_REPLICAS] = str(desired)
+            annotations[MAX_REPLICAS] = str(desired + _max_surge(desired))
+            current["status"] = _replica_set_status(replicas, replicas)
+            current["metadata"].pop("resourceVersion", None)
+            return current
+
+        self._store.update(
+            self._rt("replicasets"),
+            rs["metadata"]["namespace"],
+            rs["metadata"]["name"],
+            mutate,
+            replace_status=True,
+        )
+
+
+def _replica_set_status(replicas: int, ready: int) -> Obj:
+    return {
+        "replicas": replicas,
+        "observedGeneration": 1,
+        **_omit_zero(
+            {"fullyLabeledReplicas": replicas, "readyReplicas": ready, "availableReplicas": ready}
+        ),
+    }
+
+
+def _revision(rs: Obj) -> int:
+    text = (rs["metadata"].get("annotations") or {}).get(REVISION, "0")
+    return int(text) if text.isdigit() else 0
+
+
+def _max_surge(desired: int) -> int:
+    return max(-(-desired * 25 // 100), 0)
+
+
+def _max_unavailable(spec: Obj, desired: int) -> int:
+    rolling = (spec.get("strategy") or {}).get("rollingUpdate") or {}
+    value = rolling.get("maxUnavailable", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return desired * int(value[:-1]) // 100
+    return int(value)
 
 
 # --------------------------------------------------------------------------- HTTP server
@@ -1700,7 +2244,11 @@ class FakeKubernetes:
     """A fake Kubernetes API server; see the module docstring."""
 
     def __init__(
-        self, *, token: str = "fake-token", extra_types: Iterable[ResourceType] = ()
+        self,
+        *,
+        token: str = "fake-token",
+        extra_types: Iterable[ResourceType] = (),
+        controllers: bool = True,
     ) -> None:
         self.token = token
         self.types: list[ResourceType] = [*RESOURCE_TYPES, *extra_types]
@@ -1712,6 +2260,8 @@ class FakeKubernetes:
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self.store.create(_namespaces(), None, {"metadata": {"name": "default"}})
+        self.controllers = Controllers(self.store, self.types)
+        self.controllers.enabled = controllers
 
     # -- lifecycle
 
@@ -1775,16 +2325,29 @@ class FakeKubernetes:
         )
         name = obj["metadata"]["name"]
         if self.store.get(rt, namespace, name) is None:
-            return self.store.create(
+            stored = self.store.create(
                 rt, namespace, dict(obj), require_namespace=False, reset_status=False
             )
+        else:
 
-        def replace(current: Obj) -> Obj:
-            new = copy.deepcopy(dict(obj))
-            new.setdefault("metadata", {}).pop("resourceVersion", None)
-            return new
+            def replace(current: Obj) -> Obj:
+                new = copy.deepcopy(dict(obj))
+                new.setdefault("metadata", {}).pop("resourceVersion", None)
+                return new
 
-        return self.store.update(rt, namespace, name, replace, replace_status=True)
+            stored = self.store.update(rt, namespace, name, replace, replace_status=True)
+        self.controllers.seeded(stored)
+        return self.store.get(rt, namespace, name) or stored
+
+    def stall(
+        self, namespace: str, name: str, *, kind: str = "Deployment", after_reads: int = 1
+    ) -> None:
+        """Never let this workload's rollouts complete (see :class:`Controllers.stall`)."""
+        self.controllers.stall(kind, namespace, name, after_reads=after_reads)
+
+    def unstall(self, namespace: str, name: str, *, kind: str = "Deployment") -> None:
+        """Let this workload's rollouts complete again (from the next read on)."""
+        self.controllers.unstall(kind, namespace, name)
 
     def get_object(
         self, api_version: str, kind: str, namespace: str | None, name: str
@@ -2004,6 +2567,7 @@ class FakeKubernetes:
             if method == "GET":
                 if query.get("watch") in ("true", "1"):
                     return 200, _WATCH
+                self.controllers.read(rt, namespace, None)
                 items, rv = store.list(
                     rt, namespace, query.get("labelSelector"), query.get("fieldSelector")
                 )
@@ -2023,10 +2587,15 @@ class FakeKubernetes:
                     raise bad_request("the request body must be an object")
                 if rt.namespaced and namespace is None:
                     raise method_not_allowed(rt, "create")
-                return 201, store.create(rt, namespace, body, dry_run=dry_run)
+                created = store.create(rt, namespace, body, dry_run=dry_run)
+                if not dry_run:
+                    self.controllers.written(rt, namespace, created["metadata"]["name"])
+                return 201, created
             raise method_not_allowed(rt, method.lower())
 
         if method == "GET":
+            if sub != "status":
+                self.controllers.read(rt, namespace, name)
             obj = store.get(rt, namespace, name)
             if obj is None:
                 raise not_found(rt, name)
@@ -2063,6 +2632,8 @@ class FakeKubernetes:
             return _apply_scale(rt, name, current, new_view)
 
         updated = store.update(rt, namespace, name, mutate, subresource=sub, dry_run=dry_run)
+        if not dry_run and sub != "status":
+            self.controllers.written(rt, namespace, name)
         return 200, to_scale(rt, updated) if sub == "scale" else updated
 
 

@@ -1,0 +1,244 @@
+"""``rollback``: a Deployment back to an earlier revision, as ``kubectl rollout undo`` does.
+
+kubectl (``k8s.io/kubectl/pkg/polymorphichelpers/rollback.go``) picks the ReplicaSet the
+Deployment controls whose ``deployment.kubernetes.io/revision`` is the target (default: the
+second-highest revision, "the previous one"), refuses a paused Deployment, skips when that
+template is already the Deployment's, and sends one JSON patch: ``replace /spec/template`` with
+the ReplicaSet's pod template minus its ``pod-template-hash`` label, and ``replace
+/metadata/annotations`` with the ReplicaSet's annotations (``kubernetes.io/change-cause``…) over
+the Deployment's own bookkeeping ones. This module sends exactly that patch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actions.base import Outcome, Preview, Target
+from actions.errors import Conflict, Invalid, NotFound, RolloutFailed
+from actions.history import (
+    REVISION,
+    Revision,
+    controlled_replica_sets,
+    describe_revision,
+    revisions_of,
+    template_without_hash,
+)
+from actions.kube import KubernetesPort
+from actions.rollout import follow_rollout
+from actions.workloads import WorkloadKind
+
+ANNOTATIONS_KEPT = frozenset(
+    {
+        "kubectl.kubernetes.io/last-applied-configuration",
+        REVISION,
+        "deployment.kubernetes.io/revision-history",
+        "deployment.kubernetes.io/desired-replicas",
+        "deployment.kubernetes.io/max-replicas",
+        "deprecated.deployment.rollback.to",
+    }
+)
+"""Annotations kubectl keeps from the Deployment rather than copying from the ReplicaSet."""
+
+
+class RollbackParams(BaseModel):
+    """``/ops rollback <deployment> [--to-revision N] -n <namespace>``; None: the previous."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253)
+    namespace: str = Field(min_length=1, max_length=63)
+    to_revision: int | None = Field(default=None, ge=1)
+
+
+def select_revision(revisions: list[Revision], to_revision: int | None, ref: str) -> Revision:
+    """The target among ``revisions`` (ascending), as kubectl picks it: ``to_revision``, or the
+    second-highest revision. Raises ``NotFound`` / ``Invalid`` with kubectl's reasons."""
+    numbers = ", ".join(str(r.number) for r in revisions) or "none"
+    if to_revision is not None:
+        for revision in revisions:
+            if revision.number == to_revision:
+                return revision
+        raise NotFound(
+            f"revision {to_revision} is not in the history of {ref} (revisions: {numbers}); "
+            "see /ops history"
+        )
+    if len(revisions) < 2:
+        raise Invalid(f"{ref} has no previous revision to roll back to (revisions: {numbers})")
+    return revisions[-2]
+
+
+def rollback_patch(deployment: dict[str, Any], replica_set: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch ``kubectl rollout undo`` sends to restore ``replica_set``'s template."""
+    dep_annotations = (deployment.get("metadata") or {}).get("annotations") or {}
+    annotations = {k: v for k, v in dep_annotations.items() if k in ANNOTATIONS_KEPT}
+    rs_annotations = (replica_set.get("metadata") or {}).get("annotations") or {}
+    annotations.update({k: v for k, v in rs_annotations.items() if k not in ANNOTATIONS_KEPT})
+    template = template_without_hash((replica_set.get("spec") or {}).get("template") or {})
+    op = "replace" if "annotations" in (deployment.get("metadata") or {}) else "add"
+    return [
+        {"op": "replace", "path": "/spec/template", "value": template},
+        {"op": op, "path": "/metadata/annotations", "value": annotations},
+    ]
+
+
+class Rollback:
+    """The rollback request kind.
+
+    ``kube``: the Kubernetes port; ``clock``: aware UTC now; ``rollout_timeout``: seconds to
+    follow the rollout after the change; ``sleep``/``poll_interval`` (seconds) pace it.
+    """
+
+    name: ClassVar[str] = "rollback"
+    reversible: ClassVar[bool] = True
+    params_model: ClassVar[type[BaseModel]] = RollbackParams
+
+    def __init__(
+        self,
+        *,
+        kube: KubernetesPort,
+        clock: Callable[[], datetime],
+        rollout_timeout: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self._kube = kube
+        self._clock = clock
+        self._rollout_timeout = rollout_timeout
+        self._sleep = sleep
+        self._poll_interval = poll_interval
+
+    def _read(
+        self, context: str | None, params: RollbackParams
+    ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Revision]]:
+        try:
+            deployment = self._kube.get_workload(
+                context, WorkloadKind.DEPLOYMENT, params.namespace, params.name
+            )
+        except NotFound as exc:
+            raise NotFound(
+                f"no Deployment named '{params.name}' in namespace {params.namespace}"
+            ) from exc
+        if (deployment.get("spec") or {}).get("paused"):
+            raise Invalid(
+                f"deployment/{params.name} is paused; kubectl refuses to roll back a paused "
+                "deployment (run `kubectl rollout resume` first)"
+            )
+        replica_sets = controlled_replica_sets(self._kube, context, deployment)
+        return deployment, replica_sets, revisions_of(deployment, replica_sets)
+
+    @staticmethod
+    def _current(deployment: dict[str, Any], revisions: list[Revision]) -> int | None:
+        for revision in revisions:
+            if revision.current:
+                return revision.number
+        text = ((deployment.get("metadata") or {}).get("annotations") or {}).get(REVISION, "")
+        return int(text) if str(text).isdigit() else None
+
+    def _plan(
+        self, context: str | None, params: RollbackParams, to_revision: int | None
+    ) -> tuple[dict[str, Any], list[Revision], Revision, list[dict[str, Any]]]:
+        deployment, replica_sets, revisions = self._read(context, params)
+        ref = f"deployment/{params.name}"
+        target = select_revision(revisions, to_revision, ref)
+        if target.current:
+            raise Invalid(
+                f"revision {target.number} is the current revision of {ref}: nothing to roll "
+                "back (kubectl: skipped rollback, current template already matches)"
+            )
+        replica_set = next(
+            rs for rs in replica_sets if rs["metadata"]["name"] == target.replica_set
+        )
+        return deployment, revisions, target, rollback_patch(deployment, replica_set)
+
+    def preview(self, params: BaseModel, *, target: Target) -> Preview:
+        """Read the Deployment and its revisions; pick the target as kubectl does; dry-run the
+        patch (``dryRun=All``).
+
+        Facts: ``kind``, ``name``, ``namespace``, ``current_revision`` (None if unknown),
+        ``target_revision``, ``current`` and ``target`` (``Revision.as_facts()``; ``current``
+        may be None). Raises ``NotFound`` (no Deployment, no such revision), ``Invalid``
+        (paused, no previous revision, target is current, the API server refused the dry run).
+        """
+        assert isinstance(params, RollbackParams)
+        context = target.kube_context
+        deployment, revisions, chosen, patch = self._plan(context, params, params.to_revision)
+        self._kube.json_patch_workload(
+            context, WorkloadKind.DEPLOYMENT, params.namespace, params.name, patch, dry_run=True
+        )
+        current_number = self._current(deployment, revisions)
+        current = next((r for r in revisions if r.number == current_number), None)
+        now = self._clock()
+        ref = f"deployment/{params.name}"
+        lines = (
+            f"Roll back *{ref}* in namespace *{params.namespace}* "
+            f"(environment {target.environment})",
+            "From: "
+            + (
+                describe_revision(current, now)
+                if current is not None
+                else f"revision {current_number or '?'} (its ReplicaSet is gone)"
+            ),
+            "To: " + describe_revision(chosen, now),
+        )
+        facts = {
+            "kind": WorkloadKind.DEPLOYMENT.value,
+            "name": params.name,
+            "namespace": params.namespace,
+            "current_revision": current_number,
+            "target_revision": chosen.number,
+            "current": current.as_facts() if current is not None else None,
+            "target": chosen.as_facts(),
+        }
+        return Preview(target=ref, lines=lines, facts=facts)
+
+    def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
+        """Re-read the Deployment, check it is still at the previewed revision, send kubectl's
+        patch, then follow the rollout.
+
+        Raises ``Conflict`` when the Deployment moved to another revision since the preview,
+        ``RolloutFailed`` (the template WAS replaced) when the rollout does not complete, and
+        the port's errors.
+        """
+        assert isinstance(params, RollbackParams)
+        context = target.kube_context
+        wanted = int(preview.facts["target_revision"])
+        deployment, revisions, chosen, patch = self._plan(context, params, wanted)
+        ref = preview.target
+        now_at = self._current(deployment, revisions)
+        if now_at != preview.facts.get("current_revision"):
+            raise Conflict(
+                f"{ref} moved from revision {preview.facts.get('current_revision')} to "
+                f"{now_at} since this rollback was previewed; nothing was changed, ask again"
+            )
+        self._kube.json_patch_workload(
+            context, WorkloadKind.DEPLOYMENT, params.namespace, params.name, patch
+        )
+        result = follow_rollout(
+            self._kube,
+            context,
+            WorkloadKind.DEPLOYMENT,
+            params.namespace,
+            params.name,
+            timeout=self._rollout_timeout,
+            clock=self._clock,
+            sleep=self._sleep,
+            poll_interval=self._poll_interval,
+        )
+        applied = (
+            f"rolled back {ref} in {params.namespace} from revision {now_at} to revision "
+            f"{chosen.number} ({', '.join(chosen.images)})"
+        )
+        facts: dict[str, Any] = {
+            "from_revision": now_at,
+            "to_revision": chosen.number,
+            "images": list(chosen.images),
+            "rollout": result.as_facts(),
+        }
+        if not result.done:
+            raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
+        return Outcome(summary=f"{applied}; {result.summary}", facts=facts)

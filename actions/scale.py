@@ -1,0 +1,214 @@
+"""``scale``: set a Deployment's or StatefulSet's replicas, as ``kubectl scale`` does.
+
+kubectl sends the merge patch ``{"spec": {"replicas": N}}`` to the workload's ``scale``
+subresource; this module does the same, after enforcing the rule's ``limits``, pointing out a
+HorizontalPodAutoscaler that may undo the change, and validating it with a server-side dry run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actions.base import Outcome, Preview, Target
+from actions.errors import Invalid, RolloutFailed
+from actions.kube import KubernetesPort
+from actions.rollout import follow_rollout
+from actions.workloads import WorkloadKind, WorkloadState, find_workload
+
+SCALABLE = (WorkloadKind.DEPLOYMENT, WorkloadKind.STATEFULSET)
+
+
+class ScaleParams(BaseModel):
+    """``/ops scale <workload> <replicas> -n <namespace>``; ``kind`` None: find it by name."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(min_length=1, max_length=253)
+    kind: WorkloadKind | None = None
+    namespace: str = Field(min_length=1, max_length=63)
+    replicas: int = Field(ge=0)
+
+
+def check_limits(limits: Mapping[str, Any] | None, current: int, requested: int) -> None:
+    """Enforce a rule's ``limits`` (``min_replicas``, ``max_replicas``, ``max_factor``; each
+    may be None) on a scale from ``current`` to ``requested`` replicas.
+
+    Scaling to 0 needs ``min_replicas: 0``. ``max_factor`` bounds ``requested / current`` when
+    growing and ``current / requested`` when shrinking, a 0 on either side counting as 1.
+    Raises ``Invalid`` with a message the requester can act on.
+    """
+    limits = limits or {}
+    low, high = limits.get("min_replicas"), limits.get("max_replicas")
+    factor = limits.get("max_factor")
+    bounds = _bounds(low, high)
+    if requested == 0 and low != 0:
+        raise Invalid(
+            "scaling to 0 needs a rule that allows it (limits.min_replicas: 0); "
+            f"this rule's limits: {bounds}"
+        )
+    if low is not None and requested < low:
+        raise Invalid(
+            f"{requested} replicas is below this rule's min_replicas of {low} ({bounds}); "
+            "ask for more, or have the policy changed"
+        )
+    if high is not None and requested > high:
+        raise Invalid(
+            f"{requested} replicas is above this rule's max_replicas of {high} ({bounds}); "
+            "ask for fewer, or have the policy changed"
+        )
+    if factor is not None:
+        ratio = max(requested, 1) / max(current, 1)
+        if ratio < 1:
+            ratio = 1 / ratio
+        if ratio > float(factor):
+            direction = "up" if requested > current else "down"
+            raise Invalid(
+                f"{current} -> {requested} replicas scales {direction} by a factor of "
+                f"{ratio:g}, more than this rule's max_factor of {float(factor):g}; "
+                "scale in smaller steps"
+            )
+
+
+def _bounds(low: int | None, high: int | None) -> str:
+    if low is None and high is None:
+        return "no replica bounds"
+    return (
+        f"min_replicas {'-' if low is None else low}, max_replicas {'-' if high is None else high}"
+    )
+
+
+def autoscalers_of(hpas: list[dict[str, Any]], kind: str, name: str) -> list[dict[str, Any]]:
+    """The HorizontalPodAutoscalers (autoscaling/v2 JSON) whose ``scaleTargetRef`` is the
+    apps/v1 ``kind``/``name``: as ``[{"name", "min_replicas", "max_replicas"}]``."""
+    found = []
+    for hpa in hpas:
+        spec = hpa.get("spec") or {}
+        ref = spec.get("scaleTargetRef") or {}
+        group = str(ref.get("apiVersion", "apps/v1")).split("/")[0]
+        if ref.get("kind") == kind and ref.get("name") == name and group == "apps":
+            found.append(
+                {
+                    "name": (hpa.get("metadata") or {}).get("name", ""),
+                    "min_replicas": int(spec.get("minReplicas", 1)),
+                    "max_replicas": int(spec.get("maxReplicas", 0)),
+                }
+            )
+    return found
+
+
+class Scale:
+    """The scale request kind.
+
+    ``kube``: the Kubernetes port; ``clock``: aware UTC now; ``rollout_timeout``: seconds to
+    follow the rollout after the change; ``sleep``/``poll_interval`` (seconds) pace it.
+    """
+
+    name: ClassVar[str] = "scale"
+    reversible: ClassVar[bool] = True
+    params_model: ClassVar[type[BaseModel]] = ScaleParams
+
+    def __init__(
+        self,
+        *,
+        kube: KubernetesPort,
+        clock: Callable[[], datetime],
+        rollout_timeout: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self._kube = kube
+        self._clock = clock
+        self._rollout_timeout = rollout_timeout
+        self._sleep = sleep
+        self._poll_interval = poll_interval
+
+    def preview(self, params: BaseModel, *, target: Target) -> Preview:
+        """Read the workload and its scale; enforce ``target.settings["limits"]``; find the
+        HPAs that target it; dry-run the change (``dryRun=All``).
+
+        Facts: ``kind``, ``name``, ``namespace``, ``current_replicas``, ``replicas``,
+        ``ready``, ``images``, ``autoscalers`` (``[{name, min_replicas, max_replicas}]``).
+        Raises ``NotFound``, ``Invalid`` (limits, no change, a DaemonSet, or the API server's
+        refusal of the dry run) and the port's errors.
+        """
+        assert isinstance(params, ScaleParams)
+        context = target.kube_context
+        obj = find_workload(
+            self._kube, context, params.namespace, params.name, params.kind, kinds=SCALABLE
+        )
+        state = WorkloadState.from_object(obj)
+        scale = self._kube.get_scale(context, state.kind, params.namespace, state.name)
+        current = int((scale.get("spec") or {}).get("replicas", 0))
+        if params.replicas == current:
+            raise Invalid(f"{state.ref} already has {current} replicas; nothing to change")
+        check_limits(target.settings.get("limits"), current, params.replicas)
+        hpas = autoscalers_of(
+            self._kube.list_horizontal_pod_autoscalers(context, params.namespace),
+            state.kind,
+            state.name,
+        )
+        self._kube.patch_scale(
+            context, state.kind, params.namespace, state.name, params.replicas, dry_run=True
+        )
+        lines = [
+            f"Scale *{state.ref}* in namespace *{state.namespace}* "
+            f"(environment {target.environment}): *{current} -> {params.replicas}* replicas",
+            f"Ready now: {state.ready}/{state.desired}",
+            f"Image(s): {', '.join(state.images) or 'none'}",
+        ]
+        for hpa in hpas:
+            lines.append(
+                f":warning: HorizontalPodAutoscaler *{hpa['name']}* targets it "
+                f"(min {hpa['min_replicas']}, max {hpa['max_replicas']}) "
+                "and may undo a manual scale"
+            )
+        facts = {
+            "kind": state.kind,
+            "name": state.name,
+            "namespace": state.namespace,
+            "current_replicas": current,
+            "replicas": params.replicas,
+            "ready": state.ready,
+            "images": list(state.images),
+            "autoscalers": hpas,
+        }
+        return Preview(target=state.ref, lines=tuple(lines), facts=facts)
+
+    def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
+        """PATCH the scale subresource, then follow the rollout.
+
+        Raises ``RolloutFailed`` (the replicas WERE changed) when it does not complete, and
+        the port's errors when the change itself fails.
+        """
+        assert isinstance(params, ScaleParams)
+        kind, name = preview.facts["kind"], preview.facts["name"]
+        context = target.kube_context
+        scale = self._kube.patch_scale(context, kind, params.namespace, name, params.replicas)
+        before = preview.facts["current_replicas"]
+        applied = (
+            f"scaled {preview.target} in {params.namespace} from {before} to {params.replicas}"
+        )
+        result = follow_rollout(
+            self._kube,
+            context,
+            kind,
+            params.namespace,
+            name,
+            timeout=self._rollout_timeout,
+            clock=self._clock,
+            sleep=self._sleep,
+            poll_interval=self._poll_interval,
+        )
+        facts = {
+            "from_replicas": before,
+            "replicas": int((scale.get("spec") or {}).get("replicas", params.replicas)),
+            "rollout": result.as_facts(),
+        }
+        if not result.done:
+            raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
+        return Outcome(summary=f"{applied}; {result.summary}", facts=facts)
