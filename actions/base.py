@@ -7,6 +7,7 @@ happen (no side effects), and an ``execute`` that does it. The gate persists ``P
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -15,11 +16,18 @@ from pydantic import BaseModel
 
 @dataclass(frozen=True)
 class Target:
-    """Where a request acts: the environment (and so the kube context) and the namespace."""
+    """Where a request acts, and under which rule settings.
+
+    ``environment`` (and so ``kube_context``) and ``namespace`` come from the policy's
+    environments; ``settings`` is the JSON of the matching rule's settings for this kind
+    (``approvals.policy.Decision.settings``: ``limits``, ``roles``, ``max_duration`` in seconds,
+    ``rotate`` …), which a kind enforces in ``preview`` before anyone is asked.
+    """
 
     environment: str
     kube_context: str | None
     namespace: str | None
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

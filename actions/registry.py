@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from actions.base import ActionKind
+from actions.access import Access
+from actions.base import ActionKind, Target
 from actions.kube import KubernetesPort
-from actions.restart import Restart
+from actions.restart import Restart, RestartParams
+from actions.rollback import Rollback
+from actions.rotate import RestartConsumer, Restore, Rotate
+from actions.scale import Scale
+from actions.vault import VaultPort
+from actions.workloads import parse_workload
+
+
+def consumer_restarter(restart: Restart) -> RestartConsumer:
+    """A secret's consumers are restarted by the ``restart`` kind itself: the same checks (a
+    paused Deployment is refused) and the same rollout following as ``/ops restart``."""
+
+    def restart_consumer(namespace: str, workload: str, kube_context: str | None) -> str:
+        kind, name = parse_workload(workload)
+        params = RestartParams(name=name, kind=kind, namespace=namespace)
+        target = Target(environment="", kube_context=kube_context, namespace=namespace)
+        preview = restart.preview(params, target=target)
+        return restart.execute(params, target=target, preview=preview).summary
+
+    return restart_consumer
 
 
 def build_registry(
-    *, kube: KubernetesPort, clock: Callable[[], datetime]
+    *,
+    kube: KubernetesPort,
+    clock: Callable[[], datetime],
+    vault: VaultPort | None = None,
+    restart_consumer: RestartConsumer | None = None,
+    rollout_timeout: float = 300.0,
+    sleep: Callable[[float], None] = time.sleep,
+    poll_interval: float = 2.0,
 ) -> Mapping[str, ActionKind]:
-    """Every request kind, ready to use, keyed by its ``name``."""
-    kinds: list[ActionKind] = [Restart(kube=kube, clock=clock)]
+    """Every request kind, ready to use, keyed by its ``name``.
+
+    ``rotate`` and ``restore`` are there only when a ``vault`` adapter is given;
+    ``restart_consumer`` restarts a secret's consumers (without it, each restart fails with a
+    message saying so). ``rollout_timeout`` (seconds) bounds how long restart, scale and
+    rollback follow their rollout, polled every ``poll_interval`` seconds with ``sleep``.
+    """
+    t, z, p = rollout_timeout, sleep, poll_interval
+    restart = Restart(kube=kube, clock=clock, rollout_timeout=t, sleep=z, poll_interval=p)
+    kinds: list[ActionKind] = [
+        restart,
+        Scale(kube=kube, clock=clock, rollout_timeout=t, sleep=z, poll_interval=p),
+        Rollback(kube=kube, clock=clock, rollout_timeout=t, sleep=z, poll_interval=p),
+        Access(kube=kube, vault=vault, clock=clock),
+    ]
+    if vault is not None:
+        consumer = restart_consumer or consumer_restarter(restart)
+        kinds.append(Rotate(vault=vault, restart_consumer=consumer, clock=clock))
+        kinds.append(Restore(vault=vault, restart_consumer=consumer, clock=clock))
     return {kind.name: kind for kind in kinds}

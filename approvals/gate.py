@@ -10,31 +10,35 @@ can be shown as it is.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol, cast
 
 from pydantic import BaseModel
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, Update, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
 from actions.errors import ActionError
+from approvals.grants import GrantError, GrantService, GrantView
 from approvals.lifecycle import SYSTEM, Actor, transition
 from approvals.lifecycle import record as record_event
 from approvals.models import ActorKind, Approval, AuditEvent, Request, Status
-from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView
+from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView, StepView
 from approvals.policy import (
     Decision,
     LoadedPolicy,
     NamespaceError,
     Outcome,
     RequestContext,
+    Step,
+    count_satisfied,
     decide,
     is_incident_channel,
     resolve_environment,
+    resolve_groups,
 )
 
 log = logging.getLogger(__name__)
@@ -80,6 +84,16 @@ class Submission:
     env: str | None = None
     reason: str | None = None
     origin: Origin = Origin()
+    path: str | None = None
+    break_glass: str | None = None
+
+
+class UsergroupDirectory(Protocol):
+    """Members of Slack user groups (``S…`` IDs), cached; ``bot.usergroups`` implements it."""
+
+    def members(self, usergroup_id: str) -> frozenset[str]: ...
+
+    def refresh(self) -> None: ...
 
 
 class Gate:
@@ -98,12 +112,28 @@ class Gate:
         actions: Mapping[str, ActionKind],
         notifier: Notifier,
         clock: Callable[[], datetime],
+        directory: UsergroupDirectory | None = None,
+        grants: GrantService | None = None,
+        history: Callable[[str | None, str, str], list[str]] | None = None,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
         self._actions = actions
         self._notifier = notifier
         self._clock = clock
+        self._directory = directory
+        self.grants = grants
+        self._history = history
+
+    def now(self) -> datetime:
+        """The gate's clock: an aware UTC datetime."""
+        return self._clock()
+
+    def groups(self, loaded: LoadedPolicy | None = None) -> dict[str, frozenset[str]]:
+        """Each policy group's members now: its ``users`` and the members of its ``usergroups``."""
+        policy = (loaded or self._policy()).policy
+        members = self._directory.members if self._directory else (lambda _g: frozenset())
+        return resolve_groups(policy, members)
 
     # --- submission ---------------------------------------------------------------------------
 
@@ -125,46 +155,76 @@ class Gate:
         if kind is None:
             raise Rejected(f"opsgate cannot execute '{sub.action}' requests yet")
         policy = loaded.policy
+        namespace, env = sub.namespace, sub.env
+        if sub.action == "extend":
+            namespace, env = self._grant_scope(sub)
         environment: str | None = None
         context: str | None = None
-        if sub.namespace is not None:
+        if namespace is not None:
             try:
-                environment = resolve_environment(policy, sub.namespace, sub.env)
+                environment = resolve_environment(policy, namespace, env)
             except NamespaceError as exc:
                 raise Rejected(str(exc)) from exc
             context = policy.environments[environment].kube_context
         incident = is_incident_channel(policy, sub.origin.channel_name)
+        now = self._clock()
+        groups = self.groups(loaded)
         decision = decide(
             loaded,
             RequestContext(
                 action=sub.action,
                 requester=sub.requester.id,
+                requester_kind="agent" if sub.requester.kind == ActorKind.AGENT else "human",
                 environment=environment,
-                namespace=sub.namespace,
+                namespace=namespace,
+                path=sub.path,
                 incident=incident,
+                reason=sub.reason,
+                break_glass=sub.break_glass is not None,
+                at=now,
             ),
+            groups=groups,
         )
         if decision.outcome is Outcome.DENY:
             raise Rejected(f"Not allowed: {decision.message}")
         self._check_approvable(decision, sub.requester)
+        consumers_namespace = (decision.settings.get("rotate") or {}).get("namespace")
+        if context is None and consumers_namespace:
+            # rotate/restore without -n: the rule's consumers run in the cluster of their
+            # namespace's environment, not in the kubeconfig's current context
+            try:
+                consumers_env = resolve_environment(policy, consumers_namespace, env)
+            except NamespaceError as exc:
+                raise Rejected(f"the rule's rotate.namespace: {exc}") from exc
+            context = policy.environments[consumers_env].kube_context
+            environment = environment or consumers_env
+        identity = policy.identities.get(sub.requester.id)
+        settings: dict[str, Any] = {
+            **decision.settings,
+            "identity": identity.model_dump() if identity is not None else None,
+        }
         target = Target(
-            environment=environment or "", kube_context=context, namespace=sub.namespace
+            environment=environment or "",
+            kube_context=context,
+            namespace=namespace,
+            settings=settings,
         )
         try:
             preview = kind.preview(sub.params, target=target)
         except ActionError as exc:
             raise Rejected(str(exc)) from exc
 
-        now = self._clock()
+        break_glass = decision.outcome is Outcome.BREAK_GLASS
+        steps = decision.steps
         with self._sessions.begin() as session:
             request = Request(
                 action=sub.action,
                 params=sub.params.model_dump(mode="json"),
                 status=Status.PENDING.value,
                 requester_id=sub.requester.id,
-                requester_kind=sub.requester.kind,
+                requester_kind="agent" if sub.requester.kind == ActorKind.AGENT else "human",
                 environment=environment,
-                namespace=sub.namespace,
+                namespace=namespace,
                 target=preview.target,
                 reason=sub.reason,
                 origin_channel_id=sub.origin.channel_id,
@@ -173,18 +233,40 @@ class Gate:
                 response_url=sub.origin.response_url,
                 rule=decision.rule_label,
                 policy_sha256=loaded.sha256,
-                min_approvals=decision.min_approvals,
+                min_approvals=0 if break_glass else sum(s.min_approvals for s in steps),
                 approval_channel_id=decision.approval_channel,
                 approvers={
                     "groups": list(decision.approver_groups),
                     "users": sorted(decision.approvers),
+                    "steps": [
+                        {
+                            "groups": list(step.groups),
+                            "users": sorted(step.approvers),
+                            "min_approvals": step.min_approvals,
+                        }
+                        for step in steps
+                    ],
+                    "escalate_to": decision.escalate_to,
+                    "escalate_users": sorted(decision.escalate_to_users),
                 },
                 preview={
                     "target": preview.target,
                     "lines": list(preview.lines),
                     "facts": preview.facts,
                     "kube_context": context,
+                    "settings": settings,
                 },
+                expires_at=(
+                    now + timedelta(seconds=decision.pending_ttl)
+                    if decision.outcome is Outcome.APPROVAL
+                    else None
+                ),
+                escalate_at=(
+                    now + timedelta(seconds=decision.escalate_after)
+                    if decision.outcome is Outcome.APPROVAL and decision.escalate_after
+                    else None
+                ),
+                break_glass=break_glass,
                 created_at=now,
                 updated_at=now,
             )
@@ -228,17 +310,57 @@ class Gate:
             )
             self._notify(request_id, "approved")
             self._execute(request_id)
+        elif break_glass:
+            self._break_glass(request_id, sub)
         return self.get(request_id)
+
+    def _break_glass(self, request_id: int, sub: Submission) -> None:
+        """Execute at once, loudly: the audit channel gets a notice and a review item."""
+        self._move(
+            request_id,
+            Status.PENDING,
+            Status.APPROVED,
+            event="break_glass",
+            detail={"justification": sub.break_glass},
+            decided_by=sub.requester.id,
+        )
+        try:
+            review = self._notifier.review_opened(self.get(request_id))
+        except NotifyError as exc:
+            log.error("request #%s: break-glass notice failed: %s", request_id, exc)
+            review = None
+        if review is not None:
+            with self._sessions.begin() as session:
+                request = self._load(session, request_id)
+                request.review_channel_id = review.channel_id
+                request.review_ts = review.ts
+        self._execute(request_id)
+
+    def _grant_scope(self, sub: Submission) -> tuple[str | None, str | None]:
+        """The namespace and environment of the grant an ``extend`` request names."""
+        grant_id = getattr(sub.params, "grant_id", None)
+        try:
+            grant = self.grants.get(grant_id) if self.grants and grant_id else None
+        except GrantError:
+            grant = None
+        if grant is None or grant.status != "active":
+            raise Rejected(f"There is no active grant #{grant_id}; `/ops grants` lists yours.")
+        if grant.grantee_id != sub.requester.id:
+            raise Rejected(f"Grant #{grant_id} is not yours; only its grantee may extend it.")
+        return grant.namespace, grant.environment
 
     def _check_approvable(self, decision: Decision, requester: Actor) -> None:
         if decision.outcome is not Outcome.APPROVAL:
             return
-        others = decision.approvers - {requester.id}
-        if len(others) < decision.min_approvals:
+        others = sorted(decision.approvers - {requester.id})
+        satisfied, _ = count_satisfied(decision.steps, others, requester.id)
+        if not satisfied:
+            needed = " and ".join(
+                f"{step.min_approvals} from {', '.join(step.groups)}" for step in decision.steps
+            )
             raise Rejected(
-                f"Not allowed: this request needs {decision.min_approvals} approval(s) from "
-                f"{', '.join(decision.approver_groups)}, but only {len(others)} person(s) other "
-                "than you may approve it; ask the platform team to fix the policy"
+                f"Not allowed: this request needs {needed}, but not enough people other than "
+                "you may approve it; ask the platform team to fix the policy"
             )
 
     def _finish_unannounced(self, request_id: int, why: str) -> None:
@@ -294,7 +416,7 @@ class Gate:
     # --- decisions ----------------------------------------------------------------------------
 
     def approve(self, request_id: int, approver: Actor) -> RequestView:
-        """Record ``approver``'s approval; execute when enough distinct approvers have approved.
+        """Record ``approver``'s approval; execute once every step has enough distinct approvers.
 
         Raises :class:`UnknownRequest`, :class:`NotAllowed` (not an approver, the requester, an
         agent) or :class:`AlreadyDecided` (no longer pending, or already approved by them). A
@@ -311,10 +433,13 @@ class Gate:
                     Approval(request_id=request_id, approver_id=approver.id, created_at=now)
                 )
                 session.flush()
-                count = session.scalar(
-                    select(func.count())
-                    .select_from(Approval)
+                approvals = session.scalars(
+                    select(Approval.approver_id)
                     .where(Approval.request_id == request_id)
+                    .order_by(Approval.id)
+                ).all()
+                satisfied, per_step = count_satisfied(
+                    _steps(request), list(approvals), request.requester_id
                 )
                 record_event(
                     session,
@@ -322,9 +447,13 @@ class Gate:
                     event="approval_added",
                     actor=approver,
                     now=now,
-                    detail={"approvals": count, "needed": request.min_approvals},
+                    detail={
+                        "approvals": len(approvals),
+                        "needed": request.min_approvals,
+                        "steps": per_step,
+                    },
                 )
-                if (count or 0) >= request.min_approvals:
+                if satisfied:
                     approved = transition(
                         session,
                         request,
@@ -383,6 +512,8 @@ class Gate:
         if actor.id == request.requester_id:
             return request
         if actor.id not in request.approvers.get("users", []):
+            self._refresh_approvers(request)
+        if actor.id not in request.approvers.get("users", []):
             groups = ", ".join(request.approvers.get("groups", [])) or "nobody"
             raise NotAllowed(
                 f"Only members of {groups} may decide request #{request_id}; nothing was changed."
@@ -395,6 +526,195 @@ class Gate:
         if already is not None:
             raise AlreadyDecided(f"You have already approved request #{request_id}.")
         return request
+
+    def _refresh_approvers(self, request: Request) -> None:
+        """A click from someone not among the approvers known at submission: the user groups
+        may have changed since, so refresh them and recompute each step's members."""
+        if self._directory is None:
+            return
+        self._directory.refresh()
+        groups = self.groups()
+        approvers = dict(request.approvers)
+        steps = []
+        for step in approvers.get("steps", []):
+            users = set(step["users"])
+            for group in step["groups"]:
+                users |= groups.get(group, frozenset())
+            steps.append({**step, "users": sorted(users)})
+        approvers["steps"] = steps
+        approvers["users"] = sorted({u for step in steps for u in step["users"]})
+        request.approvers = approvers
+
+    def acknowledge(self, request_id: int, actor: Actor) -> RequestView:
+        """Review a break-glass request: one of its rule's approvers acknowledges it.
+
+        Raises :class:`UnknownRequest`, :class:`NotAllowed` (not an approver, its requester, an
+        agent) or :class:`AlreadyDecided` (already reviewed).
+        """
+        now = self._clock()
+        with self._sessions.begin() as session:
+            request = self._load(session, request_id)
+            if not request.break_glass:
+                raise NotAllowed(f"Request #{request_id} is not a break-glass request.")
+            if actor.kind == ActorKind.AGENT:
+                raise NotAllowed("Automation cannot review break-glass requests.")
+            if actor.id == request.requester_id:
+                raise NotAllowed("You cannot review your own break-glass request.")
+            if actor.id not in request.approvers.get("users", []):
+                self._refresh_approvers(request)
+            if actor.id not in request.approvers.get("users", []):
+                groups = ", ".join(request.approvers.get("groups", [])) or "the approvers"
+                raise NotAllowed(f"Only members of {groups} may review request #{request_id}.")
+            done = _rows(
+                session,
+                update(Request)
+                .where(Request.id == request_id, Request.reviewed_by.is_(None))
+                .values(reviewed_by=actor.id, reviewed_at=now, updated_at=now),
+            )
+            if done != 1:
+                raise AlreadyDecided(f"Request #{request_id} was already reviewed.")
+            record_event(session, request, event="break_glass_reviewed", actor=actor, now=now)
+        self._notify(request_id, "reviewed")
+        return self.get(request_id)
+
+    # --- reads and grants ---------------------------------------------------------------------
+
+    def history(self, namespace: str, env: str | None, name: str) -> list[str]:
+        """The rollout history of Deployment ``name`` in ``namespace``, as lines for Slack.
+
+        Answered without approval, to anyone, for a namespace the policy places in an
+        environment. Raises :class:`Rejected` for an unknown namespace or Deployment.
+        """
+        policy = self._policy().policy
+        try:
+            environment = resolve_environment(policy, namespace, env)
+        except NamespaceError as exc:
+            raise Rejected(str(exc)) from exc
+        if self._history is None:
+            raise Rejected("opsgate cannot read rollout histories here")
+        try:
+            return self._history(policy.environments[environment].kube_context, namespace, name)
+        except ActionError as exc:
+            raise Rejected(str(exc)) from exc
+
+    def grant_approvers(self) -> frozenset[str]:
+        """Everyone who may approve some access request: they see and may end every grant."""
+        loaded = self._policy()
+        groups = self.groups(loaded)
+        names: set[str] = set()
+        for rule in loaded.policy.rules:
+            if "access" in rule.match.action:
+                names.update(rule.approvers)
+                for step in rule.steps or ():
+                    names.update(step.approvers)
+        return frozenset(u for name in names for u in groups.get(name, frozenset()))
+
+    def active_grants(self, user_id: str) -> tuple[list[GrantView], bool]:
+        """``user_id``'s active grants, or every active grant when they approve grants; the
+        flag says which."""
+        if self.grants is None:
+            return [], False
+        everyone = user_id in self.grant_approvers()
+        return self.grants.active(None if everyone else user_id), everyone
+
+    def revoke_grant(self, grant_id: int, actor: Actor, *, reason: str | None = None) -> GrantView:
+        """End grant ``grant_id`` now: its grantee or an approver may, without approval.
+
+        Raises :class:`UnknownRequest` or :class:`NotAllowed`.
+        """
+        if self.grants is None:
+            raise UnknownRequest(f"There is no grant #{grant_id}.")
+        try:
+            grant = self.grants.get(grant_id)
+        except GrantError as exc:
+            raise UnknownRequest(str(exc)) from exc
+        if actor.kind == ActorKind.AGENT and grant.grantee_id != actor.id:
+            raise NotAllowed("Automation can only end its own grants.")
+        if (
+            grant.grantee_id != actor.id
+            and actor.id not in self.grant_approvers()
+            and not self.grants.may_revoke(grant_id, actor.id)
+        ):
+            raise NotAllowed(
+                f"Only the grantee or an approver may end grant #{grant_id}; nothing changed."
+            )
+        why = reason or ("ended early by its grantee" if grant.grantee_id == actor.id else None)
+        try:
+            return self.grants.revoke(
+                grant_id, actor=actor, reason=why or f"revoked early by <@{actor.id}>"
+            )
+        except GrantError as exc:
+            raise AlreadyDecided(str(exc)) from exc
+
+    # --- timers -------------------------------------------------------------------------------
+
+    def expire_pending(self) -> list[int]:
+        """Expire every pending request whose TTL has passed; returns their IDs.
+
+        Idempotent, and safe with several instances: each expiry is a guarded transition.
+        """
+        now = self._clock()
+        with self._sessions() as session:
+            due = session.scalars(
+                select(Request.id).where(
+                    Request.status == Status.PENDING.value,
+                    Request.expires_at.is_not(None),
+                    Request.expires_at <= now,
+                )
+            ).all()
+        expired = []
+        for request_id in due:
+            if self._move(
+                request_id,
+                Status.PENDING,
+                Status.EXPIRED,
+                event="expired",
+                detail={"reason": "nobody decided before the pending TTL ran out"},
+            ):
+                expired.append(request_id)
+                self._notify(request_id, "expired")
+        return expired
+
+    def escalate_due(self) -> list[int]:
+        """Ping the ``escalate_to`` group of every pending request nobody has decided in
+        ``escalate_after`` seconds, once; returns their IDs."""
+        now = self._clock()
+        with self._sessions() as session:
+            due = session.scalars(
+                select(Request.id).where(
+                    Request.status == Status.PENDING.value,
+                    Request.escalate_at.is_not(None),
+                    Request.escalate_at <= now,
+                    Request.escalated_at.is_(None),
+                )
+            ).all()
+        escalated = []
+        for request_id in due:
+            with self._sessions.begin() as session:
+                done = _rows(
+                    session,
+                    update(Request)
+                    .where(
+                        Request.id == request_id,
+                        Request.status == Status.PENDING.value,
+                        Request.escalated_at.is_(None),
+                    )
+                    .values(escalated_at=now, updated_at=now),
+                )
+                if done != 1:
+                    continue
+                request = self._load(session, request_id)
+                record_event(
+                    session,
+                    request,
+                    event="escalated",
+                    actor=SYSTEM,
+                    now=now,
+                    detail={"escalate_to": request.approvers.get("escalate_to")},
+                )
+            escalated.append(request_id)
+            self._notify(request_id, "escalated")
+        return escalated
 
     # --- execution ----------------------------------------------------------------------------
 
@@ -456,6 +776,7 @@ class Gate:
                 environment=request.environment or "",
                 kube_context=stored.get("kube_context"),
                 namespace=request.namespace,
+                settings={**stored.get("settings", {}), "request_id": request_id},
             )
         self._notify(request_id, "executing")
         try:
@@ -463,8 +784,14 @@ class Gate:
         except ActionError as exc:
             log.warning("request #%s failed: %s", request_id, exc)
             self._finish(request_id, Status.FAILED, error=str(exc), detail={"error": str(exc)})
-        else:
-            self._finish(request_id, Status.SUCCEEDED, result=outcome.summary, detail=outcome.facts)
+            return
+        if "grant" in outcome.facts and self.grants is not None:
+            with self._sessions.begin() as session:
+                self._load(session, request_id).result = outcome.summary
+            self.grants.activate(request_id, outcome.facts, SYSTEM)
+            self._notify(request_id, "active")
+            return
+        self._finish(request_id, Status.SUCCEEDED, result=outcome.summary, detail=outcome.facts)
 
     def _finish(
         self,
@@ -493,6 +820,29 @@ class Gate:
             ).all()
             return _view(request, tuple(approved_by))
 
+    def pending_for(self, approver_id: str) -> list[RequestView]:
+        """Pending requests that ``approver_id`` may approve (not their own), oldest first."""
+        with self._sessions() as session:
+            pending = session.scalars(
+                select(Request).where(Request.status == Status.PENDING.value).order_by(Request.id)
+            ).all()
+            ids = [
+                r.id
+                for r in pending
+                if approver_id in r.approvers.get("users", []) and r.requester_id != approver_id
+            ]
+        return [self.get(request_id) for request_id in ids]
+
+    def pending_of(self, requester_id: str) -> list[RequestView]:
+        """``requester_id``'s pending requests, oldest first."""
+        with self._sessions() as session:
+            ids = session.scalars(
+                select(Request.id)
+                .where(Request.status == Status.PENDING.value, Request.requester_id == requester_id)
+                .order_by(Request.id)
+            ).all()
+        return [self.get(request_id) for request_id in ids]
+
     def latest(self, *, requester_id: str, limit: int) -> list[RequestView]:
         """The ``limit`` most recent requests of ``requester_id``, newest first."""
         with self._sessions() as session:
@@ -519,8 +869,29 @@ class Gate:
             log.error("request #%s: could not announce '%s': %s", request_id, event, exc)
 
 
+def _rows(session: Session, statement: Update) -> int:
+    """Execute a guarded UPDATE; returns how many rows it changed (0: someone was first)."""
+    result = cast(CursorResult[Any], session.execute(statement))
+    return result.rowcount
+
+
+def _steps(request: Request) -> tuple[Step, ...]:
+    """The approval steps stored with ``request`` (users as resolved at submission or refresh)."""
+    stored: Sequence[dict[str, Any]] = request.approvers.get("steps", [])
+    return tuple(
+        Step(
+            groups=tuple(step["groups"]),
+            approvers=frozenset(step["users"]),
+            min_approvals=int(step["min_approvals"]),
+        )
+        for step in stored
+    )
+
+
 def _view(request: Request, approved_by: tuple[str, ...]) -> RequestView:
     preview: dict[str, Any] = request.preview or {}
+    steps = _steps(request)
+    _, per_step = count_satisfied(steps, list(approved_by), request.requester_id)
     return RequestView(
         id=request.id,
         action=request.action,
@@ -555,4 +926,21 @@ def _view(request: Request, approved_by: tuple[str, ...]) -> RequestView:
         ),
         created_at=request.created_at,
         updated_at=request.updated_at,
+        steps=tuple(
+            StepView(step.groups, step.min_approvals, tuple(per_step[i]))
+            for i, step in enumerate(steps)
+        ),
+        incident_channel=request.origin_channel_name if request.incident else None,
+        expires_at=request.expires_at,
+        escalate_to=request.approvers.get("escalate_to"),
+        escalate_users=tuple(request.approvers.get("escalate_users", [])),
+        break_glass=request.break_glass,
+        review=(
+            MessageRef(request.review_channel_id, request.review_ts)
+            if request.review_channel_id and request.review_ts
+            else None
+        ),
+        reviewed_by=request.reviewed_by,
+        reviewed_at=request.reviewed_at,
+        policy_sha256=request.policy_sha256,
     )

@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -111,6 +112,16 @@ class Request(Base):
     min_approvals: Mapped[int] = mapped_column(default=0)
     approvers: Mapped[dict[str, Any]] = mapped_column(default=dict)
     preview: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # when it stops waiting, and who is pinged when nobody has decided (issue 6)
+    expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    escalate_at: Mapped[datetime | None]
+    escalated_at: Mapped[datetime | None]
+    # break-glass: executed at once, reviewed afterwards
+    break_glass: Mapped[bool] = mapped_column(default=False)
+    review_channel_id: Mapped[str | None] = mapped_column(String(64))
+    review_ts: Mapped[str | None] = mapped_column(String(32))
+    reviewed_by: Mapped[str | None] = mapped_column(String(64))
+    reviewed_at: Mapped[datetime | None]
     # how it ended
     decided_by: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[str | None] = mapped_column(Text)
@@ -157,3 +168,48 @@ class AuditEvent(Base):
     policy_sha256: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class GrantStatus(StrEnum):
+    """A grant's state: ``active`` until claimed for removal (``revoking``), then ``revoked``."""
+
+    ACTIVE = "active"
+    REVOKING = "revoking"
+    REVOKED = "revoked"
+
+
+class Grant(Base):
+    """One time-bound access grant; its ID is the ID of the access request that made it.
+
+    The database is the source of truth for expiry: ``expires_at`` is when the grant must end,
+    whatever the scheduler remembers. ``revoke_reason``/``revoked_by`` are written when the grant
+    is claimed for removal (``revoking``), so a retry after a crash revokes for the same reason.
+    """
+
+    __tablename__ = "grants"
+    __table_args__ = (Index("ix_grants_status_expires_at", "status", "expires_at"),)
+
+    id: Mapped[int] = mapped_column(
+        ForeignKey("requests.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    grantee_id: Mapped[str] = mapped_column(String(64), index=True)
+    kube_context: Mapped[str | None] = mapped_column(String(253))
+    environment: Mapped[str | None] = mapped_column(String(64))
+    namespace: Mapped[str] = mapped_column(String(253))
+    role: Mapped[str] = mapped_column(String(253))
+    cluster_role: Mapped[str] = mapped_column(String(253))
+    kubernetes_user: Mapped[str] = mapped_column(String(253))
+    role_binding: Mapped[str] = mapped_column(String(253))
+    vault_group: Mapped[str | None] = mapped_column(String(253))
+    vault_entity: Mapped[str | None] = mapped_column(String(253))
+    vault_entity_id: Mapped[str | None] = mapped_column(String(64))
+    duration_seconds: Mapped[int]
+    max_duration_seconds: Mapped[int | None]
+    started_at: Mapped[datetime]
+    expires_at: Mapped[datetime]
+    reminded_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16))
+    revoked_at: Mapped[datetime | None]
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime]

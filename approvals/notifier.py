@@ -28,6 +28,19 @@ class OpenedRefs:
 
 
 @dataclass(frozen=True)
+class StepView:
+    """One approval step: its groups, how many distinct people it needs, who has counted so far."""
+
+    groups: tuple[str, ...]
+    min_approvals: int
+    approved_by: tuple[str, ...] = ()
+
+    @property
+    def done(self) -> bool:
+        return len(self.approved_by) >= self.min_approvals
+
+
+@dataclass(frozen=True)
 class RequestView:
     """A snapshot of one request for rendering: everything a message shows, and nothing secret."""
 
@@ -56,6 +69,16 @@ class RequestView:
     thread: MessageRef | None
     created_at: datetime
     updated_at: datetime
+    steps: tuple[StepView, ...] = ()
+    incident_channel: str | None = None
+    expires_at: datetime | None = None
+    escalate_to: str | None = None
+    escalate_users: tuple[str, ...] = ()
+    break_glass: bool = False
+    review: MessageRef | None = None
+    reviewed_by: str | None = None
+    reviewed_at: datetime | None = None
+    policy_sha256: str | None = None
 
     @property
     def needs_approval(self) -> bool:
@@ -76,8 +99,69 @@ class Notifier(Protocol):
         the approval message cannot be posted."""
         ...
 
+    def review_opened(self, request: RequestView) -> MessageRef | None:
+        """A break-glass request ran without approval: post the loud notice and the review item
+        (an Acknowledge button for the approvers) to the audit channel; return where it is."""
+        ...
+
     def request_changed(self, request: RequestView, *, event: str) -> None:
         """Show a change (``approval_added``, ``approved``, ``denied``, ``succeeded``, …): update
         the approval message, reply in the thread, mirror to the audit channel. Raises
+        :class:`NotifyError` when nothing could be delivered."""
+        ...
+
+
+@dataclass(frozen=True)
+class GrantView:
+    """A snapshot of one access grant for rendering (never an ORM object, never a secret).
+
+    ``id`` is the grant's ID, which is also its access request's ID. ``status`` is ``active``,
+    ``revoking`` or ``revoked`` (``drift`` for a RoleBinding opsgate found with no grant row;
+    then ``grantee_id`` is empty). Durations are in seconds, times aware UTC. ``revoke_reason``
+    says why it ended (``expired``, ``revoked early by <@U…>: …``, ``drift: …``).
+    """
+
+    id: int
+    grantee_id: str
+    environment: str | None
+    kube_context: str | None
+    namespace: str
+    role: str
+    kubernetes_user: str
+    role_binding: str
+    vault_group: str | None
+    vault_entity: str | None
+    status: str
+    started_at: datetime
+    expires_at: datetime
+    duration_seconds: int
+    max_duration_seconds: int | None
+    reminded_at: datetime | None = None
+    revoked_at: datetime | None = None
+    revoked_by: str | None = None
+    revoke_reason: str | None = None
+    approver_ids: tuple[str, ...] = ()
+
+    def seconds_left(self, now: datetime) -> float:
+        """Seconds until ``expires_at`` (0 once past)."""
+        return max((self.expires_at - now).total_seconds(), 0.0)
+
+    def extendable_by(self) -> int | None:
+        """Seconds it may still be extended by under ``max_duration`` (None: no limit)."""
+        if self.max_duration_seconds is None:
+            return None
+        return max(self.max_duration_seconds - self.duration_seconds, 0)
+
+
+GRANT_EVENTS = ("started", "reminder", "extended", "revoked", "expired", "drift_removed")
+"""The ``event`` values :meth:`GrantNotifier.grant_changed` receives."""
+
+
+class GrantNotifier(Protocol):
+    """What :class:`approvals.grants.GrantService` needs from the chat side."""
+
+    def grant_changed(self, grant: GrantView, *, event: str) -> None:
+        """Tell the grantee (and, for ``drift_removed``, the audit channel) about ``event``, one
+        of :data:`GRANT_EVENTS`; ``reminder`` carries Extend and End now buttons. Raises
         :class:`NotifyError` when nothing could be delivered."""
         ...

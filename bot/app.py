@@ -26,14 +26,24 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from actions.access import Access
 from actions.backends.kubernetes import KubernetesBackend
+from actions.backends.vault import VaultBackend
+from actions.history import render_history, rollout_history
 from actions.registry import build_registry
 from approvals.db import make_engine, make_sessionmaker, migrate, ping
+from approvals.expiry import ExpiryScheduler
+from approvals.extend import Extend
 from approvals.gate import Gate
-from approvals.policy import LoadedPolicy, load_policy
+from approvals.grants import GrantService
+from approvals.policy import LoadedPolicy, PolicyError
+from approvals.policy_store import PolicyStore
 from bot import listeners
-from bot.notifier import SlackNotifier
+from bot.listeners.events import publish_home
+from bot.notifier import SlackGrantNotifier, SlackNotifier
+from bot.policy_watch import install_sighup, watch_policy
 from bot.settings import Settings
+from bot.usergroups import UsergroupDirectory
 
 log = logging.getLogger(__name__)
 
@@ -47,14 +57,21 @@ def utcnow() -> datetime:
 class Services:
     """Everything the app holds, built once from the settings."""
 
-    policy: LoadedPolicy
+    policy: PolicyStore
     engine: Engine
     kube: KubernetesBackend
+    vault: VaultBackend | None
     gate: Gate
+    grants: GrantService
+    scheduler: ExpiryScheduler
     slack: App
+    notifier: SlackGrantNotifier
 
     def close(self) -> None:
+        self.scheduler.shutdown(wait=False)
         self.kube.close()
+        if self.vault is not None:
+            self.vault.close()
         self.engine.dispose()
 
 
@@ -62,27 +79,87 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     """Build the services. Raises ``approvals.policy.PolicyError`` for an invalid policy and
     ``ValueError`` when a required Slack variable is missing."""
     settings.require_slack()
-    loaded = load_policy(settings.policy_path)
+    grant_notifier: SlackGrantNotifier | None = None
+
+    def reload_failed(error: PolicyError) -> None:
+        log.error("policy reload failed; the previous policy stays in force:\n%s", error)
+        if grant_notifier is not None:
+            grant_notifier.policy_reload_failed(str(error))
+
+    def reloaded(loaded: LoadedPolicy) -> None:
+        log.info("policy reloaded: %s (sha256 %s)", loaded.source, loaded.sha256[:12])
+
+    store = PolicyStore(settings.policy_path, on_error=reload_failed, on_reload=reloaded)
     engine = make_engine(settings.database_url)
     sessions = make_sessionmaker(engine)
     kube = KubernetesBackend(
         kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
     )
+    vault: VaultBackend | None = None
+    if settings.vault_addr and settings.vault_token is not None:
+        vault = VaultBackend(
+            url=settings.vault_addr,
+            token=settings.vault_token.get_secret_value(),
+            timeout=settings.vault_timeout,
+        )
     assert settings.slack_bot_token is not None
     client = WebClient(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
+    registry = dict(
+        build_registry(
+            kube=kube,
+            clock=clock,
+            vault=vault,
+            rollout_timeout=settings.rollout_timeout,
+            poll_interval=settings.rollout_poll_interval,
+        )
+    )
+    gate_ref: list[Gate] = []
 
-    def current_policy() -> LoadedPolicy:
-        return loaded
+    def home_changed(user: str) -> None:
+        if gate_ref:
+            publish_home(gate_ref[0], client, user)
+
+    grant_notifier = SlackGrantNotifier(client, store, clock, on_change=home_changed)
+    access = registry["access"]
+    assert isinstance(access, Access)
+
+    def kube_contexts() -> list[str | None]:
+        return sorted(
+            {env.kube_context for env in store.current().policy.environments.values()},
+            key=lambda c: c or "",
+        )
+
+    grants = GrantService(
+        sessions=sessions,
+        access=access,
+        notifier=grant_notifier,
+        clock=clock,
+        kube_contexts=kube_contexts,
+        reminder_before=settings.reminder_before,
+    )
+    registry["extend"] = Extend(grants=grants)
+
+    def history(context: str | None, namespace: str, name: str) -> list[str]:
+        return render_history(rollout_history(kube, context, namespace, name), clock())
 
     gate = Gate(
         sessions=sessions,
-        policy=current_policy,
-        actions=build_registry(kube=kube, clock=clock),
-        notifier=SlackNotifier(client, current_policy),
+        policy=store,
+        actions=registry,
+        notifier=SlackNotifier(client, store),
         clock=clock,
+        directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
+        grants=grants,
+        history=history,
     )
+    gate_ref.append(gate)
+    scheduler = ExpiryScheduler(
+        engine, grants=grants, clock=clock, sweep_interval=settings.sweep_interval
+    )
+    scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
     secret = settings.slack_signing_secret
     slack = App(
         client=client,
@@ -93,13 +170,23 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         request_verification_enabled=not settings.socket_mode,
     )
     listeners.register(slack, gate)
-    return Services(loaded, engine, kube, gate, slack)
+    return Services(store, engine, kube, vault, gate, grants, scheduler, slack, grant_notifier)
+
+
+def _start_background(services: Services) -> None:
+    """What a start does off the event loop: finish the requests a previous run left approved
+    or executing, then start the expiry scheduler (which first revokes every overdue grant)."""
+    try:
+        services.gate.recover()
+    finally:
+        services.scheduler.start()
 
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The FastAPI app for ``settings``; see the module docstring."""
     services = build_services(settings, clock=clock)
     socket_handler: SocketModeHandler | None = None
+    stop_watching = threading.Event()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -109,8 +196,10 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             # Requests a previous run left approved or executing; in the background, so that
             # /healthz answers while it works.
             threading.Thread(
-                target=services.gate.recover, name="opsgate-recover", daemon=True
+                target=_start_background, args=(services,), name="opsgate-start", daemon=True
             ).start()
+            watch_policy(services.policy, stop_watching)
+            install_sighup(services.policy)
             if settings.socket_mode:
                 assert settings.slack_app_token is not None
                 socket_handler = SocketModeHandler(
@@ -119,15 +208,16 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
                 await run_in_threadpool(socket_handler.connect)
             log.info(
                 "opsgate ready: policy %s (sha256 %s), %s",
-                services.policy.source,
-                services.policy.sha256[:12],
+                services.policy.current().source,
+                services.policy.current().sha256[:12],
                 "Socket Mode" if settings.socket_mode else "HTTP mode on /slack/events",
             )
             yield
         finally:
+            stop_watching.set()
             if socket_handler is not None:
                 await run_in_threadpool(socket_handler.close)
-            services.close()
+            await run_in_threadpool(services.close)
 
     api = FastAPI(title="opsgate", lifespan=lifespan)
 
@@ -149,7 +239,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
 
     @api.get("/readyz")
     async def readyz() -> JSONResponse:
-        checks = {"policy": services.policy.sha256}
+        checks = {"policy": services.policy.current().sha256}
         try:
             await run_in_threadpool(ping, services.engine)
             checks["database"] = "ok"

@@ -16,6 +16,8 @@ Blocks = list[dict[str, Any]]
 APPROVE_ACTION = "approve"
 DENY_ACTION = "deny"
 DECISION_BLOCK = "decision"
+ACKNOWLEDGE_ACTION = "break_glass_ack"
+REVIEW_BLOCK = "review"
 
 _STATUS_EMOJI = {
     "pending": ":hourglass_flowing_sand:",
@@ -26,6 +28,8 @@ _STATUS_EMOJI = {
     "denied": ":no_entry:",
     "expired": ":alarm_clock:",
     "cancelled": ":heavy_multiplication_x:",
+    "active": ":key:",
+    "revoked": ":lock:",
 }
 
 
@@ -44,13 +48,45 @@ def title(view: RequestView) -> str:
     return f"Request #{view.id}: {view.action} {view.target}{where}{env}"
 
 
-def _approvals_line(view: RequestView) -> str:
-    groups = ", ".join(view.approver_groups) or "nobody"
-    got = len(view.approved_by)
-    line = f"Needs {view.min_approvals} approval(s) from *{groups}* ({got}/{view.min_approvals})"
-    if view.approved_by:
-        line += ": approved by " + ", ".join(f"<@{u}>" for u in view.approved_by)
-    return line
+def _users(users: tuple[str, ...] | list[str]) -> str:
+    return ", ".join(f"<@{u}>" for u in users)
+
+
+def approvals_line(view: RequestView) -> str:
+    """Who has approved so far and what is still needed, step by step.
+
+    ``Needs 1 from *sre* (1/1: @a) and 1 from *security* (0/1)``.
+    """
+    if view.break_glass:
+        return "Break-glass: executed without approval; needs review"
+    if len(view.steps) <= 1:
+        groups = ", ".join(view.approver_groups) or "nobody"
+        got = len(view.approved_by)
+        line = (
+            f"Needs {view.min_approvals} approval(s) from *{groups}* ({got}/{view.min_approvals})"
+        )
+        if view.approved_by:
+            line += ": approved by " + _users(view.approved_by)
+        return line
+    parts = []
+    for step in view.steps:
+        mark = ":white_check_mark: " if step.done else ""
+        who = f": {_users(step.approved_by)}" if step.approved_by else ""
+        parts.append(
+            f"{mark}{step.min_approvals} from *{', '.join(step.groups)}* "
+            f"({len(step.approved_by)}/{step.min_approvals}{who})"
+        )
+    return "Needs " + " and ".join(parts)
+
+
+def still_needed(view: RequestView) -> str:
+    """``1 more from security``, or an empty string when every step is satisfied."""
+    missing = [
+        f"{step.min_approvals - len(step.approved_by)} more from {', '.join(step.groups)}"
+        for step in view.steps
+        if not step.done
+    ]
+    return " and ".join(missing)
 
 
 def outcome_line(view: RequestView) -> str:
@@ -72,6 +108,12 @@ def outcome_line(view: RequestView) -> str:
     if view.status == "cancelled":
         why = f": {view.error}" if view.error else ""
         return f"{emoji} Cancelled{by}{why}. Nothing was changed."
+    if view.status == "expired":
+        return f"{emoji} Expired: nobody decided in time. Nothing was changed; ask again if needed."
+    if view.status == "active":
+        return f"{emoji} Approved{by}. Active: {view.result}"
+    if view.status == "revoked":
+        return f"{emoji} Ended: {view.result or view.error or 'revoked'}"
     return f"{emoji} {view.status.capitalize()}{by}."
 
 
@@ -84,8 +126,12 @@ def approval_message(view: RequestView) -> tuple[str, Blocks]:
         _section(f"*Reason:* {view.reason}" if view.reason else "*Reason:* (none given)"),
     ]
     if view.incident and view.origin_channel_id:
-        blocks.append(_section(f"*Incident channel:* <#{view.origin_channel_id}>"))
-    context = f"{_approvals_line(view)} · rule {view.rule or '?'}"
+        name = f" (#{view.incident_channel})" if view.incident_channel else ""
+        blocks.append(_section(f"*Incident channel:* <#{view.origin_channel_id}>{name}"))
+    context = f"{approvals_line(view)} · rule {view.rule or '?'}"
+    if view.status == "pending" and view.expires_at is not None:
+        context += f" · expires <!date^{int(view.expires_at.timestamp())}^{{time}}|at "
+        context += f"{view.expires_at:%H:%M} UTC>"
     blocks.append(_context(context))
     if view.status == "pending":
         blocks.append(
@@ -119,6 +165,11 @@ def approval_message(view: RequestView) -> tuple[str, Blocks]:
 def requester_announcement(view: RequestView) -> str:
     """The message in the requester's channel whose thread carries progress and results."""
     base = f"<@{view.requester_id}> asked: {title(view)}"
+    if view.break_glass:
+        return f"{base}. :rotating_light: Break-glass: executing now, without approval."
+    if view.needs_approval and len(view.steps) > 1:
+        where = f" in <#{view.approval.channel_id}>" if view.approval else ""
+        return f"{base}. Waiting for {still_needed(view)}{where}."
     if view.needs_approval:
         groups = ", ".join(view.approver_groups)
         where = f" in <#{view.approval.channel_id}>" if view.approval else ""
@@ -130,11 +181,59 @@ def thread_update(view: RequestView, event: str, actor: str | None = None) -> st
     """A thread reply for one change of the request."""
     if event == "approval_added":
         latest = view.approved_by[-1] if view.approved_by else actor
+        needed = still_needed(view)
+        rest = f"; still needed: {needed}" if needed else ""
         return (
             f"<@{latest}> approved request #{view.id} "
-            f"({len(view.approved_by)}/{view.min_approvals})."
+            f"({len(view.approved_by)}/{view.min_approvals}){rest}."
         )
+    if event == "escalated":
+        who = _users(view.escalate_users) or f"*{view.escalate_to}*"
+        return (
+            f":mega: {who}: request #{view.id} has waited since "
+            f"{view.created_at:%H:%M} UTC without a decision; "
+            f"{approvals_line(view)}."
+        )
+    if event == "reviewed":
+        return f"Break-glass request #{view.id} was reviewed by <@{view.reviewed_by}>."
     return f"Request #{view.id}: {outcome_line(view)}"
+
+
+def break_glass_notice(view: RequestView) -> tuple[str, Blocks]:
+    """The loud audit-channel notice of a break-glass request, with its review item: an
+    Acknowledge button for the approvers until someone has reviewed it."""
+    text = (
+        f":rotating_light: BREAK-GLASS by <@{view.requester_id}>: {title(view)}, "
+        f"executed without approval"
+    )
+    blocks: Blocks = [
+        _section(f"*{text}*"),
+        _section("\n".join(view.preview_lines) or "(no preview)"),
+        _section(f"*Justification:* {view.reason or '(none given)'}"),
+        _context(f"rule {view.rule or '?'} · policy {str(view.policy_sha256 or '?')[:12]}"),
+    ]
+    if view.reviewed_by is None:
+        groups = ", ".join(view.approver_groups) or "approvers"
+        blocks.append(_section(f"Needs review by *{groups}*; the request stays open until then."))
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": REVIEW_BLOCK,
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ACKNOWLEDGE_ACTION,
+                        "text": {"type": "plain_text", "text": "Acknowledge"},
+                        "style": "primary",
+                        "value": str(view.id),
+                    }
+                ],
+            }
+        )
+    else:
+        blocks.append(_section(f":white_check_mark: Reviewed by <@{view.reviewed_by}>."))
+        text += f" (reviewed by <@{view.reviewed_by}>)"
+    return text, blocks
 
 
 def status_list(views: list[RequestView]) -> str:

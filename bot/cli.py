@@ -1,4 +1,4 @@
-"""The ``opsgate`` command: ``serve``, ``migrate`` and ``policy check``."""
+"""The ``opsgate`` command: ``serve``, ``migrate``, ``policy check`` and ``policy explain``."""
 
 from __future__ import annotations
 
@@ -6,12 +6,28 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 import uvicorn
 from pydantic import ValidationError
 
 from approvals.db import migrate
-from approvals.policy import PolicyError, load_policy
+from approvals.policy import (
+    Decision,
+    LoadedPolicy,
+    NamespaceError,
+    Outcome,
+    PolicyError,
+    RequestContext,
+    decide,
+    explain_mismatches,
+    freeze_window_text,
+    is_incident_channel,
+    load_policy,
+    policy_warnings,
+    resolve_environment,
+    seconds_text,
+)
 from bot.settings import Settings
 
 log = logging.getLogger("opsgate")
@@ -28,6 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     policy_sub = policy.add_subparsers(dest="policy_command", required=True)
     check = policy_sub.add_parser("check", help="validate a policy file")
     check.add_argument("file", nargs="?", help="the policy file (default: OPSGATE_POLICY)")
+    check.add_argument("--strict", action="store_true", help="exit 2 when there are warnings")
+    explain = policy_sub.add_parser(
+        "explain", help="show how the policy decides a request, and why"
+    )
+    explain.add_argument("file", nargs="?", help="the policy file (default: OPSGATE_POLICY)")
+    explain.add_argument("--user", required=True, help="the requester's Slack user ID")
+    explain.add_argument("--action", required=True, help="restart, scale, rollback, access, …")
+    explain.add_argument("--namespace", "-n", help="the request's namespace")
+    explain.add_argument("--env", help="the environment, when the namespace is in several")
+    explain.add_argument("--channel", help="the name of the channel the request is made in")
+    explain.add_argument("--path", help="the Vault secret path (rotate, restore)")
+    explain.add_argument("--agent", action="store_true", help="the requester is automation")
+    explain.add_argument("--reason", help="the request's --reason")
+    explain.add_argument("--break-glass", action="store_true", help="ask with --break-glass")
+    explain.add_argument(
+        "--at", help="when the request is made (ISO 8601; no offset: UTC; default: now)"
+    )
     return parser
 
 
@@ -53,9 +86,132 @@ def main(argv: Sequence[str] | None = None) -> int:
         except PolicyError as exc:
             print(f"opsgate: the policy is invalid:\n{exc}", file=sys.stderr)
             return 1
+        if args.policy_command == "explain":
+            return _explain(loaded, args)
         print(f"{path}: OK ({len(loaded.policy.rules)} rules, sha256 {loaded.sha256})")
-        return 0
+        warnings = policy_warnings(loaded, now=datetime.now(UTC))
+        for warning in warnings:
+            print(f"warning: {warning.render(str(path))}")
+        return 2 if warnings and args.strict else 0
     return _serve(settings, args.host, args.port)
+
+
+def _explain(loaded: LoadedPolicy, args: argparse.Namespace) -> int:
+    """``opsgate policy explain``: decide one request offline and print the decision and why."""
+    policy = loaded.policy
+    environment: str | None = args.env
+    try:
+        if args.namespace is not None:
+            environment = resolve_environment(policy, args.namespace, args.env)
+        elif args.env is not None and args.env not in policy.environments:
+            raise NamespaceError(
+                f"unknown environment '{args.env}' "
+                f"(environments: {', '.join(sorted(policy.environments))})"
+            )
+        at = datetime.now(UTC) if args.at is None else datetime.fromisoformat(args.at)
+    except (NamespaceError, ValueError) as exc:
+        print(f"opsgate: {exc}", file=sys.stderr)
+        return 1
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    incident = is_incident_channel(policy, args.channel)
+    ctx = RequestContext(
+        action=args.action,
+        requester=args.user,
+        environment=environment,
+        namespace=args.namespace,
+        path=args.path,
+        incident=incident,
+        requester_kind="agent" if args.agent else "human",
+        reason=args.reason,
+        break_glass=args.break_glass,
+        at=at,
+    )
+    decision = decide(loaded, ctx)
+    for line in explain_lines(loaded, ctx, decision):
+        print(line)
+    return 0
+
+
+def explain_lines(loaded: LoadedPolicy, ctx: RequestContext, decision: Decision) -> list[str]:
+    """The report of ``opsgate policy explain``: the decision, the rule, why, who must approve,
+    and why each earlier rule did not match. Slack user groups cannot be resolved offline: only
+    the groups' listed users count here, and user groups are named as resolved at run time."""
+    policy = loaded.policy
+    where = ", ".join(
+        part
+        for part in (
+            f"environment {ctx.environment}" if ctx.environment else "",
+            f"namespace {ctx.namespace}" if ctx.namespace else "",
+            f"path {ctx.path}" if ctx.path else "",
+            "in an incident channel" if ctx.incident else "",
+        )
+        if part
+    )
+    lines = [
+        f"request:  {ctx.action}{f' ({where})' if where else ''} by {ctx.requester} "
+        f"({ctx.requester_kind}){', break-glass' if ctx.break_glass else ''}, "
+        f"at {ctx.at.isoformat() if ctx.at else '-'}",
+        f"decision: {decision.outcome.value} ({decision.reason.value})",
+        f"rule:     {decision.rule_label or 'none'}",
+        f"why:      {decision.message}",
+    ]
+    if decision.freeze:
+        lines.append(f"freeze:   {decision.freeze}")
+    if decision.steps:
+        title = (
+            "reviewers (break-glass):"
+            if decision.outcome is Outcome.BREAK_GLASS
+            else "approvals needed (every step; distinct people; never the requester):"
+        )
+        lines.append(title)
+        for k, step in enumerate(decision.steps, start=1):
+            who: list[str] = []
+            for name in step.groups:
+                group = policy.groups[name]
+                who += [u + (" (the requester)" if u == ctx.requester else "") for u in group.users]
+                who += [
+                    f"members of usergroup {s} (resolved at run time)" for s in group.usergroups
+                ]
+            lines.append(
+                f"  step {k}: {step.min_approvals} of {' or '.join(step.groups)}: "
+                f"{', '.join(who) or 'nobody'}"
+            )
+        if decision.outcome is Outcome.DENY and any(
+            policy.groups[g].usergroups for s in decision.steps for g in s.groups
+        ):
+            lines.append(
+                "  note: only the groups' listed users were counted; the user groups may "
+                "supply enough approvers at run time"
+            )
+    if decision.rule_index is not None and decision.outcome is not Outcome.DENY:
+        escalation = (
+            f"; escalates to {decision.escalate_to} after {seconds_text(decision.escalate_after)}"
+            if decision.escalate_to
+            else ""
+        )
+        if decision.outcome in (Outcome.APPROVAL, Outcome.BREAK_GLASS):
+            lines.append(
+                f"pending:  expires after {seconds_text(decision.pending_ttl)}{escalation}"
+            )
+        if decision.approval_channel:
+            lines.append(f"channel:  {decision.approval_channel}")
+        settings = {k: v for k, v in decision.settings.items() if v not in (None, {}, [])}
+        if settings:
+            lines.append(f"settings: {settings}")
+    for freeze in policy.freezes:
+        lines.append(
+            f"freezes:  {freeze.label()}: {freeze_window_text(freeze)}"
+            f"{'; allows ' + ', '.join(freeze.allow) if freeze.allow else ''}"
+            f"{' (in force)' if ctx.at and freeze.in_force(ctx.at) else ''}"
+        )
+    stop = len(policy.rules) if decision.rule_index is None else decision.rule_index
+    if stop:
+        lines.append("earlier rules that did not match:")
+        for index, why in enumerate(explain_mismatches(loaded, ctx)[:stop]):
+            lines.append(f"  {loaded.rule_label(index)}: {'; '.join(why)}")
+    lines.append(f"policy:   {loaded.source} sha256 {loaded.sha256}")
+    return lines
 
 
 def _serve(settings: Settings, host: str, port: int) -> int:

@@ -11,11 +11,18 @@ import argparse
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from actions.access import AccessParams
 from actions.restart import RestartParams
-from actions.workloads import parse_workload
+from actions.rollback import RollbackParams
+from actions.rotate import RestoreParams, RotateParams
+from actions.scale import ScaleParams
+from actions.workloads import WorkloadKind, parse_workload
+from approvals.extend import ExtendParams
+from approvals.policy import parse_duration
 
 # Slack turns straight quotes into typographic ones on many keyboards; shlex needs straight ones.
 _DOUBLE_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
@@ -47,8 +54,13 @@ class _Parser(argparse.ArgumentParser):
 
 @dataclass(frozen=True)
 class Command:
-    """A parsed ``/ops`` command. ``params`` is set for request kinds; ``request_id`` for status
-    (None: the requester's latest requests)."""
+    """A parsed ``/ops`` command.
+
+    ``params`` is set for request kinds (the kind's pydantic params model); ``namespace``, ``env``,
+    ``path``, ``reason`` and ``break_glass`` (the break-glass justification) are what the policy
+    matches on. ``request_id`` is for status (None: the requester's latest requests);
+    ``grant_id`` for revoke and extend; ``name`` is the command word.
+    """
 
     name: str
     params: BaseModel | None = None
@@ -56,6 +68,10 @@ class Command:
     env: str | None = None
     reason: str | None = None
     request_id: int | None = None
+    path: str | None = None
+    break_glass: str | None = None
+    grant_id: int | None = None
+    workload: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,10 +82,53 @@ class Subcommand:
     build: Callable[[argparse.Namespace], Command]
 
 
-def _request_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-n", "--namespace", required=True)
+def _request_options(parser: argparse.ArgumentParser, *, namespace: bool = True) -> None:
+    if namespace:
+        parser.add_argument("-n", "--namespace", required=True)
     parser.add_argument("--env")
     parser.add_argument("--reason")
+    parser.add_argument("--break-glass", dest="break_glass", metavar="REASON")
+
+
+def _request(name: str, params: BaseModel, ns: argparse.Namespace, **extra: Any) -> Command:
+    """A request command; a break-glass justification is also the reason when none is given."""
+    reason = ns.reason if ns.reason is not None else ns.break_glass
+    return Command(
+        name,
+        params=params,
+        namespace=extra.pop("namespace", getattr(ns, "namespace", None)),
+        env=ns.env,
+        reason=reason,
+        break_glass=ns.break_glass,
+        **extra,
+    )
+
+
+def _duration(text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _replicas(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of replicas") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("replicas cannot be negative")
+    return value
+
+
+def _revision(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a revision number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("revisions start at 1")
+    return value
 
 
 def _restart_args(parser: argparse.ArgumentParser) -> None:
@@ -79,8 +138,96 @@ def _restart_args(parser: argparse.ArgumentParser) -> None:
 
 def _restart_build(ns: argparse.Namespace) -> Command:
     kind, name = parse_workload(ns.workload)
-    params = RestartParams(name=name, kind=kind, namespace=ns.namespace)
-    return Command("restart", params=params, namespace=ns.namespace, env=ns.env, reason=ns.reason)
+    return _request("restart", RestartParams(name=name, kind=kind, namespace=ns.namespace), ns)
+
+
+def _scale_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workload")
+    parser.add_argument("replicas", type=_replicas)
+    _request_options(parser)
+
+
+def _scale_build(ns: argparse.Namespace) -> Command:
+    kind, name = parse_workload(ns.workload)
+    if kind is WorkloadKind.DAEMONSET:
+        raise ValueError("a DaemonSet cannot be scaled (it runs one pod per node)")
+    params = ScaleParams(name=name, kind=kind, namespace=ns.namespace, replicas=ns.replicas)
+    return _request("scale", params, ns)
+
+
+def _deployment_name(text: str) -> str:
+    kind, name = parse_workload(text)
+    if kind not in (None, WorkloadKind.DEPLOYMENT):
+        raise ValueError(f"only Deployments have a rollout history ('{text}' is a {kind})")
+    return name
+
+
+def _rollback_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("deployment")
+    parser.add_argument("--to-revision", dest="to_revision", type=_revision)
+    _request_options(parser)
+
+
+def _rollback_build(ns: argparse.Namespace) -> Command:
+    params = RollbackParams(
+        name=_deployment_name(ns.deployment), namespace=ns.namespace, to_revision=ns.to_revision
+    )
+    return _request("rollback", params, ns)
+
+
+def _history_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("deployment")
+    parser.add_argument("-n", "--namespace", required=True)
+    parser.add_argument("--env")
+
+
+def _history_build(ns: argparse.Namespace) -> Command:
+    return Command(
+        "history", namespace=ns.namespace, env=ns.env, workload=_deployment_name(ns.deployment)
+    )
+
+
+def _access_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("namespace")
+    parser.add_argument("--role")
+    parser.add_argument("--for", dest="duration", type=_duration, metavar="DURATION")
+    _request_options(parser, namespace=False)
+
+
+def _access_build(ns: argparse.Namespace) -> Command:
+    params = AccessParams(namespace=ns.namespace, role=ns.role, duration_seconds=ns.duration)
+    return _request("access", params, ns)
+
+
+def _rotate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path")
+    parser.add_argument("--key")
+    parser.add_argument("--restart", metavar="WORKLOADS")
+    parser.add_argument("-n", "--namespace")
+    _request_options(parser, namespace=False)
+
+
+def _rotate_build(ns: argparse.Namespace) -> Command:
+    restart = tuple(w.strip() for w in (ns.restart or "").split(",") if w.strip())
+    if restart and ns.namespace is None:
+        raise ValueError("--restart needs the workloads' namespace: add -n <namespace>")
+    for workload in restart:
+        parse_workload(workload)
+    path = ns.path.strip("/")
+    params = RotateParams(path=path, key=ns.key, restart=restart, namespace=ns.namespace)
+    return _request("rotate", params, ns, path=path)
+
+
+def _restore_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("path")
+    parser.add_argument("--to-version", dest="to_version", type=_revision, required=True)
+    _request_options(parser, namespace=False)
+
+
+def _restore_build(ns: argparse.Namespace) -> Command:
+    path = ns.path.strip("/")
+    params = RestoreParams(path=path, to_version=ns.to_version)
+    return _request("restore", params, ns, path=path, namespace=None)
 
 
 def _status_args(parser: argparse.ArgumentParser) -> None:
@@ -91,18 +238,112 @@ def _status_build(ns: argparse.Namespace) -> Command:
     return Command("status", request_id=ns.request_id)
 
 
+def _no_args(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+def _grants_build(ns: argparse.Namespace) -> Command:
+    return Command("grants")
+
+
+def _grant_id(text: str) -> int:
+    try:
+        return int(text.lstrip("#"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a grant ID") from None
+
+
+def _revoke_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grant_id", type=_grant_id)
+    parser.add_argument("--reason")
+
+
+def _revoke_build(ns: argparse.Namespace) -> Command:
+    return Command("revoke", grant_id=ns.grant_id, reason=ns.reason)
+
+
+def _extend_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("grant_id", type=_grant_id)
+    parser.add_argument("duration", type=_duration)
+    parser.add_argument("--reason")
+
+
+def _extend_build(ns: argparse.Namespace) -> Command:
+    params = ExtendParams(grant_id=ns.grant_id, seconds=ns.duration)
+    return Command("extend", params=params, grant_id=ns.grant_id, reason=ns.reason)
+
+
+_REQ = "[--env ENV] [--reason TEXT] [--break-glass REASON]"
+
 SUBCOMMANDS: dict[str, Subcommand] = {
     "restart": Subcommand(
-        "/ops restart <workload> -n <namespace> [--env ENV] [--reason TEXT]",
+        f"/ops restart <workload> -n <namespace> {_REQ}",
         "rolling restart of a Deployment, StatefulSet or DaemonSet (name or kind/name)",
         _restart_args,
         _restart_build,
+    ),
+    "scale": Subcommand(
+        f"/ops scale <workload> <replicas> -n <namespace> {_REQ}",
+        "set the replicas of a Deployment or StatefulSet",
+        _scale_args,
+        _scale_build,
+    ),
+    "rollback": Subcommand(
+        f"/ops rollback <deployment> [--to-revision N] -n <namespace> {_REQ}",
+        "roll a Deployment back to its previous (or the given) revision, as "
+        "`kubectl rollout undo` does",
+        _rollback_args,
+        _rollback_build,
+    ),
+    "history": Subcommand(
+        "/ops history <deployment> -n <namespace> [--env ENV]",
+        "a Deployment's revisions, as `kubectl rollout history` lists them (no approval)",
+        _history_args,
+        _history_build,
+    ),
+    "access": Subcommand(
+        f"/ops access <namespace> [--role ROLE] [--for DURATION] {_REQ}",
+        "time-bound access to a namespace for your own identity (e.g. --for 1h)",
+        _access_args,
+        _access_build,
+    ),
+    "rotate": Subcommand(
+        "/ops rotate <secret-path> [--key K] [--restart w1,w2 -n <namespace>] "
+        "[--reason TEXT] [--break-glass REASON]",
+        "write a new value to a Vault secret (KV v2) or rotate a database static role, "
+        "then restart its consumers",
+        _rotate_args,
+        _rotate_build,
+    ),
+    "restore": Subcommand(
+        "/ops restore <secret-path> --to-version N [--reason TEXT]",
+        "write version N of a KV v2 secret as a new version (history is kept)",
+        _restore_args,
+        _restore_build,
     ),
     "status": Subcommand(
         "/ops status [REQUEST_ID]",
         "where a request stands (without an ID: your latest requests)",
         _status_args,
         _status_build,
+    ),
+    "grants": Subcommand(
+        "/ops grants",
+        "active access grants: yours, or every one if you approve grants",
+        _no_args,
+        _grants_build,
+    ),
+    "revoke": Subcommand(
+        "/ops revoke <GRANT_ID> [--reason TEXT]",
+        "end a grant now (its grantee or an approver; no approval needed)",
+        _revoke_args,
+        _revoke_build,
+    ),
+    "extend": Subcommand(
+        "/ops extend <GRANT_ID> <DURATION> [--reason TEXT]",
+        "ask for more time on a grant (within the rule's max_duration)",
+        _extend_args,
+        _extend_build,
     ),
 }
 

@@ -5,19 +5,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
 from slack_sdk.webhook import WebhookClient
 
-from approvals.notifier import MessageRef, NotifyError, OpenedRefs, RequestView
+from approvals.notifier import GrantView, MessageRef, NotifyError, OpenedRefs, RequestView
 from approvals.policy import LoadedPolicy
-from bot import blocks
+from bot import blocks, grant_blocks
 
 log = logging.getLogger(__name__)
 
-FINAL_EVENTS = frozenset({"succeeded", "failed", "denied", "cancelled", "expired"})
-AUDITED_EVENTS = frozenset({"approved", "denied", "cancelled", "succeeded", "failed"})
+FINAL_EVENTS = frozenset({"succeeded", "failed", "denied", "cancelled", "expired", "active"})
+AUDITED_EVENTS = frozenset(
+    {"approved", "denied", "cancelled", "succeeded", "failed", "expired", "active", "reviewed"}
+)
 SLACK_FAILURES = (SlackApiError, SlackRequestError, OSError)
 """What a Web API call raises when Slack says no or cannot be reached (urllib's URLError)."""
 
@@ -80,11 +83,39 @@ class SlackNotifier:
         self._respond(request, text)
         return None
 
+    def review_opened(self, request: RequestView) -> MessageRef | None:
+        """Post the loud break-glass notice, with its Acknowledge button, to the audit channel
+        (the approval channel when the policy has none). Returns where, or None on failure."""
+        policy = self._policy().policy
+        channel = policy.audit_channel or request.approval_channel or policy.approval_channel
+        text, message_blocks = blocks.break_glass_notice(request)
+        try:
+            response = self._client.chat_postMessage(
+                channel=channel, text=text, blocks=message_blocks
+            )
+        except SLACK_FAILURES as exc:
+            log.error("request #%s: break-glass notice failed: %s", request.id, _slack_error(exc))
+            return None
+        return MessageRef(str(response["channel"]), str(response["ts"]))
+
     def request_changed(self, request: RequestView, *, event: str) -> None:
         """Update the approval message, reply in the thread and mirror to the audit channel.
 
         Raises ``NotifyError`` only when the requester could not be told at all.
         """
+        if request.review is not None:
+            text, message_blocks = blocks.break_glass_notice(request)
+            try:
+                self._client.chat_update(
+                    channel=request.review.channel_id,
+                    ts=request.review.ts,
+                    text=text,
+                    blocks=message_blocks,
+                )
+            except SLACK_FAILURES as exc:
+                log.error("request #%s: review update failed: %s", request.id, _slack_error(exc))
+        if event == "reviewed":
+            return
         if request.approval is not None:
             text, message_blocks = blocks.approval_message(request)
             try:
@@ -97,11 +128,31 @@ class SlackNotifier:
             except SLACK_FAILURES as exc:
                 log.error("request #%s: chat.update failed: %s", request.id, _slack_error(exc))
         update = blocks.thread_update(request, event)
+        if event == "escalated":
+            self._escalate(request, update)
+            return
         if event in FINAL_EVENTS:
             update = f"<@{request.requester_id}> {update}"
         self._tell_requester(request, update)
         if event in AUDITED_EVENTS:
             self._mirror_to_audit(request, update)
+
+    def _escalate(self, request: RequestView, text: str) -> None:
+        """Ping the escalation group in the approval message's thread (and the requester's)."""
+        if request.approval is not None:
+            try:
+                self._client.chat_postMessage(
+                    channel=request.approval.channel_id, thread_ts=request.approval.ts, text=text
+                )
+            except SLACK_FAILURES as exc:
+                log.error("request #%s: escalation failed: %s", request.id, _slack_error(exc))
+        if request.thread is not None:
+            try:
+                self._client.chat_postMessage(
+                    channel=request.thread.channel_id, thread_ts=request.thread.ts, text=text
+                )
+            except SLACK_FAILURES as exc:
+                log.warning("request #%s: escalation reply failed: %s", request.id, exc)
 
     def _tell_requester(self, request: RequestView, text: str) -> None:
         if request.thread is not None:
@@ -139,3 +190,68 @@ class SlackNotifier:
             self._client.chat_postMessage(channel=channel, text=f"[audit] {text}")
         except SLACK_FAILURES as exc:
             log.error("request #%s: audit channel post failed: %s", request.id, _slack_error(exc))
+
+
+GRANT_AUDITED = frozenset({"started", "extended", "revoked", "expired", "drift_removed"})
+
+
+class SlackGrantNotifier:
+    """Tells a grantee, in a direct message, what happens to their grant (started, reminder with
+    Extend / End now, extended, revoked, expired), and mirrors every change to the policy's
+    ``audit_channel``. Implements :class:`approvals.notifier.GrantNotifier`."""
+
+    def __init__(
+        self,
+        client: WebClient,
+        policy: Callable[[], LoadedPolicy],
+        clock: Callable[[], datetime],
+        on_change: Callable[[str], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._policy = policy
+        self._clock = clock
+        self._on_change = on_change
+
+    def grant_changed(self, grant: GrantView, *, event: str) -> None:
+        """Deliver ``event`` for ``grant``. Raises ``NotifyError`` when the grantee could not be
+        told (the audit mirror's failure is only logged)."""
+        now = self._clock()
+        if event == "reminder":
+            text, message_blocks = grant_blocks.reminder_message(grant, now)
+        else:
+            text, message_blocks = grant_blocks.grant_notice(grant, event, now)
+        told = True
+        if grant.grantee_id:
+            try:
+                self._client.chat_postMessage(
+                    channel=grant.grantee_id, text=text, blocks=message_blocks
+                )
+            except SLACK_FAILURES as exc:
+                log.error("grant #%s: telling the grantee failed: %s", grant.id, _slack_error(exc))
+                told = False
+        if event in GRANT_AUDITED:
+            channel = self._policy().policy.audit_channel
+            if channel is not None:
+                try:
+                    self._client.chat_postMessage(channel=channel, text=f"[audit] {text}")
+                except SLACK_FAILURES as exc:
+                    log.error("grant #%s: audit post failed: %s", grant.id, _slack_error(exc))
+        if self._on_change is not None and grant.grantee_id:
+            self._on_change(grant.grantee_id)
+        if not told:
+            raise NotifyError(f"grant #{grant.id}: the grantee could not be told")
+
+    def policy_reload_failed(self, error: str) -> None:
+        """Report a policy reload that kept the previous policy in force to the audit channel."""
+        policy = self._policy().policy
+        channel = policy.audit_channel or policy.approval_channel
+        try:
+            self._client.chat_postMessage(
+                channel=channel,
+                text=(
+                    ":warning: The policy file changed but is invalid; the previous policy stays "
+                    f"in force (sha256 {self._policy().sha256[:12]}).\n```{error[:2500]}```"
+                ),
+            )
+        except SLACK_FAILURES as exc:
+            log.error("reporting the invalid policy failed: %s", _slack_error(exc))

@@ -42,6 +42,43 @@ class Settings(BaseSettings):
         description="Seconds to wait for one Kubernetes API call before it counts as failed.",
     )
 
+    rollout_timeout: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="OPSGATE_ROLLOUT_TIMEOUT",
+        description="Seconds to follow a rollout after a change before reporting it stalled.",
+    )
+    rollout_poll_interval: float = Field(
+        default=2.0,
+        gt=0,
+        validation_alias="OPSGATE_ROLLOUT_POLL_INTERVAL",
+        description="Seconds between two reads of a workload while following its rollout.",
+    )
+    vault_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias="OPSGATE_VAULT_TIMEOUT",
+        description="Seconds to wait for one Vault API call.",
+    )
+    sweep_interval: float = Field(
+        default=30.0,
+        gt=0,
+        validation_alias="OPSGATE_SWEEP_INTERVAL",
+        description="Seconds between sweeps for overdue grants, expired and escalated requests.",
+    )
+    reminder_before: float = Field(
+        default=600.0,
+        ge=0,
+        validation_alias="OPSGATE_REMINDER_BEFORE",
+        description="Seconds before a grant ends that its grantee is reminded.",
+    )
+    usergroup_cache_ttl: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="OPSGATE_USERGROUP_TTL",
+        description="Seconds a Slack user group's members are cached.",
+    )
+
     @property
     def socket_mode(self) -> bool:
         """True when ``SLACK_APP_TOKEN`` is set: Slack is reached over Socket Mode, not HTTP."""

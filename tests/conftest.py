@@ -26,6 +26,8 @@ from bot.settings import Settings
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 
+pytest_plugins = ["tests.fixtures_vault"]
+
 TEST_DATABASE_ENV = "OPSGATE_TEST_DATABASE_URL"
 
 POLICY = """\
@@ -129,6 +131,8 @@ def settings(
         slack_api_url=fake_slack.api_url,
         kubeconfig=str(kubeconfig),
         kube_request_timeout=2.0,
+        rollout_timeout=10.0,
+        rollout_poll_interval=0.05,
         _env_file=None,
     )
 

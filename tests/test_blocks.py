@@ -212,7 +212,8 @@ def test_builders_are_pure() -> None:
         ),
         pytest.param(
             {"status": "expired", "decided_by": "opsgate"},
-            ":alarm_clock: Expired.",
+            ":alarm_clock: Expired: nobody decided in time. Nothing was changed; ask again "
+            "if needed.",
             id="expired",
         ),
         pytest.param(

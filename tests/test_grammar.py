@@ -10,7 +10,9 @@ from actions.restart import RestartParams
 from actions.workloads import WorkloadKind
 from bot.grammar import Command, CommandError, help_text, parse, usage
 
-RESTART_USAGE = "/ops restart <workload> -n <namespace> [--env ENV] [--reason TEXT]"
+RESTART_USAGE = (
+    "/ops restart <workload> -n <namespace> [--env ENV] [--reason TEXT] [--break-glass REASON]"
+)
 STATUS_USAGE = "/ops status [REQUEST_ID]"
 
 

@@ -65,6 +65,8 @@ class FakeSlack:
     socket_mode_url: str | None = None
     """Base ``ws://`` URL that ``apps.connections.open`` hands out; unset: Socket Mode is off."""
     app_token: str = APP_TOKEN
+    channels: dict[str, str] = field(default_factory=dict)
+    """Channel ID -> name, for ``conversations.info`` (unknown IDs answer ``channel_not_found``)."""
     tickets: set[str] = field(default_factory=set)
     """Tickets handed out by ``apps.connections.open`` and not yet used (see ``use_ticket``)."""
 
@@ -194,6 +196,23 @@ def _post_ephemeral(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "message_ts": fake.new_ts()}
 
 
+def _conversations_info(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    channel = args.get("channel")
+    name = fake.channels.get(str(channel))
+    if name is None:
+        return {"ok": False, "error": "channel_not_found"}
+    return {"ok": True, "channel": {"id": channel, "name": name, "is_channel": True}}
+
+
+def _views_publish(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    view = args.get("view")
+    if isinstance(view, str):
+        view = json.loads(view)
+    if not args.get("user_id") or not isinstance(view, dict) or view.get("type") != "home":
+        return {"ok": False, "error": "invalid_arguments"}
+    return {"ok": True, "view": {"id": "V0HOME", **view}}
+
+
 def _connections_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
     if fake.socket_mode_url is None:
         # this fake's own answer when no test set up a Socket Mode server
@@ -213,6 +232,8 @@ _HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "chat.postMessage": _post_message,
     "chat.update": _update,
     "chat.postEphemeral": _post_ephemeral,
+    "conversations.info": _conversations_info,
+    "views.publish": _views_publish,
 }
 
 
@@ -238,11 +259,18 @@ def signature(secret: str, timestamp: str, body: str) -> str:
 
 
 def signed_headers(
-    body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None
+    body: str,
+    *,
+    secret: str = SIGNING_SECRET,
+    timestamp: int | None = None,
+    content_type: str | None = None,
 ) -> dict[str, str]:
     ts = str(int(time.time()) if timestamp is None else timestamp)
+    if content_type is None:
+        json_body = body.startswith("{")
+        content_type = "application/json" if json_body else "application/x-www-form-urlencoded"
     return {
-        "Content-Type": "application/x-www-form-urlencoded",
+        "Content-Type": content_type,
         "X-Slack-Request-Timestamp": ts,
         "X-Slack-Signature": signature(secret, ts, body),
     }
@@ -354,3 +382,56 @@ def block_action_payload(
             }
         ],
     }
+
+
+def event_callback_body(event: dict[str, Any], *, event_id: str | None = None) -> str:
+    """The JSON body Slack posts to the Request URL for an Events API event (``event_callback``).
+    Sign it with :func:`signed_headers` and send it as ``application/json``."""
+    return json.dumps(
+        {
+            "token": "legacy-verification-token",
+            "team_id": TEAM_ID,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {"team_id": TEAM_ID, "user_id": BOT_USER_ID, "is_bot": True, "enterprise_id": None}
+            ],
+        }
+    )
+
+
+def app_mention_event(
+    text: str, *, user: str, channel: str, ts: str | None = None
+) -> dict[str, Any]:
+    """An ``app_mention`` event: ``<@U0OPSGATE> rollback …`` posted by ``user`` in ``channel``."""
+    return {
+        "type": "app_mention",
+        "user": user,
+        "text": f"<@{BOT_USER_ID}> {text}",
+        "ts": ts or f"{time.time():.6f}",
+        "channel": channel,
+        "event_ts": f"{time.time():.6f}",
+    }
+
+
+# --- usergroups.users.list ----------------------------------------------------------------------
+
+
+def set_usergroup(fake: FakeSlack, usergroup_id: str, users: list[str]) -> None:
+    """Make ``usergroups.users.list`` answer ``users`` for ``usergroup_id`` (an ``S…`` ID)."""
+    with fake._lock:
+        fake.__dict__.setdefault("usergroups", {})[usergroup_id] = list(users)
+
+
+def _usergroups_users_list(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    with fake._lock:
+        users = fake.__dict__.get("usergroups", {}).get(args.get("usergroup"))
+    if users is None:
+        return {"ok": False, "error": "no_such_subteam"}  # Slack's error for an unknown group
+    return {"ok": True, "users": list(users)}
+
+
+_HANDLERS["usergroups.users.list"] = _usergroups_users_list

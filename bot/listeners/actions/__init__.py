@@ -1,4 +1,8 @@
-"""Approve / Deny buttons: ack at once, then let the gate decide who may do what."""
+"""Buttons: Approve / Deny, Acknowledge (break-glass review), and a grant's Extend / End now.
+
+Each listener acks at once, then lets the gate decide who may do what; a button carries only an
+ID, everything else is read from the database.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,10 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
-from approvals.gate import Gate, GateError
+from approvals.extend import ExtendParams
+from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
-from bot import blocks
+from bot import blocks, grant_blocks
 
 
 def register(app: App, gate: Gate) -> None:
@@ -34,6 +39,56 @@ def register(app: App, gate: Gate) -> None:
 
     app.action(blocks.APPROVE_ACTION)(decide)
     app.action(blocks.DENY_ACTION)(decide)
+
+    def acknowledge(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient
+    ) -> None:
+        ack()
+        user = body["user"]["id"]
+        channel = body.get("channel", {}).get("id")
+        try:
+            gate.acknowledge(int(action["value"]), Actor(user))
+        except (KeyError, TypeError, ValueError):
+            _tell(client, channel, user, "This button does not name a request; nothing changed.")
+        except GateError as exc:
+            _tell(client, channel, user, str(exc))
+
+    def grant_button(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient
+    ) -> None:
+        ack()
+        user = body["user"]["id"]
+        channel = body.get("channel", {}).get("id")
+        try:
+            grant_id = int(action["value"])
+        except (KeyError, TypeError, ValueError):
+            _tell(client, channel, user, "This button does not name a grant; nothing changed.")
+            return
+        try:
+            if action["action_id"] == grant_blocks.END_ACTION:
+                gate.revoke_grant(grant_id, Actor(user), reason="ended early by its grantee")
+                return
+            grant = gate.grants.get(grant_id) if gate.grants else None
+            seconds = min(grant.duration_seconds, EXTEND_BUTTON_SECONDS) if grant else 0
+            gate.submit(
+                Submission(
+                    action="extend",
+                    params=ExtendParams(grant_id=grant_id, seconds=max(seconds, 60)),
+                    requester=Actor(user),
+                    reason="extended from the reminder",
+                    origin=Origin(channel_id=channel),
+                )
+            )
+        except GateError as exc:
+            _tell(client, channel, user, str(exc))
+
+    app.action(blocks.ACKNOWLEDGE_ACTION)(acknowledge)
+    app.action(grant_blocks.EXTEND_ACTION)(grant_button)
+    app.action(grant_blocks.END_ACTION)(grant_button)
+
+
+EXTEND_BUTTON_SECONDS = 3600
+"""How much the reminder's Extend button asks for: the grant's duration, at most an hour."""
 
 
 def _tell(client: WebClient, channel: str | None, user: str, text: str) -> None:

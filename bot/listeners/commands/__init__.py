@@ -1,18 +1,28 @@
-"""The ``/ops`` slash command: ack at once, parse, then hand the request to the gate."""
+"""The ``/ops`` slash command: ack at once, parse, then hand the request to the gate.
+
+:func:`run` is shared with the ``app_mention`` listener (``@opsgate rollback …`` in an incident
+channel works like the slash command); ``reply`` answers the person who asked, alone.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
 from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
-from bot import blocks
-from bot.grammar import CommandError, help_text, parse
+from bot import blocks, grant_blocks
+from bot.grammar import Command, CommandError, help_text, parse
 
 log = logging.getLogger(__name__)
+
+Reply = Callable[[str], None]
+
+READS = frozenset({"help", "status", "history", "grants", "revoke"})
+"""Commands answered at once, without a request (and without approval)."""
 
 
 def register(app: App, gate: Gate) -> None:
@@ -28,44 +38,79 @@ def register(app: App, gate: Gate) -> None:
         if parsed.name == "help":
             ack(response_type="ephemeral", text=help_text())
             return
-        if parsed.name == "status":
+        if parsed.name in READS:
             ack(response_type="ephemeral")
-            _status(gate, parsed.request_id, command["user_id"], respond)
-            return
-        ack(response_type="ephemeral", text=f":hourglass_flowing_sand: Checking `/ops {text}`…")
-        assert parsed.params is not None
-        submission = Submission(
-            action=parsed.name,
-            params=parsed.params,
-            requester=Actor(command["user_id"]),
-            namespace=parsed.namespace,
-            env=parsed.env,
-            reason=parsed.reason,
+        else:
+            ack(response_type="ephemeral", text=f":hourglass_flowing_sand: Checking `/ops {text}`…")
+
+        def reply(message: str) -> None:
+            respond(response_type="ephemeral", replace_original=False, text=message)
+
+        run(
+            gate,
+            parsed,
+            user=command["user_id"],
             origin=Origin(
                 channel_id=command.get("channel_id"),
                 channel_name=command.get("channel_name"),
                 response_url=command.get("response_url"),
             ),
+            reply=reply,
         )
-        try:
-            gate.submit(submission)
-        except GateError as exc:
-            respond(response_type="ephemeral", text=blocks.error_message(str(exc)))
 
     app.command("/ops")(ops)
 
 
-def _status(gate: Gate, request_id: int | None, user_id: str, respond: Respond) -> None:
+def run(gate: Gate, parsed: Command, *, user: str, origin: Origin, reply: Reply) -> None:
+    """Carry out a parsed command for ``user``; every answer for them alone goes to ``reply``."""
+    try:
+        if parsed.name == "help":
+            reply(help_text())
+        elif parsed.name == "status":
+            _status(gate, parsed.request_id, user, reply)
+        elif parsed.name == "history":
+            assert parsed.namespace is not None
+            assert parsed.workload is not None
+            lines = gate.history(parsed.namespace, parsed.env, parsed.workload)
+            reply("\n".join(lines))
+        elif parsed.name == "grants":
+            _grants(gate, user, reply)
+        elif parsed.name == "revoke":
+            assert parsed.grant_id is not None
+            gate.revoke_grant(parsed.grant_id, Actor(user), reason=parsed.reason)
+            reply(f"Grant #{parsed.grant_id} was revoked.")
+        else:
+            assert parsed.params is not None
+            gate.submit(
+                Submission(
+                    action=parsed.name,
+                    params=parsed.params,
+                    requester=Actor(user),
+                    namespace=parsed.namespace,
+                    env=parsed.env,
+                    reason=parsed.reason,
+                    origin=origin,
+                    path=parsed.path,
+                    break_glass=parsed.break_glass,
+                )
+            )
+    except GateError as exc:
+        reply(blocks.error_message(str(exc)))
+
+
+def _status(gate: Gate, request_id: int | None, user_id: str, reply: Reply) -> None:
     """Answer ``/ops status [ID]``: one request, or the user's latest ones."""
     if request_id is None:
         views = gate.latest(requester_id=user_id, limit=STATUS_LIMIT)
     else:
-        try:
-            views = [gate.get(request_id)]
-        except GateError as exc:
-            respond(response_type="ephemeral", text=blocks.error_message(str(exc)))
-            return
-    respond(response_type="ephemeral", text=blocks.status_list(views))
+        views = [gate.get(request_id)]
+    reply(blocks.status_list(views))
+
+
+def _grants(gate: Gate, user_id: str, reply: Reply) -> None:
+    """Answer ``/ops grants``: the user's active grants, or every one for an approver."""
+    grants, everyone = gate.active_grants(user_id)
+    reply(grant_blocks.grants_list(grants, gate.now(), everyone=everyone))
 
 
 STATUS_LIMIT = 5

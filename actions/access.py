@@ -1,0 +1,364 @@
+"""``access``: time-bound access to a namespace, and optionally to Vault, that ends by itself.
+
+A grant is a RoleBinding (``rbac.authorization.k8s.io/v1``) in the namespace that binds the
+requester's Kubernetes user to the ClusterRole named like the role (``view``, ``edit``), and, when
+the rule maps the role to a Vault identity group (``vault_groups``), the requester's Vault entity
+made a member of that group (which carries the role's Vault policies). Nothing is ever sent to the
+requester: their own credentials gain the permissions, and lose them when the grant ends.
+
+The RoleBinding is named ``opsgate-grant-<id>`` (the grant ID is the request ID), labelled
+``app.kubernetes.io/managed-by: opsgate`` and annotated with the grant ID and the expiry (RFC 3339),
+so a drift check can find every binding opsgate made and tell whether it should still exist.
+The clock starts when the grant takes effect (``execute``), not when it was asked for.
+
+Rule settings (``Target.settings``)::
+
+    roles             list of role names allowed (None: any ClusterRole); the first is the default
+    max_duration      seconds, or None (no limit)
+    default_duration  seconds, or None (one hour, capped at max_duration)
+    vault_groups      {role: Vault identity group}
+    extend            "auto" | "approval"
+    identity          {"kubernetes_user": ..., "vault_entity": ...} of the requester, or None
+    request_id        the request's ID (execute only): names the RoleBinding
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from actions.base import Outcome, Preview, Target
+from actions.errors import ActionError, Invalid, NotFound, PermanentError
+from actions.kube import KubernetesPort
+from actions.vault import VaultPort
+
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGED_BY = "opsgate"
+MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
+GRANT_ID_ANNOTATION = "opsgate.io/grant-id"
+EXPIRES_AT_ANNOTATION = "opsgate.io/expires-at"
+GRANTEE_ANNOTATION = "opsgate.io/kubernetes-user"
+RBAC_GROUP = "rbac.authorization.k8s.io"
+DEFAULT_DURATION = 3600
+"""Seconds a grant lasts when neither the request nor the rule says (capped at max_duration)."""
+
+NO_KUBERNETES_IDENTITY = (
+    "you have no identity for Kubernetes in the policy's identities; "
+    "ask the platform team to add you"
+)
+
+
+class AccessParams(BaseModel):
+    """``/ops access <namespace> [--role ROLE] [--for DURATION]``; None means the rule's default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    namespace: str = Field(min_length=1, max_length=63)
+    role: str | None = Field(default=None, min_length=1, max_length=253)
+    duration_seconds: int | None = Field(default=None, gt=0)
+
+
+def role_binding_name(grant_id: int) -> str:
+    """``opsgate-grant-<id>``."""
+    return f"opsgate-grant-{grant_id}"
+
+
+def rfc3339(moment: datetime) -> str:
+    """``2026-11-21T05:00:00Z`` (UTC, whole seconds), as Kubernetes writes timestamps."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """The inverse of :func:`rfc3339` (any offset accepted); raises ``ValueError``."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone")
+    return moment.astimezone(UTC)
+
+
+def format_duration(seconds: float) -> str:
+    """``1h30m``, ``45m``, ``2h``, ``30s``: the grammar's duration form (rounded down)."""
+    total = max(int(seconds), 0)
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    parts = []
+    if hours:
+        parts.append(f"{hours}h")
+    if minutes:
+        parts.append(f"{minutes}m")
+    if secs and not hours:
+        parts.append(f"{secs}s")
+    return "".join(parts) or "0s"
+
+
+def role_binding_body(
+    *,
+    grant_id: int,
+    namespace: str,
+    cluster_role: str,
+    kubernetes_user: str,
+    expires_at: datetime,
+) -> dict[str, Any]:
+    """The RoleBinding of grant ``grant_id``: the user bound to the ClusterRole in ``namespace``,
+    labelled managed-by opsgate, annotated with the grant ID and the expiry (RFC 3339)."""
+    return {
+        "apiVersion": f"{RBAC_GROUP}/v1",
+        "kind": "RoleBinding",
+        "metadata": {
+            "name": role_binding_name(grant_id),
+            "namespace": namespace,
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+            "annotations": {
+                GRANT_ID_ANNOTATION: str(grant_id),
+                EXPIRES_AT_ANNOTATION: rfc3339(expires_at),
+                GRANTEE_ANNOTATION: kubernetes_user,
+            },
+        },
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": cluster_role},
+        "subjects": [{"apiGroup": RBAC_GROUP, "kind": "User", "name": kubernetes_user}],
+    }
+
+
+def _seconds(settings: Mapping[str, Any], key: str) -> int | None:
+    value = settings.get(key)
+    return None if value is None else int(value)
+
+
+class Access:
+    """The access request kind.
+
+    ``kube`` and ``vault`` (None: Vault is not configured, and rules that map a role to a Vault
+    group cannot be satisfied) are the adapters; ``clock`` returns an aware UTC ``datetime``.
+    """
+
+    name: ClassVar[str] = "access"
+    reversible: ClassVar[bool] = True
+    params_model: ClassVar[type[BaseModel]] = AccessParams
+
+    def __init__(
+        self,
+        *,
+        kube: KubernetesPort,
+        vault: VaultPort | None,
+        clock: Callable[[], datetime],
+    ) -> None:
+        self._kube = kube
+        self._vault = vault
+        self._clock = clock
+
+    # --- preview ------------------------------------------------------------------------------
+
+    def preview(self, params: BaseModel, *, target: Target) -> Preview:
+        """Check the request against the rule and the backends; describe the grant.
+
+        Raises ``Invalid`` when the requester has no Kubernetes identity (or no Vault entity where
+        the role needs one), the role is not one of the rule's ``roles``, or the duration is over
+        ``max_duration``; ``NotFound`` when the ClusterRole or the Vault entity does not exist.
+        """
+        assert isinstance(params, AccessParams)
+        settings = target.settings
+        identity: Mapping[str, Any] = settings.get("identity") or {}
+        kubernetes_user = identity.get("kubernetes_user")
+        if not kubernetes_user:
+            raise Invalid(NO_KUBERNETES_IDENTITY)
+
+        roles: list[str] | None = settings.get("roles")
+        role = params.role or (roles[0] if roles else None)
+        if role is None:
+            raise Invalid("say which role you need with --role (the rule names no default)")
+        if roles is not None and role not in roles:
+            raise Invalid(f"role '{role}' is not allowed here; allowed: {', '.join(roles)}")
+
+        max_duration = _seconds(settings, "max_duration")
+        default = _seconds(settings, "default_duration") or DEFAULT_DURATION
+        if max_duration is not None:
+            default = min(default, max_duration)
+        duration = params.duration_seconds or default
+        if max_duration is not None and duration > max_duration:
+            raise Invalid(
+                f"{format_duration(duration)} is longer than this rule allows "
+                f"(at most {format_duration(max_duration)})"
+            )
+
+        try:
+            self._kube.get_cluster_role(target.kube_context, role)
+        except NotFound as exc:
+            raise NotFound(
+                f"there is no ClusterRole '{role}' in the cluster of environment "
+                f"{target.environment}"
+            ) from exc
+
+        vault_groups: Mapping[str, str] = settings.get("vault_groups") or {}
+        vault_group = vault_groups.get(role)
+        vault_entity: str | None = None
+        vault_entity_id: str | None = None
+        if vault_group is not None:
+            vault_entity = identity.get("vault_entity")
+            if not vault_entity:
+                raise Invalid(
+                    f"role '{role}' includes Vault access, but you have no Vault entity in the "
+                    "policy's identities; ask the platform team to add you"
+                )
+            if self._vault is None:
+                raise Invalid(f"role '{role}' includes Vault access, but Vault is not configured")
+            try:
+                vault_entity_id = self._vault.entity_id(vault_entity)
+            except NotFound as exc:
+                raise NotFound(f"there is no Vault identity entity named '{vault_entity}'") from exc
+
+        lines = [
+            f"Access for Kubernetes user *{kubernetes_user}*",
+            f"Role *{role}* (ClusterRole {role}) in namespace *{params.namespace}* "
+            f"(environment {target.environment})",
+            f"Duration {format_duration(duration)}"
+            + (f" (at most {format_duration(max_duration)})" if max_duration else ""),
+            "Starts when approved; revoked automatically when it ends",
+        ]
+        if vault_group is not None:
+            lines.append(f"Vault: entity *{vault_entity}* joins group *{vault_group}*")
+        facts: dict[str, Any] = {
+            "namespace": params.namespace,
+            "role": role,
+            "cluster_role": role,
+            "kubernetes_user": kubernetes_user,
+            "duration_seconds": duration,
+            "max_duration_seconds": max_duration,
+            "vault_group": vault_group,
+            "vault_entity": vault_entity,
+            "vault_entity_id": vault_entity_id,
+            "extend": settings.get("extend") or "approval",
+        }
+        return Preview(
+            target=f"{role} access to {params.namespace}", lines=tuple(lines), facts=facts
+        )
+
+    # --- execute ------------------------------------------------------------------------------
+
+    def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
+        """Create the RoleBinding and the Vault group membership; the clock starts now.
+
+        Needs ``target.settings["request_id"]`` (the grant ID). Returns ``Outcome.facts["grant"]``
+        with everything :meth:`revoke` needs: ``kube_context``, ``environment``, ``namespace``,
+        ``role``, ``cluster_role``, ``kubernetes_user``, ``role_binding``, ``vault_group``,
+        ``vault_entity``, ``vault_entity_id``, ``duration_seconds``, ``max_duration_seconds``,
+        ``started_at`` and ``expires_at`` (RFC 3339), ``extend``. If the Vault step fails the
+        RoleBinding is deleted again before the error is raised (nothing is left half-granted).
+        """
+        assert isinstance(params, AccessParams)
+        request_id = target.settings.get("request_id")
+        if request_id is None:
+            raise PermanentError("an access grant needs its request ID (settings['request_id'])")
+        grant_id = int(request_id)
+        facts = preview.facts
+        started_at = self._clock().astimezone(UTC).replace(microsecond=0)
+        duration = int(facts["duration_seconds"])
+        expires_at = started_at + timedelta(seconds=duration)
+        body = role_binding_body(
+            grant_id=grant_id,
+            namespace=params.namespace,
+            cluster_role=facts["cluster_role"],
+            kubernetes_user=facts["kubernetes_user"],
+            expires_at=expires_at,
+        )
+        name = body["metadata"]["name"]
+        self._kube.apply_role_binding(target.kube_context, params.namespace, body)
+        vault_group = facts.get("vault_group")
+        if vault_group is not None:
+            try:
+                if self._vault is None:
+                    raise PermanentError("Vault is not configured")
+                self._vault.add_group_member(vault_group, facts["vault_entity_id"])
+            except ActionError:
+                self._kube.delete_role_binding(target.kube_context, params.namespace, name)
+                raise
+        grant = {
+            "kube_context": target.kube_context,
+            "environment": target.environment,
+            "namespace": params.namespace,
+            "role": facts["role"],
+            "cluster_role": facts["cluster_role"],
+            "kubernetes_user": facts["kubernetes_user"],
+            "role_binding": name,
+            "vault_group": vault_group,
+            "vault_entity": facts.get("vault_entity"),
+            "vault_entity_id": facts.get("vault_entity_id"),
+            "duration_seconds": duration,
+            "max_duration_seconds": facts.get("max_duration_seconds"),
+            "started_at": rfc3339(started_at),
+            "expires_at": rfc3339(expires_at),
+            "extend": facts.get("extend"),
+        }
+        vault = f" and Vault group {vault_group}" if vault_group else ""
+        return Outcome(
+            summary=(
+                f"granted {facts['role']} in {params.namespace}{vault} to "
+                f"{facts['kubernetes_user']} until {rfc3339(expires_at)}"
+            ),
+            facts={"grant": grant},
+        )
+
+    # --- after execute ------------------------------------------------------------------------
+
+    def set_expiry(
+        self,
+        *,
+        grant_id: int,
+        kube_context: str | None,
+        namespace: str,
+        cluster_role: str,
+        kubernetes_user: str,
+        expires_at: datetime,
+    ) -> None:
+        """Rewrite the RoleBinding with a new expiry annotation (an extension)."""
+        self._kube.apply_role_binding(
+            kube_context,
+            namespace,
+            role_binding_body(
+                grant_id=grant_id,
+                namespace=namespace,
+                cluster_role=cluster_role,
+                kubernetes_user=kubernetes_user,
+                expires_at=expires_at,
+            ),
+        )
+
+    def revoke(
+        self,
+        *,
+        kube_context: str | None,
+        namespace: str,
+        role_binding: str,
+        vault_group: str | None = None,
+        vault_entity_id: str | None = None,
+    ) -> dict[str, bool]:
+        """Remove the grant from the backends; idempotent.
+
+        A RoleBinding already gone, an entity already out of the group, a group that no longer
+        exists are all fine. Returns ``{"role_binding_deleted": bool, "vault_member_removed":
+        bool}`` (False: it was already gone). Raises ``actions.errors`` errors when a backend
+        cannot be reached or refuses (the caller retries).
+        """
+        deleted = self._kube.delete_role_binding(kube_context, namespace, role_binding)
+        removed = False
+        if vault_group and vault_entity_id:
+            if self._vault is None:
+                raise PermanentError(
+                    f"cannot remove the entity from Vault group {vault_group}: Vault is not "
+                    "configured"
+                )
+            try:
+                removed = self._vault.remove_group_member(vault_group, vault_entity_id)
+            except NotFound:
+                removed = False
+        return {"role_binding_deleted": deleted, "vault_member_removed": removed}
+
+    def managed_role_bindings(self, kube_context: str | None) -> list[dict[str, Any]]:
+        """Every RoleBinding labelled ``app.kubernetes.io/managed-by=opsgate``, all namespaces."""
+        return self._kube.list_role_bindings(kube_context, None, MANAGED_SELECTOR)
+
+    def delete_role_binding(self, kube_context: str | None, namespace: str, name: str) -> bool:
+        """Delete one RoleBinding (drift); False if it was already gone."""
+        return self._kube.delete_role_binding(kube_context, namespace, name)

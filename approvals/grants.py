@@ -1,0 +1,739 @@
+"""Time-bound access grants: activation, expiry, early revocation, extension, drift.
+
+The database is the source of truth: a grant ends when ``grants.expires_at`` has passed, whatever
+a scheduler remembers (:mod:`approvals.expiry` only wakes :meth:`GrantService.sweep` on time). The
+sweep selects overdue rows in batches, as Prefect's ``pause_expirations`` service does, and is
+idempotent.
+
+Exactly once, with any number of bot instances on one database: a grant is first *claimed* by a
+guarded ``UPDATE grants SET status = 'revoking' … WHERE id IN (…) AND status = 'active'
+RETURNING id`` (on PostgreSQL the candidates are read ``FOR UPDATE SKIP LOCKED``, so two sweeps
+share the work instead of queueing), then removed from the backends (idempotent: a RoleBinding
+already gone, an entity already out of the group are fine), then moved ``revoking → revoked``
+together with its request's ``active → revoked`` transition and audit event, in one transaction.
+A claim whose process died before the end (a ``revoking`` row untouched for ``retry_after``
+seconds) is claimed again by the next sweep; so is one whose backend call failed.
+
+Why a grant ended is stored when it is claimed (``revoke_reason``): ``expired``, ``revoked early
+by <@U…>: <reason>`` or ``drift: …``; the audit event says when (``revoked_at``) and how late
+(``lag_seconds`` after ``expires_at``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from actions.access import (
+    EXPIRES_AT_ANNOTATION,
+    GRANT_ID_ANNOTATION,
+    Access,
+    format_duration,
+    parse_rfc3339,
+    rfc3339,
+)
+from actions.errors import ActionError
+from approvals.lifecycle import SYSTEM, Actor, transition
+from approvals.lifecycle import record as record_event
+from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
+from approvals.notifier import GrantNotifier, GrantView, NotifyError
+
+__all__ = [
+    "ExtensionRefused",
+    "GrantBackendError",
+    "GrantError",
+    "GrantNotActive",
+    "GrantScheduling",
+    "GrantService",
+    "GrantView",
+    "UnknownGrant",
+]
+
+log = logging.getLogger(__name__)
+
+EXPIRED = "expired"
+REVOKED = "revoked"
+DRIFT_REMOVED = "drift_removed"
+
+
+class GrantError(Exception):
+    """An answer for the person who asked; ``str()`` is the message to show them."""
+
+
+class UnknownGrant(GrantError):
+    """No grant has this ID."""
+
+
+class GrantNotActive(GrantError):
+    """The grant has already ended (or is ending)."""
+
+
+class ExtensionRefused(GrantError):
+    """The extension would take the grant past its rule's ``max_duration``, or is not positive."""
+
+
+class GrantBackendError(GrantError):
+    """Kubernetes or Vault refused or could not be reached; the message says what to expect."""
+
+
+class GrantScheduling(Protocol):
+    """What a scheduler offers the service (:class:`approvals.expiry.ExpiryScheduler`)."""
+
+    def grant_scheduled(self, grant: GrantView) -> None:
+        """(Re)schedule the expiry and reminder wake-ups of ``grant``."""
+        ...
+
+    def grant_ended(self, grant_id: int) -> None:
+        """Forget the wake-ups of a grant that has ended."""
+        ...
+
+
+@dataclass(frozen=True)
+class _Ended:
+    grant_id: int
+    event: str
+
+
+class GrantService:
+    """Grants in the database and in the backends, kept in step.
+
+    ``sessions`` makes database sessions; ``access`` is the access request kind (it talks to
+    Kubernetes and Vault); ``notifier`` tells people; ``clock`` returns an aware UTC ``datetime``;
+    ``kube_contexts`` returns the kubeconfig contexts of the policy's environments (the drift
+    check looks in each). ``reminder_before`` (seconds) is when the reminder goes out before the
+    end; ``retry_after`` (seconds) is how long a ``revoking`` claim may stay unfinished before a
+    sweep takes it over; ``batch_size`` rows are claimed per transaction and removed from the
+    backends by ``workers`` threads.
+    """
+
+    def __init__(
+        self,
+        *,
+        sessions: sessionmaker[Session],
+        access: Access,
+        notifier: GrantNotifier,
+        clock: Callable[[], datetime],
+        kube_contexts: Callable[[], Iterable[str | None]] = lambda: (None,),
+        reminder_before: float = 600.0,
+        retry_after: float = 60.0,
+        batch_size: int = 200,
+        workers: int = 8,
+    ) -> None:
+        self._sessions = sessions
+        self._access = access
+        self._notifier = notifier
+        self._clock = clock
+        self._kube_contexts = kube_contexts
+        self.reminder_before = reminder_before
+        self._retry_after = retry_after
+        self._batch_size = batch_size
+        self._workers = workers
+        self._scheduling: GrantScheduling | None = None
+
+    def attach(self, scheduling: GrantScheduling | None) -> None:
+        """Use ``scheduling`` to wake expiry and reminders on time (None: only sweeps do)."""
+        self._scheduling = scheduling
+
+    # --- reading ------------------------------------------------------------------------------
+
+    def get(self, grant_id: int) -> GrantView:
+        """The grant ``grant_id``. Raises :class:`UnknownGrant`."""
+        with self._sessions() as session:
+            row = session.execute(
+                select(Grant, Request.approvers)
+                .join(Request, Request.id == Grant.id)
+                .where(Grant.id == grant_id)
+            ).one_or_none()
+            if row is None:
+                raise UnknownGrant(f"There is no grant #{grant_id}.")
+            return _view(row[0], row[1])
+
+    def active(self, user_id: str | None = None) -> list[GrantView]:
+        """Active grants (of ``user_id``, or everyone's), the soonest to end first."""
+        query = (
+            select(Grant, Request.approvers)
+            .join(Request, Request.id == Grant.id)
+            .where(Grant.status == GrantStatus.ACTIVE.value)
+            .order_by(Grant.expires_at, Grant.id)
+        )
+        if user_id is not None:
+            query = query.where(Grant.grantee_id == user_id)
+        with self._sessions() as session:
+            return [_view(grant, approvers) for grant, approvers in session.execute(query)]
+
+    def may_revoke(self, grant_id: int, user_id: str) -> bool:
+        """True for the grantee and for the approvers of the grant's request."""
+        view = self.get(grant_id)
+        return user_id == view.grantee_id or user_id in view.approver_ids
+
+    # --- activation ---------------------------------------------------------------------------
+
+    def activate(
+        self,
+        request_id: int,
+        outcome_facts: Mapping[str, Any],
+        actor: Actor = SYSTEM,
+        *,
+        summary: str | None = None,
+    ) -> GrantView:
+        """Record a grant that ``Access.execute`` has just put in place, and start its clock.
+
+        ``outcome_facts`` is ``Outcome.facts`` (its ``grant`` entry). In one transaction the
+        request moves ``executing → active`` (audit event ``grant_started``; ``summary`` is stored
+        as its result) and the grant row is written with ``expires_at`` from the facts (the
+        moment the backends changed plus the duration). Then the expiry and the reminder are
+        scheduled and the grantee told (``started``). Raises :class:`UnknownGrant` when there is
+        no such request and :class:`GrantNotActive` when it is not ``executing``.
+        """
+        facts: Mapping[str, Any] = outcome_facts["grant"]
+        started_at = parse_rfc3339(facts["started_at"])
+        expires_at = parse_rfc3339(facts["expires_at"])
+        now = self._clock()
+        with self._sessions.begin() as session:
+            request = session.get(Request, request_id, populate_existing=True)
+            if request is None:
+                raise UnknownGrant(f"There is no request #{request_id}.")
+            if not transition(
+                session,
+                request,
+                expected=Status.EXECUTING,
+                to=Status.ACTIVE,
+                actor=actor,
+                now=now,
+                event="grant_started",
+                detail={"grant": dict(facts)},
+                result=summary,
+            ):
+                raise GrantNotActive(f"Request #{request_id} is {request.status}, not executing.")
+            session.add(
+                Grant(
+                    id=request_id,
+                    grantee_id=request.requester_id,
+                    kube_context=facts.get("kube_context"),
+                    environment=facts.get("environment") or request.environment,
+                    namespace=facts["namespace"],
+                    role=facts["role"],
+                    cluster_role=facts["cluster_role"],
+                    kubernetes_user=facts["kubernetes_user"],
+                    role_binding=facts["role_binding"],
+                    vault_group=facts.get("vault_group"),
+                    vault_entity=facts.get("vault_entity"),
+                    vault_entity_id=facts.get("vault_entity_id"),
+                    duration_seconds=int(facts["duration_seconds"]),
+                    max_duration_seconds=facts.get("max_duration_seconds"),
+                    started_at=started_at,
+                    expires_at=expires_at,
+                    status=GrantStatus.ACTIVE.value,
+                    updated_at=now,
+                )
+            )
+        view = self.get(request_id)
+        if self._scheduling is not None:
+            self._scheduling.grant_scheduled(view)
+        self._notify(view, "started")
+        return view
+
+    # --- extension ----------------------------------------------------------------------------
+
+    def extend(self, grant_id: int, seconds: int, *, actor: Actor) -> GrantView:
+        """Make an active grant last ``seconds`` longer; the total stays within ``max_duration``.
+
+        The RoleBinding's expiry annotation is rewritten first, then the row (a guarded update on
+        the old ``expires_at``), with an audit event ``grant_extended``; the reminder is re-armed,
+        the wake-ups rescheduled and the grantee told (``extended``). Whether an extension needs
+        approval is the caller's decision. Raises :class:`UnknownGrant`, :class:`GrantNotActive`
+        (ended, or changed meanwhile), :class:`ExtensionRefused`, :class:`GrantBackendError`.
+        """
+        if seconds <= 0:
+            raise ExtensionRefused("An extension must be a positive duration.")
+        now = self._clock()
+        with self._sessions() as session:
+            grant = session.get(Grant, grant_id)
+            if grant is None:
+                raise UnknownGrant(f"There is no grant #{grant_id}.")
+            if grant.status != GrantStatus.ACTIVE.value or grant.expires_at <= now:
+                raise GrantNotActive(f"Grant #{grant_id} has already ended.")
+            total = grant.duration_seconds + seconds
+            limit = grant.max_duration_seconds
+            if limit is not None and total > limit:
+                room = max(limit - grant.duration_seconds, 0)
+                raise ExtensionRefused(
+                    f"Grant #{grant_id} would last {format_duration(total)} in all, more than the "
+                    f"{format_duration(limit)} its rule allows; it can be extended by at most "
+                    f"{format_duration(room)}."
+                )
+            old_expires = grant.expires_at
+            new_expires = old_expires + timedelta(seconds=seconds)
+        try:
+            self._access.set_expiry(
+                grant_id=grant.id,
+                kube_context=grant.kube_context,
+                namespace=grant.namespace,
+                cluster_role=grant.cluster_role,
+                kubernetes_user=grant.kubernetes_user,
+                expires_at=new_expires,
+            )
+        except ActionError as exc:
+            raise GrantBackendError(
+                f"Grant #{grant_id} was not extended: {exc}. It still ends at "
+                f"{rfc3339(old_expires)}."
+            ) from exc
+        with self._sessions.begin() as session:
+            changed = session.execute(
+                update(Grant)
+                .where(
+                    Grant.id == grant_id,
+                    Grant.status == GrantStatus.ACTIVE.value,
+                    Grant.expires_at == old_expires,
+                )
+                .values(
+                    expires_at=new_expires,
+                    duration_seconds=total,
+                    reminded_at=None,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if changed.rowcount != 1:  # type: ignore[attr-defined]
+                raise GrantNotActive(f"Grant #{grant_id} changed meanwhile; try again.")
+            request = session.get(Request, grant_id)
+            assert request is not None
+            record_event(
+                session,
+                request,
+                event="grant_extended",
+                actor=actor,
+                now=now,
+                detail={
+                    "seconds": seconds,
+                    "from": rfc3339(old_expires),
+                    "to": rfc3339(new_expires),
+                    "duration_seconds": total,
+                },
+            )
+        view = self.get(grant_id)
+        if self._scheduling is not None:
+            self._scheduling.grant_scheduled(view)
+        self._notify(view, "extended")
+        return view
+
+    # --- revocation ---------------------------------------------------------------------------
+
+    def revoke(self, grant_id: int, *, actor: Actor, reason: str | None = None) -> GrantView:
+        """End an active grant now (no approval: the caller checks :meth:`may_revoke`).
+
+        Returns the revoked grant; the grantee is told (``revoked``). Raises
+        :class:`UnknownGrant`, :class:`GrantNotActive` (already ended or ending), and
+        :class:`GrantBackendError` when a backend failed: the grant is then left ``revoking`` and
+        the sweep retries it within ``retry_after`` seconds.
+        """
+        why = f"revoked early by <@{actor.id}>" + (f": {reason}" if reason else "")
+        now = self._clock()
+        with self._sessions.begin() as session:
+            claimed = session.execute(
+                update(Grant)
+                .where(Grant.id == grant_id, Grant.status == GrantStatus.ACTIVE.value)
+                .values(
+                    status=GrantStatus.REVOKING.value,
+                    revoked_by=actor.id,
+                    revoke_reason=why,
+                    updated_at=now,
+                )
+                .execution_options(synchronize_session=False)
+            )
+            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                grant = session.get(Grant, grant_id)
+                if grant is None:
+                    raise UnknownGrant(f"There is no grant #{grant_id}.")
+                raise GrantNotActive(f"Grant #{grant_id} is already {grant.status}.")
+        ended = self._finish(grant_id, actor=actor)
+        if ended is None:
+            raise GrantBackendError(
+                f"Grant #{grant_id} could not be removed from Kubernetes/Vault yet; opsgate "
+                f"retries within {format_duration(self._retry_after)}."
+            )
+        self._announce([ended])
+        return self.get(grant_id)
+
+    def sweep(self) -> list[int]:
+        """Revoke every active grant whose ``expires_at`` has passed, and finish the claims left
+        unfinished for ``retry_after`` seconds; returns the IDs revoked by this call.
+
+        Idempotent and safe to run from several instances at once: each grant is revoked once.
+        """
+        now = self._clock()
+        ended: list[_Ended] = []
+        while True:
+            claimed = self._claim_overdue(now)
+            ended.extend(self._finish_many(claimed))
+            if len(claimed) < self._batch_size:
+                break
+        ended.extend(self._finish_many(self._claim_stale(now)))
+        self._announce(ended)
+        return [e.grant_id for e in ended]
+
+    def _claim_overdue(self, now: datetime) -> list[int]:
+        with self._sessions.begin() as session:
+            ids = session.scalars(
+                select(Grant.id)
+                .where(Grant.status == GrantStatus.ACTIVE.value, Grant.expires_at <= now)
+                .order_by(Grant.expires_at, Grant.id)
+                .limit(self._batch_size)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not ids:
+                return []
+            return list(
+                session.scalars(
+                    update(Grant)
+                    .where(Grant.id.in_(ids), Grant.status == GrantStatus.ACTIVE.value)
+                    .values(
+                        status=GrantStatus.REVOKING.value,
+                        revoked_by=SYSTEM.id,
+                        revoke_reason=EXPIRED,
+                        updated_at=now,
+                    )
+                    .returning(Grant.id)
+                    .execution_options(synchronize_session=False)
+                ).all()
+            )
+
+    def _claim_stale(self, now: datetime) -> list[int]:
+        cutoff = now - timedelta(seconds=self._retry_after)
+        with self._sessions.begin() as session:
+            return list(
+                session.scalars(
+                    update(Grant)
+                    .where(Grant.status == GrantStatus.REVOKING.value, Grant.updated_at < cutoff)
+                    .values(updated_at=now)
+                    .returning(Grant.id)
+                    .execution_options(synchronize_session=False)
+                ).all()
+            )
+
+    def _finish_many(self, grant_ids: Sequence[int]) -> list[_Ended]:
+        if not grant_ids:
+            return []
+        if len(grant_ids) == 1 or self._workers <= 1:
+            results = [self._finish(grant_id) for grant_id in grant_ids]
+        else:
+            with ThreadPoolExecutor(
+                max_workers=min(self._workers, len(grant_ids)), thread_name_prefix="revoke"
+            ) as pool:
+                results = list(pool.map(self._finish, grant_ids))
+        return [r for r in results if r is not None]
+
+    def _finish(self, grant_id: int, *, actor: Actor = SYSTEM) -> _Ended | None:
+        """Remove a claimed (``revoking``) grant from the backends and record the end.
+
+        Returns None when a backend failed (audited as ``revoke_failed``; retried later) or when
+        another instance finished it first.
+        """
+        with self._sessions() as session:
+            grant = session.get(Grant, grant_id)
+            if grant is None or grant.status != GrantStatus.REVOKING.value:
+                return None
+            reason = grant.revoke_reason or EXPIRED
+            revoked_by = grant.revoked_by or SYSTEM.id
+            expires_at = grant.expires_at
+            event = _end_event(reason)
+        try:
+            removed = self._access.revoke(
+                kube_context=grant.kube_context,
+                namespace=grant.namespace,
+                role_binding=grant.role_binding,
+                vault_group=grant.vault_group,
+                vault_entity_id=grant.vault_entity_id,
+            )
+        except ActionError as exc:
+            log.warning("grant #%s: revocation failed, will retry: %s", grant_id, exc)
+            with self._sessions.begin() as session:
+                request = session.get(Request, grant_id)
+                if request is not None:
+                    record_event(
+                        session,
+                        request,
+                        event="revoke_failed",
+                        actor=SYSTEM,
+                        now=self._clock(),
+                        detail={"error": str(exc), "reason": reason},
+                    )
+            return None
+        now = self._clock()
+        with self._sessions.begin() as session:
+            done = session.execute(
+                update(Grant)
+                .where(Grant.id == grant_id, Grant.status == GrantStatus.REVOKING.value)
+                .values(status=GrantStatus.REVOKED.value, revoked_at=now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            if done.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            request = session.get(Request, grant_id, populate_existing=True)
+            assert request is not None
+            moved = transition(
+                session,
+                request,
+                expected=Status.ACTIVE,
+                to=Status.REVOKED,
+                actor=actor if actor.id == revoked_by else Actor(revoked_by, _kind(revoked_by)),
+                now=now,
+                event=f"grant_{event}",
+                detail={
+                    "why": event,
+                    "reason": reason,
+                    "expires_at": rfc3339(expires_at),
+                    "revoked_at": now.isoformat(),
+                    "lag_seconds": round((now - expires_at).total_seconds(), 3),
+                    "removed": removed,
+                },
+            )
+            if not moved:
+                log.warning("grant #%s: its request was %s, not active", grant_id, request.status)
+        return _Ended(grant_id, event)
+
+    # --- reminders ----------------------------------------------------------------------------
+
+    def remind_due(self) -> list[int]:
+        """Send the reminder (Extend / End now) of each active grant ending within
+        ``reminder_before`` seconds that has not had it; returns their IDs. Grants no longer than
+        ``reminder_before`` get none. Each reminder goes out once (a guarded update on
+        ``reminded_at``), again after an extension."""
+        now = self._clock()
+        soon = now + timedelta(seconds=self.reminder_before)
+        with self._sessions.begin() as session:
+            ids = list(
+                session.scalars(
+                    update(Grant)
+                    .where(
+                        Grant.status == GrantStatus.ACTIVE.value,
+                        Grant.reminded_at.is_(None),
+                        Grant.expires_at > now,
+                        Grant.expires_at <= soon,
+                        Grant.duration_seconds > self.reminder_before,
+                    )
+                    .values(reminded_at=now)
+                    .returning(Grant.id)
+                    .execution_options(synchronize_session=False)
+                ).all()
+            )
+        for grant_id in sorted(ids):
+            self._notify(self.get(grant_id), "reminder")
+        return sorted(ids)
+
+    # --- drift --------------------------------------------------------------------------------
+
+    def drift_check(self) -> list[str]:
+        """Remove the RoleBindings labelled managed-by opsgate that should not exist.
+
+        Looks in every namespace of every context ``kube_contexts`` returns. A binding whose grant
+        is not active (revoked, unknown, no grant ID) is deleted, audited (``drift_removed``) and
+        reported (``drift_removed``); one whose expiry annotation has passed while its grant is
+        still active revokes that grant (reason ``drift: …``). Bindings of requests still being
+        executed, and grants being revoked, are left alone. Returns
+        ``"<context>/<namespace>/<name>"`` of each binding removed.
+        """
+        removed: list[str] = []
+        seen: set[tuple[str | None, str, str]] = set()
+        for context in dict.fromkeys(self._kube_contexts()):
+            try:
+                bindings = self._access.managed_role_bindings(context)
+            except ActionError as exc:
+                log.warning("drift check: cannot list RoleBindings in %s: %s", context, exc)
+                continue
+            for binding in bindings:
+                meta = binding.get("metadata", {})
+                namespace, name = meta.get("namespace", ""), meta.get("name", "")
+                if (context, namespace, name) in seen:
+                    continue
+                seen.add((context, namespace, name))
+                if self._drifted(context, binding):
+                    removed.append(f"{context or ''}/{namespace}/{name}")
+        return removed
+
+    def _drifted(self, context: str | None, binding: Mapping[str, Any]) -> bool:
+        meta = binding.get("metadata", {})
+        namespace, name = meta.get("namespace", ""), meta.get("name", "")
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        grant_id = _int(annotations.get(GRANT_ID_ANNOTATION))
+        expiry = _time(annotations.get(EXPIRES_AT_ANNOTATION))
+        now = self._clock()
+        with self._sessions() as session:
+            grant = session.get(Grant, grant_id) if grant_id is not None else None
+            request = session.get(Request, grant_id) if grant_id is not None else None
+            status = grant.status if grant is not None else None
+            mine = grant is not None and (grant.namespace, grant.role_binding) == (namespace, name)
+            executing = request is not None and request.status in (
+                Status.APPROVED.value,
+                Status.EXECUTING.value,
+            )
+        if status == GrantStatus.REVOKING.value or (grant is None and executing):
+            return False
+        if status == GrantStatus.ACTIVE.value and mine:
+            if expiry is None or expiry > now:
+                return False
+            assert grant_id is not None
+            why = f"drift: RoleBinding {namespace}/{name} says it expired at {rfc3339(expiry)}"
+            with self._sessions.begin() as session:
+                claimed = session.execute(
+                    update(Grant)
+                    .where(Grant.id == grant_id, Grant.status == GrantStatus.ACTIVE.value)
+                    .values(
+                        status=GrantStatus.REVOKING.value,
+                        revoked_by=SYSTEM.id,
+                        revoke_reason=why,
+                        updated_at=now,
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                    return False
+            ended = self._finish(grant_id)
+            self._announce([ended] if ended else [])
+            return ended is not None
+        try:
+            deleted = self._access.delete_role_binding(context, namespace, name)
+        except ActionError as exc:
+            log.warning("drift check: cannot delete %s/%s: %s", namespace, name, exc)
+            return False
+        if not deleted:
+            return False
+        why = (
+            f"grant #{grant_id} is {status}"
+            if status is not None
+            else "no grant of opsgate's database matches it"
+        )
+        detail = {
+            "kube_context": context,
+            "namespace": namespace,
+            "role_binding": name,
+            "why": why,
+            "subjects": binding.get("subjects", []),
+            "role_ref": binding.get("roleRef", {}),
+        }
+        with self._sessions.begin() as session:
+            req = session.get(Request, grant_id) if grant_id is not None else None
+            if req is not None:
+                record_event(
+                    session, req, event="drift_removed", actor=SYSTEM, now=now, detail=detail
+                )
+            else:
+                session.add(
+                    AuditEvent(
+                        request_id=None,
+                        event="drift_removed",
+                        actor_id=SYSTEM.id,
+                        actor_kind=SYSTEM.kind,
+                        action="access",
+                        target=f"rolebinding/{name} in {namespace}",
+                        detail=detail,
+                        created_at=now,
+                    )
+                )
+        log.warning("drift check: removed RoleBinding %s/%s (%s)", namespace, name, why)
+        self._notify(self._drift_view(grant_id, context, binding, why), DRIFT_REMOVED)
+        return True
+
+    def _drift_view(
+        self, grant_id: int | None, context: str | None, binding: Mapping[str, Any], why: str
+    ) -> GrantView:
+        if grant_id is not None:
+            try:
+                return self.get(grant_id)
+            except UnknownGrant:
+                pass
+        meta = binding.get("metadata", {})
+        subjects = binding.get("subjects") or [{}]
+        created = _time(meta.get("creationTimestamp")) or self._clock()
+        expiry = _time((meta.get("annotations") or {}).get(EXPIRES_AT_ANNOTATION)) or created
+        return GrantView(
+            id=grant_id or 0,
+            grantee_id="",
+            environment=None,
+            kube_context=context,
+            namespace=meta.get("namespace", ""),
+            role=binding.get("roleRef", {}).get("name", ""),
+            kubernetes_user=subjects[0].get("name", ""),
+            role_binding=meta.get("name", ""),
+            vault_group=None,
+            vault_entity=None,
+            status="drift",
+            started_at=created,
+            expires_at=expiry,
+            duration_seconds=max(int((expiry - created).total_seconds()), 0),
+            max_duration_seconds=None,
+            revoke_reason=f"drift: {why}",
+        )
+
+    # --- telling people -----------------------------------------------------------------------
+
+    def _announce(self, ended: Sequence[_Ended]) -> None:
+        for item in ended:
+            if self._scheduling is not None:
+                self._scheduling.grant_ended(item.grant_id)
+            self._notify(self.get(item.grant_id), item.event)
+
+    def _notify(self, view: GrantView, event: str) -> None:
+        try:
+            self._notifier.grant_changed(view, event=event)
+        except NotifyError as exc:
+            # The change itself is committed and audited; only its announcement failed.
+            log.error("grant #%s: could not announce '%s': %s", view.id, event, exc)
+
+
+def _end_event(reason: str) -> str:
+    if reason == EXPIRED:
+        return EXPIRED
+    if reason.startswith("drift"):
+        return DRIFT_REMOVED
+    return REVOKED
+
+
+def _kind(actor_id: str) -> str:
+    return SYSTEM.kind if actor_id == SYSTEM.id else "human"
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _time(value: str | None) -> datetime | None:
+    try:
+        return parse_rfc3339(value) if value else None
+    except ValueError:
+        return None
+
+
+def _view(grant: Grant, approvers: Mapping[str, Any] | None) -> GrantView:
+    return GrantView(
+        id=grant.id,
+        grantee_id=grant.grantee_id,
+        environment=grant.environment,
+        kube_context=grant.kube_context,
+        namespace=grant.namespace,
+        role=grant.role,
+        kubernetes_user=grant.kubernetes_user,
+        role_binding=grant.role_binding,
+        vault_group=grant.vault_group,
+        vault_entity=grant.vault_entity,
+        status=grant.status,
+        started_at=grant.started_at,
+        expires_at=grant.expires_at,
+        duration_seconds=grant.duration_seconds,
+        max_duration_seconds=grant.max_duration_seconds,
+        reminded_at=grant.reminded_at,
+        revoked_at=grant.revoked_at,
+        revoked_by=grant.revoked_by,
+        revoke_reason=grant.revoke_reason,
+        approver_ids=tuple((approvers or {}).get("users", [])),
+    )

@@ -1,0 +1,215 @@
+"""Block Kit builders for access grants: pure functions, ``GrantView`` in, text/blocks out.
+
+The reminder carries two buttons, Extend (``grant_extend``) and End now (``grant_end``), whose
+``value`` is the grant ID and nothing else; the App Home view lists the user's grants with the
+same buttons, their pending requests, and the requests waiting on their approval (with the
+approval message's ``approve``/``deny`` buttons, ``value`` = the request ID).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from actions.access import format_duration
+from approvals.notifier import GrantView, RequestView
+from bot.blocks import APPROVE_ACTION, DENY_ACTION, title
+
+Blocks = list[dict[str, Any]]
+
+EXTEND_ACTION = "grant_extend"
+END_ACTION = "grant_end"
+GRANT_ACTIONS_BLOCK = "grant_actions"
+HOME_DECISION_BLOCK = "home_decision"
+HOME_MAX_ITEMS = 30
+"""At most this many entries per App Home section (a view holds at most 100 blocks)."""
+
+
+def _section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+
+
+def _header(text: str) -> dict[str, Any]:
+    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
+
+
+def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    button: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        button["style"] = style
+    return button
+
+
+def clock_time(moment: datetime) -> str:
+    """``2026-11-21 05:00 UTC``."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def time_left(grant: GrantView, now: datetime) -> str:
+    """``1h20m left``, or ``ending`` once the end has passed."""
+    left = grant.seconds_left(now)
+    return f"{format_duration(left)} left" if left >= 1 else "ending"
+
+
+def grant_title(grant: GrantView) -> str:
+    """``Grant #12: edit in payments (prod)``."""
+    env = f" ({grant.environment})" if grant.environment else ""
+    return f"Grant #{grant.id}: {grant.role} in {grant.namespace}{env}"
+
+
+def grant_line(grant: GrantView, now: datetime) -> str:
+    """One line: who, what, where, and how long is left.
+
+    ``*#12* <@U1> *edit* in *payments* (prod) as alice@example.com, Vault group prod-edit:
+    ends 2026-11-21 05:00 UTC (1h20m left)``.
+    """
+    env = f" ({grant.environment})" if grant.environment else ""
+    vault = f", Vault group {grant.vault_group}" if grant.vault_group else ""
+    who = f"<@{grant.grantee_id}> " if grant.grantee_id else ""
+    return (
+        f"*#{grant.id}* {who}*{grant.role}* in *{grant.namespace}*{env} as "
+        f"{grant.kubernetes_user}{vault}: ends {clock_time(grant.expires_at)} "
+        f"({time_left(grant, now)})"
+    )
+
+
+def grant_buttons(grant: GrantView) -> dict[str, Any]:
+    """An actions block: Extend and End now (with a confirmation), ``value`` = the grant ID."""
+    end = _button("End now", END_ACTION, str(grant.id), "danger")
+    end["confirm"] = {
+        "title": {"type": "plain_text", "text": "End this grant?"},
+        "text": {
+            "type": "mrkdwn",
+            "text": f"{grant.role} in {grant.namespace} is removed at once.",
+        },
+        "confirm": {"type": "plain_text", "text": "End now"},
+        "deny": {"type": "plain_text", "text": "Keep it"},
+    }
+    return {
+        "type": "actions",
+        "block_id": f"{GRANT_ACTIONS_BLOCK}_{grant.id}",
+        "elements": [_button("Extend", EXTEND_ACTION, str(grant.id), "primary"), end],
+    }
+
+
+def reminder_message(grant: GrantView, now: datetime) -> tuple[str, Blocks]:
+    """The reminder before the end, to the grantee: time left, Extend and End now."""
+    text = (
+        f"{grant_title(grant)} ends in {format_duration(grant.seconds_left(now))} "
+        f"({clock_time(grant.expires_at)})"
+    )
+    limit = grant.extendable_by()
+    room = (
+        ""
+        if limit is None
+        else (
+            f"It can be extended by at most {format_duration(limit)}."
+            if limit > 0
+            else "It cannot be extended further (the rule's maximum is reached)."
+        )
+    )
+    blocks: Blocks = [_section(f":alarm_clock: *{text}*")]
+    if room:
+        blocks.append(_context(room))
+    blocks.append(grant_buttons(grant))
+    return text, blocks
+
+
+_NOTICE = {
+    "started": ":key: {title} has started: *{role}* in *{namespace}* as {user}{vault}, "
+    "until {end} ({duration}).",
+    "extended": ":hourglass: {title} was extended: it now ends {end} ({left}).",
+    "revoked": ":lock: {title} was ended early: {reason}.",
+    "expired": ":lock: {title} has expired; the access is removed.",
+    "drift_removed": ":warning: Drift: RoleBinding {namespace}/{binding} was removed ({reason}).",
+}
+
+
+def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Blocks]:
+    """What the grantee (or, for ``drift_removed``, the audit channel) is told about ``event``:
+    ``started``, ``reminder``, ``extended``, ``revoked``, ``expired`` or ``drift_removed``."""
+    if event == "reminder":
+        return reminder_message(grant, now)
+    template = _NOTICE.get(event, ":information_source: {title}: " + event + ".")
+    text = template.format(
+        title=grant_title(grant),
+        role=grant.role,
+        namespace=grant.namespace,
+        user=grant.kubernetes_user,
+        vault=f" and Vault group {grant.vault_group}" if grant.vault_group else "",
+        end=clock_time(grant.expires_at),
+        duration=format_duration(grant.duration_seconds),
+        left=time_left(grant, now),
+        reason=grant.revoke_reason or "no reason given",
+        binding=grant.role_binding,
+    )
+    blocks: Blocks = [_section(text)]
+    if event == "drift_removed" and grant.kube_context:
+        blocks.append(_context(f"kube context {grant.kube_context}"))
+    if event in ("started", "extended"):
+        blocks.append(grant_buttons(grant))
+    return text, blocks
+
+
+def grants_list(grants: Sequence[GrantView], now: datetime, *, everyone: bool = False) -> str:
+    """``/ops grants``: one line per active grant (``everyone``: all of them, for approvers)."""
+    if not grants:
+        return "There are no active grants." if everyone else "You have no active grants."
+    head = "Active grants:" if everyone else "Your active grants:"
+    return "\n".join([head, *(f"• {grant_line(g, now)}" for g in grants)])
+
+
+def _request_line(view: RequestView) -> str:
+    reason = f" — {view.reason}" if view.reason else ""
+    return f"*{title(view)}*\nasked by <@{view.requester_id}>{reason}"
+
+
+def home_view(
+    grants: Sequence[GrantView],
+    pending_requests: Sequence[RequestView],
+    awaiting_my_approval: Sequence[RequestView],
+    now: datetime,
+) -> dict[str, Any]:
+    """The App Home tab (``views.publish``): the user's active grants with time left and
+    Extend / End now, their pending requests, and the requests waiting on their approval with
+    Approve / Deny (``value`` = the request ID)."""
+    blocks: Blocks = [_header("Your access grants")]
+    if grants:
+        for grant in list(grants)[:HOME_MAX_ITEMS]:
+            blocks.append(_section(grant_line(grant, now)))
+            blocks.append(grant_buttons(grant))
+    else:
+        blocks.append(_context("No active grants. Ask with `/ops access <namespace>`."))
+    blocks.append({"type": "divider"})
+    blocks.append(_header("Your pending requests"))
+    if pending_requests:
+        blocks.extend(_section(_request_line(v)) for v in list(pending_requests)[:HOME_MAX_ITEMS])
+    else:
+        blocks.append(_context("Nothing pending."))
+    if awaiting_my_approval:
+        blocks.append({"type": "divider"})
+        blocks.append(_header("Waiting on your approval"))
+        for view in list(awaiting_my_approval)[:HOME_MAX_ITEMS]:
+            blocks.append(_section(_request_line(view)))
+            blocks.append(
+                {
+                    "type": "actions",
+                    "block_id": f"{HOME_DECISION_BLOCK}_{view.id}",
+                    "elements": [
+                        _button("Approve", APPROVE_ACTION, str(view.id), "primary"),
+                        _button("Deny", DENY_ACTION, str(view.id), "danger"),
+                    ],
+                }
+            )
+    blocks.append(_context(f"Updated {clock_time(now)}"))
+    return {"type": "home", "blocks": blocks[:100]}

@@ -1,0 +1,90 @@
+"""Events: ``app_mention`` (``@opsgate rollback … `` works like ``/ops``) and ``app_home_opened``
+(the App Home tab: your grants, your pending requests, and what waits on your approval)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk import WebClient
+
+from approvals.gate import Gate, Origin
+from bot import blocks, grant_blocks
+from bot.grammar import CommandError, parse
+from bot.listeners.commands import run
+from bot.notifier import SLACK_FAILURES
+
+log = logging.getLogger(__name__)
+
+_MENTION = re.compile(r"^\s*(?:<@[A-Z0-9]+(?:\|[^>]*)?>\s*)+")
+
+
+def command_text(text: str) -> str:
+    """The command in a mention: ``<@U0BOT> rollback x -n ns`` → ``rollback x -n ns``."""
+    return _MENTION.sub("", text, count=1).strip()
+
+
+def register(app: App, gate: Gate) -> None:
+    """Listen for mentions of the bot and for the App Home tab being opened."""
+
+    def mention(event: dict[str, Any], client: WebClient) -> None:
+        user = event.get("user")
+        channel = event.get("channel")
+        if not user or not channel or event.get("bot_id"):
+            return
+        thread_ts = event.get("thread_ts") or event.get("ts")
+
+        def reply(message: str) -> None:
+            try:
+                client.chat_postEphemeral(
+                    channel=channel, user=user, text=message, thread_ts=thread_ts
+                )
+            except SLACK_FAILURES as exc:
+                log.warning("could not answer %s in %s: %s", user, channel, exc)
+
+        try:
+            parsed = parse(command_text(event.get("text", "")))
+        except CommandError as exc:
+            reply(blocks.error_message(str(exc)))
+            return
+        run(
+            gate,
+            parsed,
+            user=user,
+            origin=Origin(channel_id=channel, channel_name=_channel_name(client, channel)),
+            reply=reply,
+        )
+
+    def home(event: dict[str, Any], client: WebClient) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        publish_home(gate, client, event["user"])
+
+    app.event("app_mention")(mention)
+    app.event("app_home_opened")(home)
+
+
+def _channel_name(client: WebClient, channel: str) -> str | None:
+    """The channel's name (incident channels are matched by name), or None if unknown."""
+    try:
+        response = client.conversations_info(channel=channel)
+    except SLACK_FAILURES as exc:
+        log.warning("conversations.info %s failed: %s", channel, exc)
+        return None
+    channel_info: dict[str, Any] = response.data.get("channel") or {}  # type: ignore[union-attr]
+    name = channel_info.get("name")
+    return str(name) if name else None
+
+
+def publish_home(gate: Gate, client: WebClient, user: str) -> None:
+    """Publish ``user``'s App Home: active grants with time left, their pending requests, and
+    for approvers the requests waiting on them (``views.publish``)."""
+    grants, _everyone = gate.active_grants(user)
+    mine = [g for g in grants if g.grantee_id == user]
+    view = grant_blocks.home_view(mine, gate.pending_of(user), gate.pending_for(user), gate.now())
+    try:
+        client.views_publish(user_id=user, view=view)
+    except SLACK_FAILURES as exc:
+        log.warning("views.publish for %s failed: %s", user, exc)

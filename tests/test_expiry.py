@@ -1,0 +1,225 @@
+"""ExpiryScheduler: APScheduler wakes the sweep on time; a restarted bot revokes what it missed.
+
+One test lets a 2-second grant expire in real time with the scheduler running; the crash test
+moves an injected clock past the expiry while no bot runs, then starts a new one on the same
+database, with a real OpenBao holding the Vault side of the grant.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, text
+
+from actions.backends.vault import VaultBackend
+from approvals.expiry import ExpiryScheduler
+from approvals.lifecycle import Actor
+from approvals.models import Grant
+from tests.conftest import wait_for
+from tests.fakes.kube import FakeKubernetes
+from tests.fakes.openbao import OpenBao
+from tests.test_grants import SETTINGS, Clock, GrantWorld, make_world
+
+pytest_plugins = ["tests.fixtures_vault"]
+
+
+def real_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+class Started(list[ExpiryScheduler]):
+    """The schedulers and worlds of a test, shut down and closed at its end, even on failure."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.worlds: list[GrantWorld] = []
+
+    def world(self, *args: Any, **kw: Any) -> GrantWorld:
+        world = make_world(*args, **kw)
+        self.worlds.append(world)
+        return world
+
+
+@pytest.fixture
+def schedulers() -> Iterator[Started]:
+    started = Started()
+    yield started
+    for scheduler in started:
+        scheduler.shutdown()
+    for world in started.worlds:
+        world.backend.close()
+        world.engine.dispose()
+        if isinstance(world.vault, VaultBackend):
+            world.vault.close()
+
+
+def scheduler_for(world: GrantWorld, started: Started, **kw: Any) -> ExpiryScheduler:
+    grants = kw.pop("grants", world.grants)
+    scheduler = ExpiryScheduler(world.engine, grants=grants, clock=world.clock, **kw)
+    started.append(scheduler)
+    return scheduler
+
+
+def jobs(world: GrantWorld, instance: str) -> dict[str, float]:
+    with world.engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT id, next_run_time FROM opsgate_jobs_{instance}"))
+        return {row[0]: row[1] for row in rows}
+
+
+def test_a_two_second_grant_expires_in_real_time(
+    tmp_path: Path,
+    database_url: str,
+    kube: FakeKubernetes,
+    schedulers: Started,
+) -> None:
+    world = schedulers.world(tmp_path, database_url, kube, clock=real_clock)  # type: ignore[arg-type]
+    scheduler = scheduler_for(world, schedulers, sweep_interval=3600, instance="realtime")
+    scheduler.start()
+    grant = world.grant(duration=2)
+    assert world.binding(grant.id) is not None
+
+    wait_for(lambda: world.binding(grant.id) is None, timeout=15, what="the grant to expire")
+
+    wait_for(lambda: world.notifier.of(grant.id) == ["started", "expired"], what="the notice")
+    row = world.row(grant.id)
+    assert row.status == "revoked"
+    assert row.revoked_at is not None
+    assert row.revoked_at >= row.expires_at  # never early
+    [ended] = [e for e in world.audit(grant.id) if e.to_status == "revoked"]
+    assert ended.detail["why"] == "expired"
+    assert ended.detail["lag_seconds"] >= 0
+    assert jobs(world, "realtime") == {}  # the run job is gone from the store
+
+
+def test_the_reminder_fires_before_the_end_in_real_time(
+    tmp_path: Path,
+    database_url: str,
+    kube: FakeKubernetes,
+    schedulers: Started,
+) -> None:
+    world = schedulers.world(tmp_path, database_url, kube, clock=real_clock)  # type: ignore[arg-type]
+    scheduler = scheduler_for(
+        world, schedulers, sweep_interval=3600, reminder_before=2, instance="reminder"
+    )
+    scheduler.start()
+    grant = world.grant(duration=4)
+    wait_for(
+        lambda: world.notifier.of(grant.id) == ["started", "reminder", "expired"],
+        timeout=15,
+        what="reminder then expiry",
+    )
+    row = world.row(grant.id)
+    assert row.reminded_at is not None
+    assert row.reminded_at <= row.expires_at - timedelta(seconds=1)
+
+
+def test_jobs_are_stored_in_the_database_and_follow_the_grant(
+    tmp_path: Path,
+    database_url: str,
+    kube: FakeKubernetes,
+    schedulers: Started,
+) -> None:
+    # a clock a year ahead: the stored jobs never come due during the test
+    world = schedulers.world(
+        tmp_path, database_url, kube, clock=Clock(datetime.now(UTC) + timedelta(days=365))
+    )
+    scheduler = scheduler_for(world, schedulers, instance="stored")
+    scheduler.start()
+    grant = world.grant(duration=3600)
+    assert jobs(world, "stored") == {
+        f"grant-{grant.id}-expiry": grant.expires_at.timestamp(),
+        f"grant-{grant.id}-reminder": (grant.expires_at - timedelta(minutes=10)).timestamp(),
+    }
+    scheduler.shutdown()
+
+    # a new process with the same instance name finds them, and reschedules on extension
+    again = scheduler_for(world, schedulers, grants=world.service(), instance="stored")
+    again.start()
+    extended = again.grants.extend(grant.id, 1800, actor=Actor("U0SRE1"))
+    assert jobs(world, "stored")[f"grant-{grant.id}-expiry"] == extended.expires_at.timestamp()
+    again.grants.revoke(grant.id, actor=Actor("U0SRE1"))
+    assert jobs(world, "stored") == {}
+
+
+def test_periodic_callbacks_run_and_two_instances_need_two_names(
+    tmp_path: Path,
+    database_url: str,
+    kube: FakeKubernetes,
+    schedulers: Started,
+) -> None:
+    world = schedulers.world(tmp_path, database_url, kube)
+    scheduler = scheduler_for(world, schedulers, instance="periodic")
+    calls: list[int] = []
+    done = threading.Event()
+
+    def tick() -> None:
+        calls.append(1)
+        if len(calls) >= 2:
+            done.set()
+
+    scheduler.add_periodic("pending-ttl", tick, 0.05)
+    scheduler.start()
+    assert done.wait(10), "the periodic callback did not run twice"
+    twin = scheduler_for(world, schedulers, instance="periodic")
+    with pytest.raises(RuntimeError, match="'periodic' is running"):
+        twin.start()
+    assert scheduler.running
+    assert "opsgate_jobs_periodic" in inspect(world.engine).get_table_names()
+
+
+def test_crash_then_restart_after_the_expiry_revokes_within_the_start(
+    tmp_path: Path,
+    database_url: str,
+    kube: FakeKubernetes,
+    openbao: OpenBao,
+    schedulers: Started,
+) -> None:
+    client = openbao.client()
+    entity, group = f"alice-{uuid.uuid4().hex[:8]}", f"prod-edit-{uuid.uuid4().hex[:8]}"
+    entity_id = client.secrets.identity.create_or_update_entity_by_name(name=entity)["data"]["id"]
+    client.secrets.identity.create_or_update_group_by_name(
+        name=group, group_type="internal", policies=["prod-edit"]
+    )
+    vault = VaultBackend(url=openbao.url, token=openbao.root_token)
+    clock = Clock(datetime.now(UTC) + timedelta(days=365))
+    world = schedulers.world(tmp_path, database_url, kube, vault=vault, clock=clock)
+    rule = {
+        **SETTINGS,
+        "vault_groups": {"edit": group},
+        "identity": {"kubernetes_user": "alice@example.com", "vault_entity": entity},
+    }
+
+    first = scheduler_for(world, schedulers, instance="crash")
+    first.start()
+    grant = world.grant(role="edit", duration=1800, settings=rule)
+    assert world.binding(grant.id) is not None
+    assert vault.group_member_ids(group) == [entity_id]  # membership exists during the grant
+    first.shutdown(wait=False)  # the bot dies; its job stays in the database
+    assert f"grant-{grant.id}-expiry" in jobs(world, "crash")
+
+    clock.advance(1800 + 3600)  # an hour past the end, with no bot running
+
+    restarted = scheduler_for(world, schedulers, grants=world.service(), instance="crash")
+    restarted.start()
+
+    assert world.binding(grant.id) is None
+    assert vault.group_member_ids(group) == []
+    row = world.row(grant.id)
+    assert (row.status, row.revoke_reason, row.revoked_at) == ("revoked", "expired", clock.now)
+    [ended] = [e for e in world.audit(grant.id) if e.to_status == "revoked"]
+    assert ended.event == "grant_expired"
+    assert ended.created_at == clock.now
+    assert ended.detail["revoked_at"] == clock.now.isoformat()
+    lag = (clock.now - row.expires_at).total_seconds()
+    assert lag >= 3600
+    assert ended.detail["lag_seconds"] == round(lag, 3)
+    assert ended.detail["removed"] == {"role_binding_deleted": True, "vault_member_removed": True}
+    assert world.notifier.of(grant.id) == ["started", "expired"]
+    with world.sessions() as session:
+        assert session.get(Grant, grant.id) is not None
