@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
-from actions.errors import ActionError
+from actions.errors import ActionError, RolloutFailed
 from approvals.grants import GrantError, GrantService, GrantView
 from approvals.lifecycle import SYSTEM, Actor, transition
 from approvals.lifecycle import record as record_event
@@ -646,6 +646,16 @@ class Gate:
         except GrantError as exc:
             raise AlreadyDecided(str(exc)) from exc
 
+    def grant_ended(self, grant_id: int, why: str) -> None:
+        """Show on the access request that its grant ended (``why``: expired, revoked early by
+        …): the approval message is updated and the requester's thread told."""
+        with self._sessions.begin() as session:
+            request = session.get(Request, grant_id)
+            if request is None or request.status != Status.REVOKED.value:
+                return
+            request.result = f"access ended: {why}"
+        self._notify(grant_id, "revoked")
+
     # --- timers -------------------------------------------------------------------------------
 
     def expire_pending(self) -> list[int]:
@@ -783,12 +793,25 @@ class Gate:
             outcome = kind.execute(params, target=target, preview=preview)
         except ActionError as exc:
             log.warning("request #%s failed: %s", request_id, exc)
-            self._finish(request_id, Status.FAILED, error=str(exc), detail={"error": str(exc)})
+            # a RolloutFailed change WAS applied: its facts (what, the rollout) go to the audit
+            facts = exc.facts if isinstance(exc, RolloutFailed) else {}
+            self._finish(
+                request_id, Status.FAILED, error=str(exc), detail={**facts, "error": str(exc)}
+            )
             return
         if "grant" in outcome.facts and self.grants is not None:
             with self._sessions.begin() as session:
                 self._load(session, request_id).result = outcome.summary
-            self.grants.activate(request_id, outcome.facts, SYSTEM)
+            try:
+                self.grants.activate(request_id, outcome.facts, SYSTEM)
+            except GrantError as exc:
+                log.error("request #%s: the grant could not be recorded: %s", request_id, exc)
+                why = (
+                    f"access was set up but could not be recorded ({exc}); the drift check "
+                    "removes it within minutes"
+                )
+                self._finish(request_id, Status.FAILED, error=why, detail={"error": str(exc)})
+                return
             self._notify(request_id, "active")
             return
         self._finish(request_id, Status.SUCCEEDED, result=outcome.summary, detail=outcome.facts)

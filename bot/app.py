@@ -36,6 +36,7 @@ from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
+from approvals.notifier import GrantView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
 from bot import listeners
@@ -121,7 +122,13 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         if gate_ref:
             publish_home(gate_ref[0], client, user)
 
-    grant_notifier = SlackGrantNotifier(client, store, clock, on_change=home_changed)
+    def grant_ended(grant: GrantView) -> None:
+        if gate_ref:
+            gate_ref[0].grant_ended(grant.id, grant.revoke_reason or "revoked")
+
+    grant_notifier = SlackGrantNotifier(
+        client, store, clock, on_change=home_changed, on_ended=grant_ended
+    )
     access = registry["access"]
     assert isinstance(access, Access)
 

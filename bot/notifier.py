@@ -17,7 +17,9 @@ from bot import blocks, grant_blocks
 
 log = logging.getLogger(__name__)
 
-FINAL_EVENTS = frozenset({"succeeded", "failed", "denied", "cancelled", "expired", "active"})
+FINAL_EVENTS = frozenset(
+    {"succeeded", "failed", "denied", "cancelled", "expired", "active", "revoked"}
+)
 AUDITED_EVENTS = frozenset(
     {"approved", "denied", "cancelled", "succeeded", "failed", "expired", "active", "reviewed"}
 )
@@ -193,6 +195,7 @@ class SlackNotifier:
 
 
 GRANT_AUDITED = frozenset({"started", "extended", "revoked", "expired", "drift_removed"})
+GRANT_ENDED = frozenset({"revoked", "expired", "drift_removed"})
 
 
 class SlackGrantNotifier:
@@ -206,11 +209,13 @@ class SlackGrantNotifier:
         policy: Callable[[], LoadedPolicy],
         clock: Callable[[], datetime],
         on_change: Callable[[str], None] | None = None,
+        on_ended: Callable[[GrantView], None] | None = None,
     ) -> None:
         self._client = client
         self._policy = policy
         self._clock = clock
         self._on_change = on_change
+        self._on_ended = on_ended
 
     def grant_changed(self, grant: GrantView, *, event: str) -> None:
         """Deliver ``event`` for ``grant``. Raises ``NotifyError`` when the grantee could not be
@@ -236,6 +241,8 @@ class SlackGrantNotifier:
                     self._client.chat_postMessage(channel=channel, text=f"[audit] {text}")
                 except SLACK_FAILURES as exc:
                     log.error("grant #%s: audit post failed: %s", grant.id, _slack_error(exc))
+        if self._on_ended is not None and event in GRANT_ENDED and grant.grantee_id:
+            self._on_ended(grant)
         if self._on_change is not None and grant.grantee_id:
             self._on_change(grant.grantee_id)
         if not told:
