@@ -52,6 +52,20 @@ GRANT_STORE = "grants"
 
 _INSTANCES: dict[str, ExpiryScheduler] = {}
 _INSTANCES_LOCK = threading.Lock()
+_IN_JOB = threading.local()
+"""Set while a scheduler job runs: its thread must not call back into the scheduler, whose
+``shutdown(wait=True)`` holds the job store lock while it waits for running jobs."""
+
+
+def _as_job(func: Callable[[], object]) -> Callable[[], None]:
+    def run() -> None:
+        _IN_JOB.active = True
+        try:
+            func()
+        finally:
+            _IN_JOB.active = False
+
+    return run
 
 
 def fire_expiry(instance: str, grant_id: int) -> None:
@@ -60,7 +74,7 @@ def fire_expiry(instance: str, grant_id: int) -> None:
     if scheduler is None:
         log.warning("expiry of grant #%s: scheduler %r is not running", grant_id, instance)
         return
-    scheduler.grants.sweep()
+    _as_job(scheduler.grants.sweep)()
 
 
 def fire_reminder(instance: str, grant_id: int) -> None:
@@ -69,7 +83,7 @@ def fire_reminder(instance: str, grant_id: int) -> None:
     if scheduler is None:
         log.warning("reminder of grant #%s: scheduler %r is not running", grant_id, instance)
         return
-    scheduler.grants.remind_due()
+    _as_job(scheduler.grants.remind_due)()
 
 
 class ExpiryScheduler:
@@ -127,7 +141,7 @@ class ExpiryScheduler:
         """Run ``func()`` every ``seconds`` (in memory: add it again at each start). A second call
         with the same ``name`` replaces the first."""
         self._scheduler.add_job(
-            func,
+            _as_job(func),
             "interval",
             seconds=seconds,
             id=name,
@@ -149,7 +163,7 @@ class ExpiryScheduler:
             _INSTANCES[self.instance] = self
         revoked = self.grants.sweep()
         if revoked:
-            log.warning("revoked %d overdue grant(s) at start: %s", len(revoked), revoked)
+            log.warning("revoked %d overdue grant(s) at start: %s", len(revoked), revoked[:20])
         self.grants.remind_due()
         self.grants.drift_check()
         self._scheduler.start()
@@ -157,6 +171,12 @@ class ExpiryScheduler:
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop the scheduler (jobs in the database stay for the next start)."""
         if self._scheduler.running:
+            # APScheduler 3 marks itself stopped before it takes the job store lock, so a pass
+            # over due jobs still running then fails to remove the jobs it ran (JobLookupError
+            # kills its thread). Pause first, and let the current pass finish under the lock.
+            self._scheduler.pause()
+            with self._scheduler._jobstores_lock:
+                pass
             self._scheduler.shutdown(wait=wait)
         with _INSTANCES_LOCK:
             if _INSTANCES.get(self.instance) is self:
@@ -183,7 +203,14 @@ class ExpiryScheduler:
             )
 
     def grant_ended(self, grant_id: int) -> None:
-        """Remove the grant's jobs (those already run are gone already)."""
+        """Remove the grant's jobs (those already run are gone already).
+
+        Skipped inside a scheduler job (a sweep): a leftover job only wakes a sweep that finds
+        nothing to do, while calling into the scheduler from its own job could deadlock with
+        ``shutdown``.
+        """
+        if getattr(_IN_JOB, "active", False):
+            return
         for job_id in (f"grant-{grant_id}-expiry", f"grant-{grant_id}-reminder"):
             try:
                 self._scheduler.remove_job(job_id, jobstore=GRANT_STORE)

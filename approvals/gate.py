@@ -248,6 +248,7 @@ class Gate:
                     ],
                     "escalate_to": decision.escalate_to,
                     "escalate_users": sorted(decision.escalate_to_users),
+                    "freeze": decision.freeze,
                 },
                 preview={
                     "target": preview.target,
@@ -283,8 +284,17 @@ class Gate:
             request_id = request.id
 
         view = self.get(request_id)
+
+        def approval_posted(ref: MessageRef) -> None:
+            # stored before the announcement is posted, so that a click arriving meanwhile
+            # already finds the message it must update
+            with self._sessions.begin() as session:
+                request = self._load(session, request_id)
+                request.approval_channel_id = ref.channel_id
+                request.approval_ts = ref.ts
+
         try:
-            refs = self._notifier.request_opened(view)
+            refs = self._notifier.request_opened(view, approval_posted=approval_posted)
         except NotifyError as exc:
             self._finish_unannounced(request_id, str(exc))
             raise Rejected(
@@ -640,9 +650,7 @@ class Gate:
             )
         why = reason or ("ended early by its grantee" if grant.grantee_id == actor.id else None)
         try:
-            return self.grants.revoke(
-                grant_id, actor=actor, reason=why or f"revoked early by <@{actor.id}>"
-            )
+            return self.grants.revoke(grant_id, actor=actor, reason=why)
         except GrantError as exc:
             raise AlreadyDecided(str(exc)) from exc
 
@@ -966,4 +974,5 @@ def _view(request: Request, approved_by: tuple[str, ...]) -> RequestView:
         reviewed_by=request.reviewed_by,
         reviewed_at=request.reviewed_at,
         policy_sha256=request.policy_sha256,
+        freeze=request.approvers.get("freeze"),
     )

@@ -371,15 +371,16 @@ class GrantService:
         now = self._clock()
         ended: list[_Ended] = []
         while True:
-            claimed = self._claim_overdue(now)
+            selected, claimed = self._claim_overdue(now)
             ended.extend(self._finish_many(claimed))
-            if len(claimed) < self._batch_size:
+            if selected < self._batch_size:  # the last batch (what others took, they finish)
                 break
         ended.extend(self._finish_many(self._claim_stale(now)))
         self._announce(ended)
         return [e.grant_id for e in ended]
 
-    def _claim_overdue(self, now: datetime) -> list[int]:
+    def _claim_overdue(self, now: datetime) -> tuple[int, list[int]]:
+        """Claim up to ``batch_size`` overdue grants: (how many were selected, the IDs claimed)."""
         with self._sessions.begin() as session:
             ids = session.scalars(
                 select(Grant.id)
@@ -389,8 +390,8 @@ class GrantService:
                 .with_for_update(skip_locked=True)
             ).all()
             if not ids:
-                return []
-            return list(
+                return 0, []
+            return len(ids), list(
                 session.scalars(
                     update(Grant)
                     .where(Grant.id.in_(ids), Grant.status == GrantStatus.ACTIVE.value)
@@ -605,11 +606,12 @@ class GrantService:
             return False
         if not deleted:
             return False
-        why = (
-            f"grant #{grant_id} is {status}"
-            if status is not None
-            else "no grant of opsgate's database matches it"
-        )
+        if status == GrantStatus.ACTIVE.value:
+            why = f"it is not the RoleBinding of active grant #{grant_id}"
+        elif status is not None:
+            why = f"grant #{grant_id} is {status}"
+        else:
+            why = "no grant of opsgate's database matches it"
         detail = {
             "kube_context": context,
             "namespace": namespace,

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -79,6 +80,8 @@ class RequestView:
     reviewed_by: str | None = None
     reviewed_at: datetime | None = None
     policy_sha256: str | None = None
+    freeze: str | None = None
+    """The change freeze that decided who approves (``during_freeze``), if any."""
 
     @property
     def needs_approval(self) -> bool:
@@ -93,10 +96,16 @@ class NotifyError(Exception):
 class Notifier(Protocol):
     """What the gate needs from the chat side."""
 
-    def request_opened(self, request: RequestView) -> OpenedRefs:
+    def request_opened(
+        self,
+        request: RequestView,
+        *,
+        approval_posted: Callable[[MessageRef], None] | None = None,
+    ) -> OpenedRefs:
         """Announce a new request: the approval message (buttons) when it needs approval, and
-        the requester's message whose thread carries progress. Raises :class:`NotifyError` when
-        the approval message cannot be posted."""
+        the requester's message whose thread carries progress. ``approval_posted`` is called with
+        the approval message as soon as it is posted (before the announcement). Raises
+        :class:`NotifyError` when the approval message cannot be posted."""
         ...
 
     def review_opened(self, request: RequestView) -> MessageRef | None:

@@ -626,7 +626,11 @@ def parse_policy(text: str | bytes, *, source: str = "policy.yml") -> LoadedPoli
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         line = mark.line + 1 if mark is not None else None
-        what = "; ".join(part for part in (exc.context, exc.problem) if part)
+        context = exc.context
+        opened = exc.context_mark
+        if context and opened is not None and (mark is None or opened.line != mark.line):
+            context = f"{context} started on line {opened.line + 1}"
+        what = "; ".join(part for part in (context, exc.problem) if part)
         raise PolicyError(source, [PolicyIssue(line, "(yaml)", what)]) from exc
     except yaml.YAMLError as exc:
         raise PolicyError(source, [PolicyIssue(None, "(yaml)", str(exc))]) from exc

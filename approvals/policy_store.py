@@ -2,8 +2,9 @@
 
 :class:`PolicyStore` holds the last valid :class:`~approvals.policy.LoadedPolicy` of one file.
 :meth:`PolicyStore.reload` reads the file again: a valid new version replaces the policy in force,
-an invalid one leaves it in force and is reported through ``on_error``, an unchanged one (same
-SHA-256) does nothing. ``bot.policy_watch`` calls ``reload`` when the file changes or on SIGHUP.
+an invalid one leaves it in force and is reported through ``on_error`` (once: the same error again
+is only logged), an unchanged one (same SHA-256) does nothing. ``bot.policy_watch`` calls
+``reload`` when the file changes or on SIGHUP.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ class PolicyStore:
     """The policy at ``path``, thread-safe.
 
     ``on_error(error)`` is called when a reload finds the file invalid or unreadable (the previous
-    policy stays in force); ``on_reload(policy)`` when a new valid version replaced it. Both are
-    called in the reloading thread, after the store's lock is released, and an exception they raise
-    propagates to the caller of :meth:`reload`.
+    policy stays in force), but not again for the same error until the file was valid once;
+    ``on_reload(policy)`` when a new valid version replaced it. Both are called in the reloading
+    thread, after the store's lock is released, and an exception they raise propagates to the
+    caller of :meth:`reload`.
 
     Raises :class:`~approvals.policy.PolicyError` when the file is invalid at construction.
     """
@@ -42,6 +44,7 @@ class PolicyStore:
         self._lock = threading.Lock()
         self._reloading = threading.Lock()
         self._current = load_policy(self.path)
+        self._reported: str | None = None  # the last error given to on_error
 
     def current(self) -> LoadedPolicy:
         """The policy in force (the last valid version of the file)."""
@@ -64,9 +67,13 @@ class PolicyStore:
                     self.current().sha256,
                     exc,
                 )
+                if str(exc) == self._reported:
+                    return exc  # a second event of the same save, or SIGHUP: told already
+                self._reported = str(exc)
                 if self._on_error is not None:
                     self._on_error(exc)
                 return exc
+            self._reported = None
             with self._lock:
                 if loaded.sha256 == self._current.sha256:
                     return self._current

@@ -129,6 +129,8 @@ def approval_message(view: RequestView) -> tuple[str, Blocks]:
         name = f" (#{view.incident_channel})" if view.incident_channel else ""
         blocks.append(_section(f"*Incident channel:* <#{view.origin_channel_id}>{name}"))
     context = f"{approvals_line(view)} · rule {view.rule or '?'}"
+    if view.freeze:
+        context += f" · change freeze *{view.freeze}* in force"
     if view.status == "pending" and view.expires_at is not None:
         context += f" · expires <!date^{int(view.expires_at.timestamp())}^{{time}}|at "
         context += f"{view.expires_at:%H:%M} UTC>"
@@ -183,10 +185,13 @@ def thread_update(view: RequestView, event: str, actor: str | None = None) -> st
         latest = view.approved_by[-1] if view.approved_by else actor
         needed = still_needed(view)
         rest = f"; still needed: {needed}" if needed else ""
-        return (
-            f"<@{latest}> approved request #{view.id} "
-            f"({len(view.approved_by)}/{view.min_approvals}){rest}."
+        # with steps, an approval that no step needs (a second sre) does not count
+        counted = (
+            sum(len(step.approved_by) for step in view.steps)
+            if view.steps
+            else len(view.approved_by)
         )
+        return f"<@{latest}> approved request #{view.id} ({counted}/{view.min_approvals}){rest}."
     if event == "escalated":
         who = _users(view.escalate_users) or f"*{view.escalate_to}*"
         return (

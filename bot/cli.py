@@ -190,7 +190,7 @@ def explain_lines(loaded: LoadedPolicy, ctx: RequestContext, decision: Decision)
             if decision.escalate_to
             else ""
         )
-        if decision.outcome in (Outcome.APPROVAL, Outcome.BREAK_GLASS):
+        if decision.outcome is Outcome.APPROVAL:
             lines.append(
                 f"pending:  expires after {seconds_text(decision.pending_ttl)}{escalation}"
             )

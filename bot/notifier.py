@@ -21,7 +21,7 @@ FINAL_EVENTS = frozenset(
     {"succeeded", "failed", "denied", "cancelled", "expired", "active", "revoked"}
 )
 AUDITED_EVENTS = frozenset(
-    {"approved", "denied", "cancelled", "succeeded", "failed", "expired", "active", "reviewed"}
+    {"approved", "denied", "cancelled", "succeeded", "failed", "expired", "active"}
 )
 SLACK_FAILURES = (SlackApiError, SlackRequestError, OSError)
 """What a Web API call raises when Slack says no or cannot be reached (urllib's URLError)."""
@@ -46,7 +46,12 @@ class SlackNotifier:
         self._client = client
         self._policy = policy
 
-    def request_opened(self, request: RequestView) -> OpenedRefs:
+    def request_opened(
+        self,
+        request: RequestView,
+        *,
+        approval_posted: Callable[[MessageRef], None] | None = None,
+    ) -> OpenedRefs:
         """Post the approval message (if approval is needed) and the requester's announcement.
 
         Raises ``NotifyError`` when the approval message cannot be posted.
@@ -63,6 +68,8 @@ class SlackNotifier:
                     f"posting to <#{request.approval_channel}> failed: {_slack_error(exc)}"
                 ) from exc
             approval = MessageRef(str(response["channel"]), str(response["ts"]))
+            if approval_posted is not None:
+                approval_posted(approval)
             request = replace(request, approval=approval)
         thread = self._announce(request)
         return OpenedRefs(approval=approval, thread=thread)

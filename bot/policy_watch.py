@@ -52,22 +52,25 @@ def watch_policy(
     directory, accept = _filter_for(store.path)
 
     def run() -> None:
-        for changes in watch(
-            directory,
-            watch_filter=accept,
-            debounce=debounce,
-            step=step,
-            stop_event=stop_event,
-            rust_timeout=rust_timeout,
-            yield_on_timeout=False,
-            recursive=False,
-            raise_interrupt=False,
-        ):
-            log.info("policy file changed (%d event(s)); reloading", len(changes))
-            try:
-                store.reload()
-            except Exception:  # a failing callback (e.g. Slack down) must not stop the watcher
-                log.exception("reloading the policy failed")
+        try:
+            for changes in watch(
+                directory,
+                watch_filter=accept,
+                debounce=debounce,
+                step=step,
+                stop_event=stop_event,
+                rust_timeout=rust_timeout,
+                yield_on_timeout=False,
+                recursive=False,
+                raise_interrupt=False,
+            ):
+                log.info("policy file changed (%d event(s)); reloading", len(changes))
+                try:
+                    store.reload()
+                except Exception:  # a failing callback (Slack down) must not stop the watcher
+                    log.exception("reloading the policy failed")
+        except Exception:  # e.g. the directory was removed: say so, SIGHUP still works
+            log.exception("the policy watcher of %s stopped; changes are no longer seen", directory)
 
     thread = threading.Thread(target=run, name="opsgate-policy-watch", daemon=True)
     thread.start()

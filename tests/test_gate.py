@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +40,9 @@ class RecordingNotifier:
     events: list[tuple[int, str, str]] = field(default_factory=list)
     fail_open: bool = False
 
-    def request_opened(self, request: RequestView) -> OpenedRefs:
+    def request_opened(
+        self, request: RequestView, *, approval_posted: Callable[[MessageRef], None] | None = None
+    ) -> OpenedRefs:
         if self.fail_open:
             raise NotifyError("channel_not_found")
         self.events.append((request.id, "opened", request.status))

@@ -134,6 +134,25 @@ def test_reload_invalid_keeps_previous_and_reports(
     assert recorder.reloads == []
 
 
+def test_the_same_invalid_file_is_reported_once(
+    store: PolicyStore, policy_file: Path, recorder: Recorder
+) -> None:
+    policy_file.write_text(INVALID)
+    first = store.reload()
+    second = store.reload()  # a second event of the same save, or a SIGHUP
+    assert isinstance(first, PolicyError)
+    assert isinstance(second, PolicyError)
+    assert len(recorder.errors) == 1
+    policy_file.write_text(INVALID.replace("C0A", "C0B"))  # another invalid version: same error
+    store.reload()
+    assert len(recorder.errors) == 1
+    policy_file.write_text(V1)  # valid again (unchanged), then broken again: reported again
+    store.reload()
+    policy_file.write_text(INVALID)
+    store.reload()
+    assert len(recorder.errors) == 2
+
+
 def test_reload_missing_file_keeps_previous(
     store: PolicyStore, policy_file: Path, recorder: Recorder
 ) -> None:

@@ -13,6 +13,7 @@ from slack_sdk import WebClient
 
 from approvals.extend import ExtendParams
 from approvals.gate import Gate, GateError, Origin, Submission
+from approvals.grants import GrantError
 from approvals.lifecycle import Actor
 from bot import blocks, grant_blocks
 
@@ -47,9 +48,12 @@ def register(app: App, gate: Gate) -> None:
         user = body["user"]["id"]
         channel = body.get("channel", {}).get("id")
         try:
-            gate.acknowledge(int(action["value"]), Actor(user))
+            request_id = int(action["value"])
         except (KeyError, TypeError, ValueError):
             _tell(client, channel, user, "This button does not name a request; nothing changed.")
+            return
+        try:
+            gate.acknowledge(request_id, Actor(user))
         except GateError as exc:
             _tell(client, channel, user, str(exc))
 
@@ -66,10 +70,17 @@ def register(app: App, gate: Gate) -> None:
             return
         try:
             if action["action_id"] == grant_blocks.END_ACTION:
-                gate.revoke_grant(grant_id, Actor(user), reason="ended early by its grantee")
+                gate.revoke_grant(grant_id, Actor(user))
                 return
-            grant = gate.grants.get(grant_id) if gate.grants else None
+            try:
+                grant = gate.grants.get(grant_id) if gate.grants else None
+            except GrantError as exc:
+                _tell(client, channel, user, str(exc))
+                return
             seconds = min(grant.duration_seconds, EXTEND_BUTTON_SECONDS) if grant else 0
+            room = grant.extendable_by() if grant else None
+            if room:  # what the rule's max_duration still allows (0: the gate says so)
+                seconds = min(seconds, room)
             gate.submit(
                 Submission(
                     action="extend",
@@ -88,7 +99,8 @@ def register(app: App, gate: Gate) -> None:
 
 
 EXTEND_BUTTON_SECONDS = 3600
-"""How much the reminder's Extend button asks for: the grant's duration, at most an hour."""
+"""How much the reminder's Extend button asks for: the grant's duration, at most an hour, and
+at most what the rule's ``max_duration`` still allows."""
 
 
 def _tell(client: WebClient, channel: str | None, user: str, text: str) -> None:
