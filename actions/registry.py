@@ -8,10 +8,11 @@ from datetime import datetime
 
 from actions.access import Access
 from actions.base import ActionKind, Target
+from actions.errors import Invalid
 from actions.kube import KubernetesPort
 from actions.restart import Restart, RestartParams
 from actions.rollback import Rollback
-from actions.rotate import RestartConsumer, Restore, Rotate
+from actions.rotate import ConsumerCheck, RestartConsumer, Restore, Rotate
 from actions.scale import Scale
 from actions.vault import VaultPort
 from actions.workloads import parse_workload
@@ -29,6 +30,23 @@ def consumer_restarter(restart: Restart) -> RestartConsumer:
         return restart.execute(params, target=target, preview=preview).summary
 
     return restart_consumer
+
+
+def consumer_checker(restart: Restart) -> ConsumerCheck:
+    """A secret's consumers are checked, before anyone is asked, by the ``restart`` kind's own
+    preview: the workload must exist (NotFound) and be restartable (Invalid: ambiguous name,
+    unknown kind, paused Deployment). Returns the resolved ``kind/name``."""
+
+    def check_consumer(namespace: str, workload: str, kube_context: str | None) -> str:
+        try:
+            kind, name = parse_workload(workload)
+        except ValueError as exc:
+            raise Invalid(str(exc)) from exc
+        params = RestartParams(name=name, kind=kind, namespace=namespace)
+        target = Target(environment="", kube_context=kube_context, namespace=namespace)
+        return restart.preview(params, target=target).target
+
+    return check_consumer
 
 
 def build_registry(
@@ -58,6 +76,11 @@ def build_registry(
     ]
     if vault is not None:
         consumer = restart_consumer or consumer_restarter(restart)
-        kinds.append(Rotate(vault=vault, restart_consumer=consumer, clock=clock))
-        kinds.append(Restore(vault=vault, restart_consumer=consumer, clock=clock))
+        check = consumer_checker(restart)
+        kinds.append(
+            Rotate(vault=vault, restart_consumer=consumer, clock=clock, check_consumer=check)
+        )
+        kinds.append(
+            Restore(vault=vault, restart_consumer=consumer, clock=clock, check_consumer=check)
+        )
     return {kind.name: kind for kind in kinds}

@@ -16,6 +16,9 @@ there (the longest mount prefix, as Vault itself resolves a path):
 
 Then the workloads that read the secret (the rule's ``restart`` list, plus ``--restart``) are
 restarted one by one through the injected ``restart_consumer``; every one is tried and reported.
+The preview first checks, through the injected ``check_consumer``, that each of them exists (and
+can be restarted), so a typo is refused before anyone is asked and before anything is written;
+the preview then names the workloads as resolved (``deployment/payments-api``).
 
 ``/ops restore <path> --to-version N`` writes version N's data as a new version (check-and-set
 against the current version); no version is ever deleted or destroyed.
@@ -60,6 +63,19 @@ def no_restart_consumer(namespace: str, workload: str, kube_context: str | None)
         f"cannot restart {workload} in {namespace}: opsgate was started without a way to "
         "restart workloads"
     )
+
+
+ConsumerCheck = Callable[[str, str, str | None], str]
+"""``(namespace, workload_ref, kube_context) -> the resolved reference``
+(``"payments-api"`` -> ``"deployment/payments-api"``), read without changing anything; raises
+:class:`actions.errors.NotFound` when there is no such workload and
+:class:`actions.errors.Invalid` when it cannot be restarted (an ambiguous name, an unknown kind, a
+paused Deployment)."""
+
+
+def no_consumer_check(namespace: str, workload: str, kube_context: str | None) -> str:
+    """The check used when none is injected: every reference is taken as it is written."""
+    return workload
 
 
 DEFAULT_CHARSET = string.ascii_letters + string.digits
@@ -212,8 +228,35 @@ def _conflict(full_path: str, read: int, now: int | None) -> Conflict:
 class _Consumers:
     """Restart the workloads that read a secret, one by one, and report each."""
 
-    def __init__(self, restart_consumer: RestartConsumer) -> None:
+    def __init__(self, restart_consumer: RestartConsumer, check_consumer: ConsumerCheck) -> None:
         self._restart = restart_consumer
+        self._check = check_consumer
+
+    def resolve(
+        self, workloads: list[str], namespace: str | None, context: str | None
+    ) -> list[str]:
+        """Each workload as ``check_consumer`` resolves it (each once, in order).
+
+        Every workload is checked; when any fails, one error names each failure: NotFound when
+        all of them are missing, else Invalid. Other errors (Forbidden, TemporaryError) of the
+        check propagate as they are.
+        """
+        resolved: list[str] = []
+        failures: list[ActionError] = []
+        for workload in workloads:
+            assert namespace is not None
+            try:
+                resolved.append(self._check(namespace, workload, context))
+            except (NotFound, Invalid) as exc:
+                failures.append(exc)
+        if failures:
+            kind = NotFound if all(isinstance(f, NotFound) for f in failures) else Invalid
+            reasons = "; ".join(str(f) for f in failures)
+            raise kind(
+                f"cannot restart the secret's consumers afterwards: {reasons}. Nothing was "
+                "written; fix --restart (or the rule's rotate.restart) and ask again"
+            ) from failures[0]
+        return list(dict.fromkeys(resolved))
 
     @staticmethod
     def plan(
@@ -262,7 +305,8 @@ class Rotate:
     """The rotate request kind (see the module docstring).
 
     ``vault`` is the Vault adapter; ``restart_consumer`` restarts one workload and follows its
-    rollout; ``clock`` returns an aware datetime (for the age of versions).
+    rollout; ``check_consumer`` resolves one in the preview (default: no check);
+    ``clock`` returns an aware datetime (for the age of versions).
     """
 
     name: ClassVar[str] = "rotate"
@@ -275,9 +319,10 @@ class Rotate:
         vault: VaultPort,
         restart_consumer: RestartConsumer,
         clock: Callable[[], datetime],
+        check_consumer: ConsumerCheck = no_consumer_check,
     ) -> None:
         self._vault = vault
-        self._consumers = _Consumers(restart_consumer)
+        self._consumers = _Consumers(restart_consumer, check_consumer)
         self._clock = clock
 
     # -- preview ------------------------------------------------------------------------------
@@ -285,13 +330,15 @@ class Rotate:
     def preview(self, params: BaseModel, *, target: Target) -> Preview:
         """Read the secret's metadata and key names (or the static role) and say what will happen.
 
-        Raises NotFound (no such secret or role), Invalid (not KV v2 nor a static role, an
-        ambiguous or unknown key, workloads without a namespace, a deleted current version),
-        Forbidden and TemporaryError from the adapter.
+        Raises NotFound (no such secret or role, or a workload to restart that does not
+        exist), Invalid (not KV v2 nor a static role, an ambiguous or unknown key, workloads
+        without a namespace or that cannot be restarted, a deleted current version), Forbidden
+        and TemporaryError from the adapters.
         """
         assert isinstance(params, RotateParams)
         settings = RotateSettings.of(target)
         workloads, namespace = _Consumers.plan(params.restart, params.namespace, settings, target)
+        workloads = self._consumers.resolve(workloads, namespace, target.kube_context)
         full_path = params.path.strip("/")
         mount, mount_name, inside = _split(self._vault, full_path)
         if mount.type == "database":
@@ -517,20 +564,23 @@ class Restore:
         vault: VaultPort,
         restart_consumer: RestartConsumer,
         clock: Callable[[], datetime],
+        check_consumer: ConsumerCheck = no_consumer_check,
     ) -> None:
         self._vault = vault
-        self._consumers = _Consumers(restart_consumer)
+        self._consumers = _Consumers(restart_consumer, check_consumer)
         self._clock = clock
 
     def preview(self, params: BaseModel, *, target: Target) -> Preview:
         """Current version, target version and its age, the target's key names.
 
-        Raises NotFound (no such secret or version), Invalid (a deleted or destroyed version,
-        the current version itself, not KV v2).
+        Raises NotFound (no such secret or version, or a rule's workload to restart that does
+        not exist), Invalid (a deleted or destroyed version, the current version itself, not KV
+        v2, a workload that cannot be restarted).
         """
         assert isinstance(params, RestoreParams)
         settings = RotateSettings.of(target)
         workloads, namespace = _Consumers.plan((), None, settings, target)
+        workloads = self._consumers.resolve(workloads, namespace, target.kube_context)
         full_path = params.path.strip("/")
         mount, mount_name, inside = _split(self._vault, full_path)
         _require_kv2(mount, full_path, "restore")

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -37,6 +38,7 @@ from actions.rotate import (
     RotateParams,
     generated_value,
 )
+from tests.fakes.kube import FakeKubernetes, deployment, statefulset, write_kubeconfig
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
 
@@ -543,3 +545,137 @@ def test_age_is_computed_from_the_injected_clock(openbao: OpenBao, vault: VaultB
     )
     preview = later.preview(RotateParams(path=path), target=target())
     assert "(3 d 4 h ago)" in "\n".join(preview.lines)
+
+
+# -- consumers are checked in the preview ---------------------------------------------------------
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[tuple[FakeKubernetes, KubernetesBackend]]:
+    """A fake cluster (context ``prod``) with deployment/payments-api and statefulset/ledger in
+    namespace payments, and the real Kubernetes adapter on it."""
+    with FakeKubernetes() as fake:
+        fake.add(deployment("payments-api", "payments", replicas=3, image="payments:1"))
+        fake.add(statefulset("ledger", "payments", replicas=1, image="ledger:3"))
+        fake.add(deployment("frozen", "payments", replicas=1, image="frozen:1"))
+        backend = KubernetesBackend(
+            kubeconfig=str(write_kubeconfig(tmp_path / "kubeconfig", {"prod": fake})),
+            request_timeout=2.0,
+        )
+        backend.patch_workload(
+            "prod", "Deployment", "payments", "frozen", {"spec": {"paused": True}}
+        )
+        try:
+            yield fake, backend
+        finally:
+            backend.close()
+
+
+def checked_kinds(
+    cluster: tuple[FakeKubernetes, KubernetesBackend], vault: VaultBackend, consumers: Consumers
+) -> tuple[Rotate, Restore]:
+    """Rotate and Restore as the registry builds them: consumers checked by the restart kind."""
+    registry = build_registry(
+        kube=cluster[1], clock=lambda: NOW, vault=vault, restart_consumer=consumers
+    )
+    rotate, restore = registry["rotate"], registry["restore"]
+    assert isinstance(rotate, Rotate)
+    assert isinstance(restore, Restore)
+    return rotate, restore
+
+
+def test_the_preview_names_the_consumers_as_the_cluster_resolves_them(
+    openbao: OpenBao,
+    vault: VaultBackend,
+    consumers: Consumers,
+    cluster: tuple[FakeKubernetes, KubernetesBackend],
+) -> None:
+    rotate, _ = checked_kinds(cluster, vault, consumers)
+    path, _ = new_secret(openbao, {"password": "p"})
+    patches_before = len(cluster[0].requests_matching(method="PATCH"))
+    rule = {"restart": ["payments-api"], "namespace": "payments"}
+    # a bare name, kubectl's short kind, and the same Deployment named twice
+    params = RotateParams(path=path, restart=("sts/ledger", "deployment/payments-api"))
+
+    preview = rotate.preview(params, target=target(rule))
+
+    assert preview.facts["restart"] == ["deployment/payments-api", "statefulset/ledger"]
+    assert (
+        "Then restart, one by one, in namespace *payments*: "
+        "deployment/payments-api, statefulset/ledger"
+    ) in preview.lines
+    rotate.execute(params, target=target(rule), preview=preview)
+    assert [c[1] for c in consumers.calls] == ["deployment/payments-api", "statefulset/ledger"]
+    # the check only reads: the restarts went through the recording consumer
+    assert len(cluster[0].requests_matching(method="PATCH")) == patches_before
+
+
+def test_a_consumer_that_does_not_exist_is_refused_in_the_preview(
+    openbao: OpenBao,
+    vault: VaultBackend,
+    consumers: Consumers,
+    cluster: tuple[FakeKubernetes, KubernetesBackend],
+) -> None:
+    rotate, restore = checked_kinds(cluster, vault, consumers)
+    path, inside = new_secret(openbao, {"password": "p"})
+    patches_before = len(cluster[0].requests_matching(method="PATCH"))
+
+    with pytest.raises(NotFound) as caught:
+        rotate.preview(
+            RotateParams(path=path, restart=("payments-api", "typo", "deploy/gone")),
+            target=target(namespace="payments"),
+        )
+
+    message = str(caught.value)
+    assert message.startswith("cannot restart the secret's consumers afterwards: ")
+    assert "no Deployment, StatefulSet or DaemonSet named 'typo' in namespace payments" in message
+    assert "no Deployment named 'gone' in namespace payments" in message
+    assert "payments-api" not in message  # the one that exists is not blamed
+    assert "Nothing was written; fix --restart (or the rule's rotate.restart)" in message
+    # restore checks the rule's consumers the same way
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=inside, secret={"password": "q"}, mount_point="secret"
+    )
+    with pytest.raises(NotFound, match="named 'typo' in namespace payments"):
+        restore.preview(
+            RestoreParams(path=path, to_version=1),
+            target=target({"restart": ["typo"], "namespace": "payments"}),
+        )
+    assert consumers.calls == []
+    assert current_version(openbao, inside) == 2  # only the test's own write
+    assert len(cluster[0].requests_matching(method="PATCH")) == patches_before
+
+
+def test_a_consumer_that_cannot_be_restarted_is_refused_as_invalid(
+    openbao: OpenBao,
+    vault: VaultBackend,
+    consumers: Consumers,
+    cluster: tuple[FakeKubernetes, KubernetesBackend],
+) -> None:
+    rotate, _ = checked_kinds(cluster, vault, consumers)
+    path, _ = new_secret(openbao, {"password": "p"})
+    ns = target(namespace="payments")
+    with pytest.raises(Invalid, match="'cronjob' is not a workload kind"):
+        rotate.preview(RotateParams(path=path, restart=("cronjob/nightly",)), target=ns)
+    with pytest.raises(Invalid, match="deployment/frozen is paused"):
+        rotate.preview(RotateParams(path=path, restart=("frozen",)), target=ns)
+    # a missing one and a paused one: Invalid, naming both
+    with pytest.raises(Invalid) as caught:
+        rotate.preview(RotateParams(path=path, restart=("typo", "frozen")), target=ns)
+    assert not isinstance(caught.value, NotFound)
+    assert "named 'typo'" in str(caught.value)
+    assert "deployment/frozen is paused" in str(caught.value)
+
+
+def test_other_errors_of_the_check_are_not_reworded(openbao: OpenBao, vault: VaultBackend) -> None:
+    def forbidden(namespace: str, workload: str, context: str | None) -> str:
+        raise Forbidden(f"opsgate may not read deployments in {namespace}")
+
+    rotate = Rotate(
+        vault=vault, restart_consumer=Consumers(), clock=lambda: NOW, check_consumer=forbidden
+    )
+    path, _ = new_secret(openbao, {"password": "p"})
+    with pytest.raises(Forbidden, match=r"^opsgate may not read deployments in payments$"):
+        rotate.preview(
+            RotateParams(path=path, restart=("api",)), target=target(namespace="payments")
+        )

@@ -448,6 +448,38 @@ def test_a_write_between_preview_and_approval_fails_the_request_and_overwrites_n
     assert expected in events[-1].detail["error"]
 
 
+def test_a_typo_in_restart_is_answered_at_once_and_nothing_is_asked_or_written(
+    bot: RunningBot, kube: FakeKubernetes, settings: Settings, openbao: OpenBao
+) -> None:
+    path, inside = new_secret(openbao, "team", {"password": "p1"})
+    response_url = submit(bot, f"rotate {path} --restart payments-api,typo -n payments")
+
+    route = "/" + response_url.split("/", 3)[3]
+    [answer] = wait_for(
+        lambda: [c.args.get("text", "") for c in bot.fake_slack.calls if c.path == route],
+        what="the answer to the requester",
+    )
+    assert answer.startswith(":warning: cannot restart the secret's consumers afterwards: ")
+    assert "no Deployment, StatefulSet or DaemonSet named 'typo' in namespace payments" in answer
+    assert "Nothing was written; fix --restart" in answer
+    # nobody is asked, nothing is stored, written or restarted
+    assert [c for c in bot.fake_slack.calls_of("chat.postMessage") if c.args.get("blocks")] == []
+    assert rows(settings, Request) == []
+    assert current_version(openbao, inside) == 1
+    assert read(openbao, inside) == {"password": "p1"}
+    assert workload_patches(kube) == []
+
+
+def test_the_approval_message_names_the_consumers_as_resolved(
+    bot: RunningBot, kube: FakeKubernetes, settings: Settings, openbao: OpenBao
+) -> None:
+    path, _ = new_secret(openbao, "team", {"password": "p1"})
+    submit(bot, f"rotate {path} --restart payments-api -n payments")
+    shown = json.dumps(approval_message(bot).args["blocks"])
+    assert "in namespace *payments*: deployment/payments-api" in shown
+    assert request_row(settings).preview["facts"]["restart"] == ["deployment/payments-api"]
+
+
 def test_a_sealed_vault_at_approval_fails_the_request_with_the_sealed_message(
     bot: RunningBot, kube: FakeKubernetes, settings: Settings, openbao: OpenBao
 ) -> None:

@@ -330,7 +330,8 @@ class VaultBackend:
         return self._change_membership(group_name, entity_id, member=False)
 
     def _change_membership(self, group_name: str, entity_id: str, *, member: bool) -> bool:
-        """Read-modify-write of ``member_entity_ids``, which Vault replaces whole.
+        """Read-modify-write of ``member_entity_ids``, which Vault replaces whole
+        (``GET`` then ``POST identity/group/name/<name>`` with that one field only).
 
         Vault's group update has no check-and-set, so two writers can lose each other's
         change. This method narrows the window: writes from this process are serialized by a
@@ -357,14 +358,22 @@ class VaultBackend:
                     members.append(entity_id)
                 else:
                     members.remove(entity_id)
+                # by name, not by ID: a Vault policy can then limit opsgate's token to the
+                # groups made for it (``identity/group/name/opsgate-*``; docs/vault.md)
                 self._post(
-                    f"identity/group/id/{_quote(str(group['id']))}",
+                    f"identity/group/name/{_quote(group_name)}",
                     "update the members of the identity group",
                     {"member_entity_ids": members},
                     not_found=f"there is no Vault identity group named '{group_name}'",
                 )
                 changed = True
                 after = self._group(group_name)
+                if after.get("id") != group.get("id"):
+                    # deleted between our read and our write: Vault made a new, empty group
+                    raise Conflict(
+                        f"the Vault identity group '{group_name}' was deleted or replaced while "
+                        "opsgate changed its members; check the group, then try again"
+                    )
                 before_index = int(group.get("modify_index") or 0)
                 after_index = int(after.get("modify_index") or 0)
                 if after_index > before_index + 1:
