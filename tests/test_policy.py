@@ -2301,3 +2301,20 @@ def test_property_requester_and_agent_clicks_never_count(
     # and the matching is maximal: satisfied exactly when some assignment exists
     people = list(dict.fromkeys(honest))
     assert ok == brute_force_satisfiable(list(decision.steps), people)
+
+
+def test_the_docs_complete_example_validates_without_warnings() -> None:
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "policy.md").read_text()
+    example = docs.split("## A complete example", 1)[1].split("```yaml\n", 1)[1].split("```")[0]
+    loaded = parse_policy(example, source="docs/policy.md")
+    assert len(loaded.policy.rules) == 6
+    assert policy_warnings(loaded) == []
+    berlin_noon = datetime(2026, 12, 24, 11, 0, tzinfo=UTC)
+    restart = decide(
+        loaded,
+        RequestContext(
+            "restart", "U0DEV1", "prod", "payments", reason="memory leak", at=berlin_noon
+        ),
+    )
+    assert restart.reason is DecisionReason.FREEZE_REQUIRES_APPROVAL
+    assert restart.approver_groups == ("sre", "managers")
