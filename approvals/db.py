@@ -67,3 +67,23 @@ def ping(engine: Engine) -> None:
     """Run ``SELECT 1``; raises ``sqlalchemy.exc.OperationalError`` if the database is down."""
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
+
+
+SCHEDULER_TABLE_PREFIX = "opsgate_jobs_"
+"""APScheduler's SQLAlchemyJobStore creates its own table (``opsgate_jobs_<instance>``) in the
+same database; it is not part of opsgate's models, so migrations leave it alone."""
+
+
+def include_object(
+    obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any
+) -> bool:
+    """Alembic's ``include_object`` hook: skip the scheduler's job tables (and their indexes),
+    which APScheduler manages itself, when comparing the database with the models."""
+    table = getattr(obj, "table", None)
+    table_name = name if type_ == "table" else getattr(table, "name", None)
+    return not (
+        reflected
+        and compare_to is None
+        and table_name is not None
+        and table_name.startswith(SCHEDULER_TABLE_PREFIX)
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from approvals.db import make_engine
+from approvals.db import include_object, make_engine
 from approvals.models import Base
 
 config = context.config
@@ -17,6 +17,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         compare_type=True,
+        include_object=include_object,
         render_as_batch=True,
     )
     with context.begin_transaction():
@@ -33,6 +34,7 @@ def run_migrations_online() -> None:
                 connection=connection,
                 target_metadata=target_metadata,
                 compare_type=True,
+                include_object=include_object,
                 render_as_batch=connection.dialect.name == "sqlite",
             )
             with context.begin_transaction():
