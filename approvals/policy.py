@@ -239,7 +239,18 @@ class Match(_Model):
 
 
 class Limits(_Model):
-    """Bounds on a scale request: replicas, and ``max_factor`` (new <= factor * current)."""
+    """A scale rule's ``limits``; each key optional (None).
+
+    Validated here: ``min_replicas``/``max_replicas`` >= 0, ``min_replicas <= max_replicas``,
+    ``max_factor > 1``. Enforced by the scale kind when a request is previewed
+    (``actions.scale.check_limits``, which raises ``Invalid``) on a scale from the current to
+    the requested replica count:
+
+    - ``min_replicas <= requested <= max_replicas`` (inclusive; an absent bound is no bound);
+    - scaling to 0 needs ``min_replicas: 0`` (a rule without limits refuses it);
+    - ``max_factor`` bounds ``requested / current`` when growing and ``current / requested``
+      when shrinking, a 0 on either side counting as 1.
+    """
 
     min_replicas: int | None = Field(default=None, ge=0)
     max_replicas: int | None = Field(default=None, ge=0)

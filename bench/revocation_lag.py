@@ -35,14 +35,14 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from actions.access import Access, role_binding_body  # noqa: E402
-from actions.backends.kubernetes import KubernetesBackend  # noqa: E402
-from approvals.db import make_engine, make_sessionmaker, migrate  # noqa: E402
-from approvals.expiry import ExpiryScheduler  # noqa: E402
-from approvals.grants import GrantService  # noqa: E402
-from approvals.models import Grant, Request  # noqa: E402
-from approvals.notifier import GrantView  # noqa: E402
-from tests.fakes.kube import FakeKubernetes, write_kubeconfig  # noqa: E402
+from actions.access import Access, role_binding_body
+from actions.backends.kubernetes import KubernetesBackend
+from approvals.db import make_engine, make_sessionmaker, migrate
+from approvals.expiry import ExpiryScheduler
+from approvals.grants import GrantService
+from approvals.models import Grant, Request
+from approvals.notifier import GrantView
+from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 
 
 class QuietNotifier:
@@ -110,6 +110,7 @@ def seed(engine: Engine, kube: FakeKubernetes, count: int, expires_at: datetime)
                     "max_duration_seconds": 4 * 3600,
                     "started_at": started,
                     "expires_at": expires_at,
+                    "reminded_at": expires_at - timedelta(minutes=10),
                     "status": "active",
                     "updated_at": started,
                 }
@@ -159,7 +160,7 @@ def lag_run(url: str, count: int, workdir: Path) -> dict[str, float]:
         engine, grants, backend = build(url, kube, workdir, now)
         scheduler = ExpiryScheduler(engine, grants=grants, clock=now, instance="bench")
         scheduler.start()
-        expires_at = now().replace(microsecond=0) + timedelta(seconds=max(10, count // 100))
+        expires_at = now().replace(microsecond=0) + timedelta(seconds=max(15, count // 25))
         ids = seed(engine, kube, count, expires_at)
         for view in (grants.get(i) for i in ids):
             scheduler.grant_scheduled(view)

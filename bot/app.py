@@ -10,6 +10,7 @@ Socket Mode (``SLACK_APP_TOKEN`` set) Slack is reached over the WebSocket instea
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -163,7 +164,11 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     )
     gate_ref.append(gate)
     scheduler = ExpiryScheduler(
-        engine, grants=grants, clock=clock, sweep_interval=settings.sweep_interval
+        engine,
+        grants=grants,
+        clock=clock,
+        sweep_interval=settings.sweep_interval,
+        instance=re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate",
     )
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)

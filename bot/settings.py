@@ -7,6 +7,8 @@ Nothing in opsgate reads the environment at import time: build a :class:`Setting
 
 from __future__ import annotations
 
+import socket
+
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -71,6 +73,14 @@ class Settings(BaseSettings):
         ge=0,
         validation_alias="OPSGATE_REMINDER_BEFORE",
         description="Seconds before a grant ends that its grantee is reminded.",
+    )
+    instance: str = Field(
+        default_factory=lambda: socket.gethostname(),
+        validation_alias="OPSGATE_INSTANCE",
+        description=(
+            "This bot's name among those sharing the database (default: the host name); each "
+            "keeps its scheduled jobs in its own table, and any of them sweeps what is overdue."
+        ),
     )
     usergroup_cache_ttl: float = Field(
         default=300.0,

@@ -1454,7 +1454,7 @@ rules:
     approvers: [sre]
     roles: [view, edit]
     max_duration: 30m
-    vault_groups: {view: readers}
+    vault_groups: {view: opsgate-readers}
     extend: auto
   - name: staging access
     match: {action: access, environment: staging}
@@ -1694,7 +1694,7 @@ def test_settings_are_json() -> None:
         "roles": ["view", "edit"],
         "max_duration": 1800,
         "default_duration": 1800,  # min(1h, max_duration)
-        "vault_groups": {"view": "readers"},
+        "vault_groups": {"view": "opsgate-readers"},
         "extend": "auto",
         "rotate": None,
     }

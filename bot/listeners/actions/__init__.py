@@ -6,6 +6,7 @@ ID, everything else is read from the database.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -16,6 +17,9 @@ from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.grants import GrantError
 from approvals.lifecycle import Actor
 from bot import blocks, grant_blocks
+from bot.notifier import SLACK_FAILURES
+
+log = logging.getLogger(__name__)
 
 
 def register(app: App, gate: Gate) -> None:
@@ -104,6 +108,13 @@ at most what the rule's ``max_duration`` still allows."""
 
 
 def _tell(client: WebClient, channel: str | None, user: str, text: str) -> None:
-    """Answer the clicker alone."""
-    if channel is not None:
-        client.chat_postEphemeral(channel=channel, user=user, text=blocks.error_message(text))
+    """Answer the clicker alone: ephemeral in the message's channel, or in a direct message for
+    a click in the App Home tab (which has no channel)."""
+    message = blocks.error_message(text)
+    try:
+        if channel is not None:
+            client.chat_postEphemeral(channel=channel, user=user, text=message)
+        else:
+            client.chat_postMessage(channel=user, text=message)
+    except SLACK_FAILURES as exc:
+        log.warning("could not answer %s: %s", user, exc)
