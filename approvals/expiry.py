@@ -86,6 +86,19 @@ def fire_reminder(instance: str, grant_id: int) -> None:
     _as_job(scheduler.grants.remind_due)()
 
 
+class _SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
+    """The grants' job table, shared by every scheduler of the same instance name (replicas of
+    ``opsgate serve`` on one host name, say). Each may run a job (a sweep: idempotent); the second
+    to finish finds it already removed, which APScheduler 3 raises as ``JobLookupError`` from its
+    scheduler thread, ending that thread for good. Here that is only logged."""
+
+    def remove_job(self, job_id: str) -> None:
+        try:
+            super().remove_job(job_id)
+        except JobLookupError:
+            log.debug("job %s was already removed by another scheduler", job_id)
+
+
 class ExpiryScheduler:
     """APScheduler wiring for :class:`GrantService`; attaches itself to ``grants``.
 
@@ -121,7 +134,7 @@ class ExpiryScheduler:
         self._scheduler = BackgroundScheduler(
             jobstores={
                 "default": MemoryJobStore(),
-                GRANT_STORE: SQLAlchemyJobStore(
+                GRANT_STORE: _SharedJobStore(
                     engine=self._engine, tablename=f"opsgate_jobs_{instance}"
                 ),
             },

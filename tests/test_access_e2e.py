@@ -1,0 +1,553 @@
+"""End to end for issue 4 (time-bound access): signed Slack requests into the bot on a real socket,
+the fake Kubernetes API and the fake Slack Web API over real HTTP, a real database.
+
+The bot runs with an injected, mutable clock and a sweep every 0.2 s of real time: the clock
+decides what is due (reminders, expiry), the periodic sweep acts on it within a fraction of a
+second. One test lets a 2-second grant expire in real time with the real clock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine, select
+from sqlalchemy.orm import Session
+
+from actions.access import parse_rfc3339, rfc3339
+from approvals.models import AuditEvent, Grant, Request
+from bot.app import create_app
+from bot.settings import Settings
+from tests.conftest import serve_in_thread, wait_for
+from tests.fakes import slack
+from tests.fakes.kube import FakeKubernetes, cluster_role
+
+RB_API = "rbac.authorization.k8s.io/v1"
+MANAGED_BY = "app.kubernetes.io/managed-by"
+GRANT_ID = "opsgate.io/grant-id"
+EXPIRES_AT = "opsgate.io/expires-at"
+
+POLICY = """\
+version: 1
+approval_channel: C0APPROVALS
+audit_channel: C0AUDIT
+
+groups:
+  sre: {users: [U0SRE1, U0SRE2]}
+
+identities:
+  U0DEV1: {kubernetes_user: alice@example.com}
+  U0DEV2: {kubernetes_user: bob@example.com}
+
+environments:
+  prod:    {kube_context: prod, namespaces: [payments, checkout]}
+  staging: {kube_context: staging, namespaces: ["staging-*"]}
+
+rules:
+  - name: payments access
+    match: {action: access, environment: prod, namespace: payments}
+    approvers: [sre]
+    roles: [view, edit]
+    max_duration: 4h
+    default_duration: 1h
+    extend: approval
+  - name: checkout access
+    match: {action: access, environment: prod, namespace: checkout}
+    approvers: [sre]
+    roles: [view]
+    max_duration: 2h
+    extend: auto
+  - name: staging access
+    match: {action: access, environment: staging}
+    approvers: [sre]
+    roles: [view]
+    max_duration: 1m
+"""
+
+
+class Clock:
+    """The bot's injected clock: aware UTC, moved by hand from the test's thread."""
+
+    def __init__(self, now: datetime) -> None:
+        self._now = now
+        self._lock = threading.Lock()
+
+    def __call__(self) -> datetime:
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += timedelta(seconds=seconds)
+
+
+# --- fixtures -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path) -> Path:
+    path = tmp_path / "policy.yml"
+    path.write_text(POLICY)
+    return path
+
+
+@pytest.fixture
+def cluster(kube: FakeKubernetes) -> FakeKubernetes:
+    """conftest's fake cluster, with the ClusterRoles the rules name."""
+    for name in ("view", "edit"):
+        kube.add(cluster_role(name))
+    return kube
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Engine]:
+    """The bot's database, read by the test."""
+    engine = create_engine(settings.database_url)
+    yield engine
+    engine.dispose()
+
+
+@dataclass
+class AccessBot:
+    """The bot on a real socket, and a way to talk to it and read what it did, as Slack sees it."""
+
+    url: str
+    fake: slack.FakeSlack
+    kube: FakeKubernetes
+    http: httpx.Client
+    db: Engine
+
+    def post(self, body: str) -> httpx.Response:
+        answer = self.http.post(
+            f"{self.url}/slack/events", content=body, headers=slack.signed_headers(body)
+        )
+        assert answer.status_code == 200, answer.text
+        return answer
+
+    def command(self, text: str, *, user: str = "U0DEV1") -> str:
+        """``/ops <text>`` from ``user``; returns the command's response_url."""
+        response_url = self.fake.response_url()
+        self.post(slack.slash_command_body(text, user_id=user, response_url=response_url))
+        return response_url
+
+    def click(self, message: slack.Call, action_id: str, *, user: str) -> None:
+        """``user`` clicks the button ``action_id`` of a message the bot posted."""
+        value = buttons(message)[action_id]
+        self.post(
+            slack.block_action_body(
+                action_id,
+                value,
+                user_id=user,
+                channel_id=message.response["channel"],
+                message_ts=message.response["ts"],
+                response_url=self.fake.response_url(),
+            )
+        )
+
+    def event(self, event: dict[str, Any]) -> None:
+        self.post(slack.event_callback_body(event))
+
+    # --- what the bot sent to Slack ---------------------------------------------------------
+
+    def answers(self, response_url: str) -> list[str]:
+        """What the bot answered through ``response_url`` (the requester alone)."""
+        path = "/" + response_url.split("/", 3)[3]
+        return [c.args.get("text", "") for c in self.fake.calls if c.path == path]
+
+    def approvals(self) -> list[slack.Call]:
+        """Approval messages (posted to the approval channel with Approve / Deny)."""
+        return [
+            c
+            for c in self.fake.calls_of("chat.postMessage")
+            if c.args.get("channel") == "C0APPROVALS" and "approve" in buttons(c)
+        ]
+
+    def approval_for(self, request_id: int) -> slack.Call:
+        found: slack.Call = wait_for(
+            lambda: next(
+                (c for c in self.approvals() if buttons(c)["approve"] == str(request_id)), None
+            ),
+            what=f"the approval message of request #{request_id}",
+        )
+        return found
+
+    def dms(self, user: str) -> list[slack.Call]:
+        """Direct messages to ``user`` (``chat.postMessage`` with ``channel`` = the user ID)."""
+        return self.posts_to(user)
+
+    def posts_to(self, channel: str) -> list[slack.Call]:
+        return [
+            c for c in self.fake.calls_of("chat.postMessage") if c.args.get("channel") == channel
+        ]
+
+    def dm_saying(self, user: str, words: str) -> slack.Call:
+        found: slack.Call = wait_for(
+            lambda: next((c for c in self.dms(user) if words in c.args.get("text", "")), None),
+            what=f"a DM to {user} saying {words!r}",
+        )
+        return found
+
+    def updates_of(self, message: slack.Call) -> list[str]:
+        """The texts of every ``chat.update`` of ``message``."""
+        return [
+            c.args.get("text", "") + json.dumps(c.args.get("blocks"))
+            for c in self.fake.calls_of("chat.update")
+            if c.args.get("ts") == message.response["ts"]
+        ]
+
+    # --- the cluster and the database -------------------------------------------------------
+
+    def binding(self, grant_id: int, namespace: str) -> dict[str, Any] | None:
+        return self.kube.get_object(RB_API, "RoleBinding", namespace, f"opsgate-grant-{grant_id}")
+
+    def grant(self, grant_id: int) -> Grant:
+        with Session(self.db) as session:
+            grant = session.get(Grant, grant_id)
+        assert grant is not None, f"no grant #{grant_id}"
+        return grant
+
+    def request(self, request_id: int) -> Request:
+        with Session(self.db) as session:
+            request = session.get(Request, request_id)
+        assert request is not None, f"no request #{request_id}"
+        return request
+
+    def audit(self, request_id: int | None = None) -> list[AuditEvent]:
+        """The audit trail (of one request), oldest first."""
+        query = select(AuditEvent).order_by(AuditEvent.id)
+        if request_id is not None:
+            query = query.where(AuditEvent.request_id == request_id)
+        with Session(self.db) as session:
+            return list(session.scalars(query))
+
+    # --- a whole request ----------------------------------------------------------------------
+
+    def grant_access(self, text: str, *, user: str = "U0DEV1", approver: str = "U0SRE1") -> int:
+        """``/ops <text>`` (an access request), approved by ``approver``; returns the grant ID
+        once the grant is active."""
+        before = len(self.approvals())
+        self.command(text, user=user)
+        message = wait_for(
+            lambda: self.approvals()[before:], what=f"the approval message of /ops {text}"
+        )[0]
+        grant_id = int(buttons(message)["approve"])
+        self.click(message, "approve", user=approver)
+        wait_for(lambda: self.request(grant_id).status == "active", what="the grant to start")
+        return grant_id
+
+
+def buttons(message: slack.Call) -> dict[str, str]:
+    """``{action_id: value}`` of every button of a posted message."""
+    found: dict[str, str] = {}
+    raw = message.args.get("blocks") or []
+    for block in json.loads(raw) if isinstance(raw, str) else raw:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("type") == "button":
+                found[element["action_id"]] = element["value"]
+    return found
+
+
+def app_home_opened(user: str) -> dict[str, Any]:
+    """The ``app_home_opened`` event Slack sends when ``user`` opens the bot's Home tab."""
+    return {
+        "type": "app_home_opened",
+        "user": user,
+        "channel": "D0HOME" + user[-4:],
+        "tab": "home",
+        "event_ts": f"{datetime.now(UTC).timestamp():.6f}",
+    }
+
+
+@pytest.fixture
+def access_bot(
+    settings: Settings,
+    fake_slack: slack.FakeSlack,
+    cluster: FakeKubernetes,
+    clock: Clock,
+    db: Engine,
+) -> Iterator[AccessBot]:
+    """The bot with the injected clock, sweeping every 0.2 s of real time."""
+    app = create_app(settings.model_copy(update={"sweep_interval": 0.2}), clock=clock)
+    server, thread, url = serve_in_thread(app)
+    with httpx.Client(timeout=10) as http:
+        try:
+            yield AccessBot(url, fake_slack, cluster, http, db)
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+# --- the whole life of a grant --------------------------------------------------------------------
+
+
+def test_request_approve_remind_extend_by_approval_and_expire(
+    access_bot: AccessBot, clock: Clock
+) -> None:
+    bot = access_bot
+    start = clock()
+    grant_id = bot.grant_access("access payments --role edit --for 1h --reason 'debug the leak'")
+
+    # the RoleBinding: the requester's Kubernetes user bound to the ClusterRole, until the end
+    binding = bot.binding(grant_id, "payments")
+    assert binding is not None
+    assert binding["metadata"]["name"] == f"opsgate-grant-{grant_id}"
+    assert binding["subjects"] == [
+        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice@example.com"}
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": "edit",
+    }
+    assert binding["metadata"]["labels"][MANAGED_BY] == "opsgate"
+    annotations = binding["metadata"]["annotations"]
+    assert annotations[GRANT_ID] == str(grant_id)
+    end = start + timedelta(hours=1)
+    assert annotations[EXPIRES_AT] == rfc3339(end)  # RFC 3339, the clock started at approval
+    assert parse_rfc3339(annotations[EXPIRES_AT]) == end
+    grant = bot.grant(grant_id)
+    assert (grant.status, grant.grantee_id, grant.expires_at) == ("active", "U0DEV1", end)
+    assert bot.request(grant_id).decided_by == "U0SRE1"
+
+    started = bot.dm_saying("U0DEV1", "has started")
+    assert f"Grant #{grant_id}" in started.args["text"]
+    wait_for(
+        lambda: any(
+            f"Grant #{grant_id}" in c.args.get("text", "") for c in bot.posts_to("C0AUDIT")
+        ),
+        what="the audit channel's mirror of the start",
+    )
+
+    # /ops grants lists it for its grantee
+    listed = bot.command("grants")
+    [answer] = wait_for(lambda: bot.answers(listed), what="the /ops grants answer")
+    assert f"*#{grant_id}*" in answer
+    assert "*edit* in *payments*" in answer
+
+    # App Home: opening the tab publishes the user's grants with Extend / End now
+    home_before = len(bot.fake.calls_of("views.publish"))
+    bot.event(app_home_opened("U0DEV1"))
+    home = wait_for(lambda: bot.fake.calls_of("views.publish")[home_before:], what="views.publish")[
+        -1
+    ]
+    assert home.args["user_id"] == "U0DEV1"
+    view = home.args["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    assert view["type"] == "home"
+    assert f"*#{grant_id}*" in json.dumps(view)
+    actions = [b for b in view["blocks"] if b.get("type") == "actions"]
+    assert [e["action_id"] for e in actions[0]["elements"]] == ["grant_extend", "grant_end"]
+    assert {e["value"] for e in actions[0]["elements"]} == {str(grant_id)}
+
+    # ten minutes before the end: a DM with Extend and End now
+    assert not [c for c in bot.dms("U0DEV1") if "ends in" in c.args.get("text", "")]
+    clock.advance(3600 - 300)
+    reminder = bot.dm_saying("U0DEV1", "ends in")
+    assert buttons(reminder) == {"grant_extend": str(grant_id), "grant_end": str(grant_id)}
+    assert "5m" in reminder.args["text"]
+
+    # Extend: the rule says extend: approval, so it waits for an approver
+    approvals_before = len(bot.approvals())
+    bot.click(reminder, "grant_extend", user="U0DEV1")
+    extension = wait_for(
+        lambda: bot.approvals()[approvals_before:], what="the extension's approval message"
+    )[0]
+    extend_id = int(buttons(extension)["approve"])
+    assert extend_id != grant_id
+    assert f"Extend grant *#{grant_id}*" in json.dumps(extension.args["blocks"])
+    assert bot.request(extend_id).status == "pending"
+    assert bot.grant(grant_id).expires_at == end  # nothing moved before the approval
+    binding = bot.binding(grant_id, "payments")
+    assert binding is not None
+    assert binding["metadata"]["annotations"][EXPIRES_AT] == rfc3339(end)
+
+    bot.click(extension, "approve", user="U0SRE2")
+    new_end = end + timedelta(hours=1)
+    wait_for(lambda: bot.grant(grant_id).expires_at == new_end, what="the grant to be extended")
+    binding = bot.binding(grant_id, "payments")
+    assert binding is not None
+    assert binding["metadata"]["annotations"][EXPIRES_AT] == rfc3339(new_end)
+    assert bot.grant(grant_id).duration_seconds == 2 * 3600
+    wait_for(lambda: bot.request(extend_id).status == "succeeded", what="the extension to end")
+    [extended] = [e for e in bot.audit(grant_id) if e.event == "grant_extended"]
+    assert extended.detail["to"] == rfc3339(new_end)
+    bot.dm_saying("U0DEV1", "was extended")
+
+    # beyond max_duration (4h): refused, and nothing changes
+    approvals_before = len(bot.approvals())
+    refused = bot.command(f"extend {grant_id} 3h")
+    [why] = wait_for(lambda: bot.answers(refused), what="the refusal")
+    assert "more than the 4h its rule allows" in why
+    assert "at most 2h" in why
+    assert bot.approvals()[approvals_before:] == []
+    assert bot.grant(grant_id).expires_at == new_end
+
+    # a stranger may not end it
+    stranger = bot.command(f"revoke {grant_id}", user="U0DEV2")
+    [no] = wait_for(lambda: bot.answers(stranger), what="the stranger's refusal")
+    assert "Only the grantee or an approver" in no
+    assert bot.grant(grant_id).status == "active"
+    assert bot.binding(grant_id, "payments") is not None
+
+    # past the (new) end: the sweep removes the RoleBinding and says so
+    clock.advance(3600 + 300)
+    wait_for(lambda: bot.binding(grant_id, "payments") is None, what="the RoleBinding to go")
+    wait_for(lambda: bot.grant(grant_id).status == "revoked", what="the grant to be revoked")
+    grant = bot.grant(grant_id)
+    assert (grant.revoke_reason, grant.revoked_by) == ("expired", "opsgate")
+    [ended] = [e for e in bot.audit(grant_id) if e.to_status == "revoked"]
+    assert ended.event == "grant_expired"
+    assert ended.detail["expires_at"] == rfc3339(new_end)
+    assert ended.detail["lag_seconds"] == 0.0  # the injected clock stood still past the end
+    assert ended.detail["removed"]["role_binding_deleted"] is True
+    bot.dm_saying("U0DEV1", "has expired")
+    # the approval message of the access request says it ended
+    approval = bot.approval_for(grant_id)
+    wait_for(
+        lambda: any("Ended: access ended: expired" in u for u in bot.updates_of(approval)),
+        what="the approval message to say the access ended",
+    )
+    assert bot.request(grant_id).status == "revoked"
+
+
+def test_auto_extension_early_revoke_and_end_now(access_bot: AccessBot, clock: Clock) -> None:
+    bot = access_bot
+    start = clock()
+
+    # checkout: extend: auto, so /ops extend takes effect without an approver
+    first = bot.grant_access("access checkout --for 30m")
+    binding = bot.binding(first, "checkout")
+    assert binding is not None
+    assert binding["roleRef"]["name"] == "view"  # the rule's first role is the default
+    approvals_before = len(bot.approvals())
+    bot.command(f"extend {first} 30m")
+    new_end = start + timedelta(hours=1)
+    wait_for(lambda: bot.grant(first).expires_at == new_end, what="the automatic extension")
+    binding = bot.binding(first, "checkout")
+    assert binding is not None
+    assert binding["metadata"]["annotations"][EXPIRES_AT] == rfc3339(new_end)
+    [auto] = [e for e in bot.audit() if e.event == "auto_approved"]  # the extension
+    assert auto.request_id is not None
+    assert bot.request(auto.request_id).action == "extend"
+    wait_for(lambda: bot.request(auto.request_id or 0).status == "succeeded", what="its end")
+    assert bot.approvals()[approvals_before:] == []  # nobody was asked
+    # beyond max_duration (2h): refused
+    refused = bot.command(f"extend {first} 1h30m")
+    [why] = wait_for(lambda: bot.answers(refused), what="the refusal")
+    assert "at most 1h" in why
+    assert bot.grant(first).expires_at == new_end
+
+    # Extend on the DM asks for what the rule still allows (30m of 2h), not for a refused hour
+    longer = bot.grant_access("access checkout --for 1h30m")
+    started = bot.dm_saying("U0DEV1", f"Grant #{longer}: view in checkout (prod) has started")
+    bot.click(started, "grant_extend", user="U0DEV1")
+    wait_for(
+        lambda: bot.grant(longer).expires_at == start + timedelta(hours=2),
+        what="the button's extension",
+    )
+    assert bot.grant(longer).duration_seconds == 2 * 3600
+
+    # early revoke by its grantee: gone at once, audited with who and why
+    revoked = bot.command(f"revoke {first} --reason 'done debugging'")
+    wait_for(lambda: bot.binding(first, "checkout") is None, what="the RoleBinding to go")
+    [said] = wait_for(lambda: bot.answers(revoked), what="the revoke answer")
+    assert f"Grant #{first} was revoked" in said
+    grant = bot.grant(first)
+    assert grant.status == "revoked"
+    assert grant.revoked_by == "U0DEV1"
+    assert grant.revoked_at == clock()
+    assert grant.revoke_reason == "revoked early by <@U0DEV1>: done debugging"
+    [ended] = [e for e in bot.audit(first) if e.to_status == "revoked"]
+    assert (ended.event, ended.actor_id) == ("grant_revoked", "U0DEV1")
+    bot.dm_saying("U0DEV1", "was ended early")
+    # a second revoke changes nothing and says so
+    again = bot.command(f"revoke {first}")
+    [twice] = wait_for(lambda: bot.answers(again), what="the second revoke's answer")
+    assert "already revoked" in twice
+
+    # End now on the DM: a stranger's click is refused, the grantee's ends it
+    second = bot.grant_access("access payments --role view --for 2h")
+    started = bot.dm_saying("U0DEV1", f"Grant #{second}: view in payments (prod) has started")
+    assert buttons(started) == {"grant_extend": str(second), "grant_end": str(second)}
+    ephemerals = len(bot.fake.calls_of("chat.postEphemeral"))
+    bot.click(started, "grant_end", user="U0DEV2")
+    refusal = wait_for(
+        lambda: bot.fake.calls_of("chat.postEphemeral")[ephemerals:], what="the refusal"
+    )[0]
+    assert refusal.args["user"] == "U0DEV2"
+    assert "Only the grantee or an approver" in refusal.args["text"]
+    assert bot.binding(second, "payments") is not None
+    assert bot.grant(second).status == "active"
+
+    bot.click(started, "grant_end", user="U0DEV1")
+    wait_for(lambda: bot.binding(second, "payments") is None, what="End now to remove it")
+    wait_for(lambda: bot.grant(second).status == "revoked", what="the grant to be revoked")
+    assert bot.grant(second).revoked_by == "U0DEV1"
+    [ended] = [e for e in bot.audit(second) if e.to_status == "revoked"]
+    assert ended.event == "grant_revoked"
+    assert ended.detail["reason"] == "revoked early by <@U0DEV1>: ended early by its grantee"
+    assert bot.request(second).status == "revoked"
+
+    # an approver may end anyone's grant; a stranger may not extend it
+    third = bot.grant_access("access payments --role view --for 1h", approver="U0SRE2")
+    stranger = bot.command(f"extend {third} 30m", user="U0DEV2")
+    [no] = wait_for(lambda: bot.answers(stranger), what="the stranger's refusal")
+    assert "is not yours" in no
+    bot.command(f"revoke {third}", user="U0SRE1")
+    wait_for(lambda: bot.grant(third).status == "revoked", what="the approver's revoke")
+    assert bot.binding(third, "payments") is None
+    assert bot.grant(third).revoke_reason == "revoked early by <@U0SRE1>"
+    bot.dm_saying("U0DEV1", f"Grant #{third}: view in payments (prod) was ended early")
+
+
+# --- real time ------------------------------------------------------------------------------------
+
+
+def test_a_two_second_grant_expires_in_real_time(
+    settings: Settings, fake_slack: slack.FakeSlack, cluster: FakeKubernetes, db: Engine
+) -> None:
+    """The real clock, and no periodic sweep within the test: the grant's own scheduled job
+    (APScheduler, at ``expires_at``) revokes it."""
+    app = create_app(settings.model_copy(update={"sweep_interval": 3600}))
+    server, thread, url = serve_in_thread(app)
+    try:
+        with httpx.Client(timeout=10) as http:
+            bot = AccessBot(url, fake_slack, cluster, http, db)
+            grant_id = bot.grant_access("access staging-web --for 2s")
+            binding = bot.binding(grant_id, "staging-web")
+            assert binding is not None
+            expires_at = bot.grant(grant_id).expires_at
+            assert binding["metadata"]["annotations"][EXPIRES_AT] == rfc3339(expires_at)
+            assert expires_at - bot.grant(grant_id).started_at == timedelta(seconds=2)
+
+            wait_for(
+                lambda: bot.binding(grant_id, "staging-web") is None,
+                timeout=expires_at.timestamp() - datetime.now(UTC).timestamp() + 10,
+                what="the 2-second grant's RoleBinding to go",
+            )
+            gone_at = datetime.now(UTC)
+            assert gone_at >= expires_at  # not before its time
+            wait_for(lambda: bot.grant(grant_id).status == "revoked", what="the revocation")
+            grant = bot.grant(grant_id)
+            assert grant.revoke_reason == "expired"
+            assert grant.revoked_at is not None
+            assert grant.revoked_at >= expires_at
+            [ended] = [e for e in bot.audit(grant_id) if e.to_status == "revoked"]
+            assert ended.event == "grant_expired"
+            assert ended.detail["lag_seconds"] >= 0
+            bot.dm_saying("U0DEV1", "has expired")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
