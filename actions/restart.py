@@ -11,17 +11,14 @@ cannot refuse for a workload that exists and is not paused (both checked).
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
-from actions.errors import Invalid, RolloutFailed
-from actions.kube import KubernetesPort
-from actions.rollout import follow_rollout
+from actions.errors import Invalid
+from actions.rollout import RolloutFollower
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -37,31 +34,16 @@ class RestartParams(BaseModel):
     namespace: str = Field(min_length=1, max_length=63)
 
 
-class Restart:
+class Restart(RolloutFollower):
     """The restart request kind.
 
-    ``kube``: the Kubernetes port; ``clock``: aware UTC now; ``rollout_timeout``: seconds to
-    follow the rollout after the change; ``sleep``/``poll_interval`` (seconds) pace it.
+    Constructed as :class:`actions.rollout.RolloutFollower` (``kube``, ``clock``,
+    ``rollout_timeout``, ``sleep``, ``poll_interval``).
     """
 
     name: ClassVar[str] = "restart"
     reversible: ClassVar[bool] = True
     params_model: ClassVar[type[BaseModel]] = RestartParams
-
-    def __init__(
-        self,
-        *,
-        kube: KubernetesPort,
-        clock: Callable[[], datetime],
-        rollout_timeout: float = 300.0,
-        sleep: Callable[[float], None] = time.sleep,
-        poll_interval: float = 2.0,
-    ) -> None:
-        self._kube = kube
-        self._clock = clock
-        self._rollout_timeout = rollout_timeout
-        self._sleep = sleep
-        self._poll_interval = poll_interval
 
     def _find(self, params: RestartParams, context: str | None) -> dict[str, Any]:
         return find_workload(self._kube, context, params.namespace, params.name, params.kind)
@@ -109,23 +91,11 @@ class Restart:
         patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}}
         obj = self._kube.patch_workload(context, kind, params.namespace, name, patch)
         generation = obj.get("metadata", {}).get("generation")
-        result = follow_rollout(
-            self._kube,
-            context,
-            kind,
-            params.namespace,
-            name,
-            timeout=self._rollout_timeout,
-            clock=self._clock,
-            sleep=self._sleep,
-            poll_interval=self._poll_interval,
-        )
+        result = self._follow(context, kind, params.namespace, name)
         applied = f"restarted {preview.target} in {params.namespace} (restartedAt {restarted_at})"
         facts = {
             "restartedAt": restarted_at,
             "generation": generation,
             "rollout": result.as_facts(),
         }
-        if not result.done:
-            raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
-        return Outcome(summary=f"{applied}; {result.summary}", facts=facts)
+        return self._outcome(applied, result, facts)

@@ -11,15 +11,12 @@ the Deployment's own bookkeeping ones. This module sends exactly that patch.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from datetime import datetime
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
-from actions.errors import Conflict, Invalid, NotFound, RolloutFailed
+from actions.errors import Conflict, Invalid, NotFound
 from actions.history import (
     REVISION,
     Revision,
@@ -28,8 +25,7 @@ from actions.history import (
     revisions_of,
     template_without_hash,
 )
-from actions.kube import KubernetesPort
-from actions.rollout import follow_rollout
+from actions.rollout import RolloutFollower
 from actions.workloads import WorkloadKind
 
 ANNOTATIONS_KEPT = frozenset(
@@ -86,31 +82,16 @@ def rollback_patch(deployment: dict[str, Any], replica_set: dict[str, Any]) -> l
     ]
 
 
-class Rollback:
+class Rollback(RolloutFollower):
     """The rollback request kind.
 
-    ``kube``: the Kubernetes port; ``clock``: aware UTC now; ``rollout_timeout``: seconds to
-    follow the rollout after the change; ``sleep``/``poll_interval`` (seconds) pace it.
+    Constructed as :class:`actions.rollout.RolloutFollower` (``kube``, ``clock``,
+    ``rollout_timeout``, ``sleep``, ``poll_interval``).
     """
 
     name: ClassVar[str] = "rollback"
     reversible: ClassVar[bool] = True
     params_model: ClassVar[type[BaseModel]] = RollbackParams
-
-    def __init__(
-        self,
-        *,
-        kube: KubernetesPort,
-        clock: Callable[[], datetime],
-        rollout_timeout: float = 300.0,
-        sleep: Callable[[float], None] = time.sleep,
-        poll_interval: float = 2.0,
-    ) -> None:
-        self._kube = kube
-        self._clock = clock
-        self._rollout_timeout = rollout_timeout
-        self._sleep = sleep
-        self._poll_interval = poll_interval
 
     def _read(
         self, context: str | None, params: RollbackParams
@@ -218,17 +199,7 @@ class Rollback:
         self._kube.json_patch_workload(
             context, WorkloadKind.DEPLOYMENT, params.namespace, params.name, patch
         )
-        result = follow_rollout(
-            self._kube,
-            context,
-            WorkloadKind.DEPLOYMENT,
-            params.namespace,
-            params.name,
-            timeout=self._rollout_timeout,
-            clock=self._clock,
-            sleep=self._sleep,
-            poll_interval=self._poll_interval,
-        )
+        result = self._follow(context, WorkloadKind.DEPLOYMENT, params.namespace, params.name)
         applied = (
             f"rolled back {ref} in {params.namespace} from revision {now_at} to revision "
             f"{chosen.number} ({', '.join(chosen.images)})"
@@ -239,6 +210,4 @@ class Rollback:
             "images": list(chosen.images),
             "rollout": result.as_facts(),
         }
-        if not result.done:
-            raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
-        return Outcome(summary=f"{applied}; {result.summary}", facts=facts)
+        return self._outcome(applied, result, facts)

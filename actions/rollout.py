@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from actions.errors import TemporaryError
+from actions.base import Outcome
+from actions.errors import RolloutFailed, TemporaryError
 from actions.kube import KubernetesPort
 from actions.workloads import WorkloadKind, WorkloadState
 
@@ -230,3 +231,50 @@ def _condition_message(obj: dict[str, Any]) -> str:
         if condition.get("type") == "Progressing":
             return str(condition.get("message", "")) or PROGRESS_DEADLINE_EXCEEDED
     return PROGRESS_DEADLINE_EXCEEDED
+
+
+class RolloutFollower:
+    """The part restart, scale and rollback share: after their change, follow the rollout.
+
+    ``kube``: the Kubernetes port; ``clock``: aware UTC now; ``rollout_timeout``: seconds to
+    follow the rollout after the change; ``sleep``/``poll_interval`` (seconds) pace it.
+    """
+
+    def __init__(
+        self,
+        *,
+        kube: KubernetesPort,
+        clock: Callable[[], datetime],
+        rollout_timeout: float = 300.0,
+        sleep: Callable[[float], None] = time.sleep,
+        poll_interval: float = 2.0,
+    ) -> None:
+        self._kube = kube
+        self._clock = clock
+        self._rollout_timeout = rollout_timeout
+        self._sleep = sleep
+        self._poll_interval = poll_interval
+
+    def _follow(self, context: str | None, kind: str, namespace: str, name: str) -> RolloutResult:
+        """:func:`follow_rollout` with this kind's port, clock and pacing."""
+        return follow_rollout(
+            self._kube,
+            context,
+            kind,
+            namespace,
+            name,
+            timeout=self._rollout_timeout,
+            clock=self._clock,
+            sleep=self._sleep,
+            poll_interval=self._poll_interval,
+        )
+
+    @staticmethod
+    def _outcome(applied: str, result: RolloutResult, facts: dict[str, Any]) -> Outcome:
+        """``applied; <rollout summary>`` when the rollout completed.
+
+        Raises ``RolloutFailed`` (``applied, but <summary>``: the change WAS made) when not.
+        """
+        if not result.done:
+            raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
+        return Outcome(summary=f"{applied}; {result.summary}", facts=facts)

@@ -217,6 +217,13 @@ def _current_version(vault: VaultPort, mount: str, inside: str) -> int | None:
         return None
 
 
+def _no_password_policy(policy: str) -> str:
+    return (
+        f"Vault has no password policy named '{policy}' (the rule's rotate.password_policy); "
+        "nothing was written; fix policy.yml or create the password policy in Vault"
+    )
+
+
 def _conflict(full_path: str, read: int, now: int | None) -> Conflict:
     later = f"is now {now}" if now is not None else "is no longer current"
     return Conflict(
@@ -290,8 +297,32 @@ class _Consumers:
 
 
 def _consumer_lines(results: list[dict[str, Any]]) -> str:
-    return "; ".join(
-        r["summary"] if r["ok"] else f"{r['workload']}: FAILED: {r['error']}" for r in results
+    """One bullet line per workload restarted, the failed ones first."""
+    ordered = [r for r in results if not r["ok"]] + [r for r in results if r["ok"]]
+    return "\n".join(
+        f"• {r['workload']}: FAILED: {r['error']}" if not r["ok"] else f"• {r['summary']}"
+        for r in ordered
+    )
+
+
+def _done(written: str, results: list[dict[str, Any]]) -> str:
+    """The summary of a success: what was written, then one line per workload restarted."""
+    return written + (f"\n{_consumer_lines(results)}" if results else "")
+
+
+def _consumers_failed(
+    written: str, results: list[dict[str, Any]], namespace: str | None, way_back: str
+) -> PermanentError:
+    """The error of a write that succeeded while a workload restart failed: what was written,
+    what to do (``way_back``, then the restart commands to retry), then each workload. What to do
+    comes before the details, so that a message cut short still says it."""
+    failed = [r for r in results if not r["ok"]]
+    retry = ", ".join(f"`/ops restart {r['workload']} -n {namespace}`" for r in failed)
+    return PermanentError(
+        f"{written}, but {len(failed)} of {len(results)} workload restart(s) failed.\n"
+        f"{way_back}\n"
+        f"To restart a failed workload again: {retry}\n"
+        f"{_consumer_lines(results)}"
     )
 
 
@@ -299,6 +330,10 @@ def _restart_line(workloads: list[str], namespace: str | None) -> str:
     if not workloads:
         return "No workloads will be restarted"
     return f"Then restart, one by one, in namespace *{namespace}*: {', '.join(workloads)}"
+
+
+def _in_environment(environment: str) -> str:
+    return f", environment {environment}" if environment else ""
 
 
 class Rotate:
@@ -332,7 +367,8 @@ class Rotate:
 
         Raises NotFound (no such secret or role, or a workload to restart that does not
         exist), Invalid (not KV v2 nor a static role, an ambiguous or unknown key, workloads
-        without a namespace or that cannot be restarted, a deleted current version), Forbidden
+        without a namespace or that cannot be restarted, a deleted current version, a rule's
+        password policy that Vault does not have), Forbidden
         and TemporaryError from the adapters.
         """
         assert isinstance(params, RotateParams)
@@ -368,6 +404,7 @@ class Rotate:
         elif key not in keys:
             raise Invalid(f"{full_path} has no key '{key}' (its keys: {', '.join(keys)})")
         if settings.password_policy:
+            self._check_password_policy(settings.password_policy)
             source = f"Vault password policy `{settings.password_policy}`"
             source_fact: dict[str, Any] = {"password_policy": settings.password_policy}
         else:
@@ -379,8 +416,8 @@ class Rotate:
             )
             source_fact = {"generator": {"length": generator.length, "charset_size": distinct}}
         lines = (
-            f"Rotate *{full_path}* (KV v2 secret in {mount.path}, "
-            f"environment {target.environment})",
+            f"Rotate *{full_path}* (KV v2 secret in {mount.path}"
+            f"{_in_environment(target.environment)})",
             f"Keys: {', '.join(keys)}",
             f"Current version: {version}, created {_stamp(current.created_time)} "
             f"({_age(current.created_time, now)})",
@@ -401,6 +438,19 @@ class Rotate:
             "namespace": namespace,
         }
         return Preview(target=full_path, lines=lines, facts=facts)
+
+    def _check_password_policy(self, policy: str) -> None:
+        """Refuse, before anyone is asked, a rule whose password policy Vault does not have.
+
+        Vault has no way to ask whether a password policy exists short of reading it (a
+        capability opsgate's token does not need), so one password is generated and dropped at
+        once: it is never written anywhere.
+        """
+        try:
+            password = self._vault.generate_password(policy)
+        except NotFound as exc:
+            raise Invalid(_no_password_policy(policy)) from exc
+        del password
 
     def _preview_static_role(
         self,
@@ -450,9 +500,11 @@ class Rotate:
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
         """Write the new value (or rotate the static role), then restart the consumers.
 
-        Raises Conflict when the secret changed since the preview (nothing written), and
-        PermanentError when the write succeeded but a consumer failed (the message names the
-        new version, each failed consumer and the ``/ops restore`` command that goes back).
+        Raises Conflict when the secret changed since the preview (nothing written), Invalid
+        when the rule's password policy no longer exists (nothing written), and PermanentError
+        when the write succeeded but a consumer failed: the message names the new version, the
+        ``/ops restore`` command that goes back, the ``/ops restart`` command of each failed
+        workload, and then how each workload's restart went.
         """
         assert isinstance(params, RotateParams)
         facts = preview.facts
@@ -484,16 +536,16 @@ class Rotate:
         written = (
             f"rotated key {facts['key']} of {path}: new version {new_version} (was {read_version})"
         )
-        failed = [r for r in results if not r["ok"]]
-        if failed:
-            raise PermanentError(
-                f"{written}, but {len(failed)} of {len(results)} consumer(s) failed: "
-                f"{_consumer_lines(results)}. The new value is in place; to go back to the old "
-                f"one: `/ops restore {path} --to-version {new_version - 1}`"
+        if not all(r["ok"] for r in results):
+            raise _consumers_failed(
+                written,
+                results,
+                facts["namespace"],
+                f"The new value stays in place. To go back to the old value: "
+                f"`/ops restore {path} --to-version {read_version}`",
             )
-        summary = written + (f"; {_consumer_lines(results)}" if results else "")
         return Outcome(
-            summary=summary,
+            summary=_done(written, results),
             facts={
                 "path": path,
                 "previous_version": read_version,
@@ -508,7 +560,14 @@ class Rotate:
         """A callable the adapter calls just before the write; it keeps no value."""
         policy = settings.password_policy
         if policy:
-            return lambda: self._vault.generate_password(policy)
+
+            def from_policy() -> str:
+                try:
+                    return self._vault.generate_password(policy)
+                except NotFound as exc:  # removed since the preview checked it
+                    raise Invalid(_no_password_policy(policy)) from exc
+
+            return from_policy
         generator = settings.generator or Generator()
         return lambda: generated_value(generator)
 
@@ -516,31 +575,40 @@ class Rotate:
         mount, role, path = facts["mount"], facts["role"], facts["path"]
         before = self._vault.static_role(mount, role).last_vault_rotation
         self._vault.rotate_static_role(mount, role)
-        after = self._vault.static_role(mount, role).last_vault_rotation
-        if after is None or (before is not None and after <= before):
+        # Vault answered: the database has the new password. From here on, an error must not
+        # say that nothing changed, and the workloads must be restarted whatever happens.
+        try:
+            after: datetime | None = self._vault.static_role(mount, role).last_vault_rotation
+            unconfirmed = ""
+        except ActionError as exc:
+            after = None
+            unconfirmed = f" (opsgate could not read the role back to confirm it: {exc})"
+        if not unconfirmed and (after is None or (before is not None and after <= before)):
             raise PermanentError(
                 f"Vault accepted the rotation of static role {role} but its last_vault_rotation "
-                f"did not advance ({_stamp(before)}); check the database engine's logs"
+                f"did not advance ({_stamp(before)}); check the database engine's logs; no "
+                "workload was restarted"
             )
         results = self._consumers.restart_all(
             facts["restart"], facts["namespace"], target.kube_context
         )
-        written = f"rotated the password of database static role {role} ({path}) at {_stamp(after)}"
-        failed = [r for r in results if not r["ok"]]
-        if failed:
-            raise PermanentError(
-                f"{written}, but {len(failed)} of {len(results)} consumer(s) failed: "
-                f"{_consumer_lines(results)}. The old password no longer works, so the failed "
-                "workloads must be fixed or restarted again; there is no version to restore"
+        when = f" at {_stamp(after)}" if after is not None else unconfirmed
+        written = f"rotated the password of database static role {role} ({path}){when}"
+        if not all(r["ok"] for r in results):
+            raise _consumers_failed(
+                written,
+                results,
+                facts["namespace"],
+                "The old password no longer works and a static role has no version to restore: "
+                "fix the failed workloads so that they start with the new password.",
             )
-        summary = written + (f"; {_consumer_lines(results)}" if results else "")
         return Outcome(
-            summary=summary,
+            summary=_done(written, results),
             facts={
                 "path": path,
                 "role": role,
                 "username": facts["username"],
-                "last_vault_rotation": after.isoformat(),
+                "last_vault_rotation": after.isoformat() if after is not None else None,
                 "consumers": results,
             },
         )
@@ -594,9 +662,13 @@ class Restore:
             if current
             else "not kept"
         )
+        if current is not None and not (current.deleted or current.destroyed):
+            current_keys = self._vault.kv_keys(mount_name, inside, meta.current_version)
+            if current_keys != keys:  # say so: a consumer may need a key the old data lacks
+                current_age += f"; its keys differ: {', '.join(current_keys)}"
         lines = (
-            f"Restore *{full_path}* to the data of version {params.to_version} "
-            f"(environment {target.environment})",
+            f"Restore *{full_path}* to the data of version {params.to_version}"
+            + (f" (environment {target.environment})" if target.environment else ""),
             f"Version {params.to_version}: created {_stamp(wanted.created_time)} "
             f"({_age(wanted.created_time, now)}); keys: {', '.join(keys)}",
             f"Current version: {meta.current_version}, {current_age}",
@@ -654,6 +726,11 @@ class Restore:
             raise _conflict(
                 path, read_version, _current_version(self._vault, mount, inside)
             ) from exc
+        except NotFound as exc:
+            raise Conflict(
+                f"version {to_version} of {path} can no longer be read (deleted or destroyed "
+                "since the preview); nothing was written"
+            ) from exc
         results = self._consumers.restart_all(
             facts["restart"], facts["namespace"], target.kube_context
         )
@@ -661,16 +738,16 @@ class Restore:
             f"restored {path} to the data of version {to_version}: new version {new_version} "
             f"(was {read_version})"
         )
-        failed = [r for r in results if not r["ok"]]
-        if failed:
-            raise PermanentError(
-                f"{written}, but {len(failed)} of {len(results)} consumer(s) failed: "
-                f"{_consumer_lines(results)}. To go back: "
-                f"`/ops restore {path} --to-version {read_version}`"
+        if not all(r["ok"] for r in results):
+            raise _consumers_failed(
+                written,
+                results,
+                facts["namespace"],
+                f"The restored data stays in place. To go back to the data before the restore: "
+                f"`/ops restore {path} --to-version {read_version}`",
             )
-        summary = written + (f"; {_consumer_lines(results)}" if results else "")
         return Outcome(
-            summary=summary,
+            summary=_done(written, results),
             facts={
                 "path": path,
                 "previous_version": read_version,

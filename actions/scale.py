@@ -7,17 +7,14 @@ HorizontalPodAutoscaler that may undo the change, and validating it with a serve
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
-from actions.errors import Invalid, RolloutFailed
-from actions.kube import KubernetesPort
-from actions.rollout import follow_rollout
+from actions.errors import Invalid
+from actions.rollout import RolloutFollower
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 SCALABLE = (WorkloadKind.DEPLOYMENT, WorkloadKind.STATEFULSET)
@@ -101,31 +98,16 @@ def autoscalers_of(hpas: list[dict[str, Any]], kind: str, name: str) -> list[dic
     return found
 
 
-class Scale:
+class Scale(RolloutFollower):
     """The scale request kind.
 
-    ``kube``: the Kubernetes port; ``clock``: aware UTC now; ``rollout_timeout``: seconds to
-    follow the rollout after the change; ``sleep``/``poll_interval`` (seconds) pace it.
+    Constructed as :class:`actions.rollout.RolloutFollower` (``kube``, ``clock``,
+    ``rollout_timeout``, ``sleep``, ``poll_interval``).
     """
 
     name: ClassVar[str] = "scale"
     reversible: ClassVar[bool] = True
     params_model: ClassVar[type[BaseModel]] = ScaleParams
-
-    def __init__(
-        self,
-        *,
-        kube: KubernetesPort,
-        clock: Callable[[], datetime],
-        rollout_timeout: float = 300.0,
-        sleep: Callable[[float], None] = time.sleep,
-        poll_interval: float = 2.0,
-    ) -> None:
-        self._kube = kube
-        self._clock = clock
-        self._rollout_timeout = rollout_timeout
-        self._sleep = sleep
-        self._poll_interval = poll_interval
 
     def preview(self, params: BaseModel, *, target: Target) -> Preview:
         """Read the workload and its scale; enforce ``target.settings["limits"]``; find the
@@ -193,22 +175,10 @@ class Scale:
         applied = (
             f"scaled {preview.target} in {params.namespace} from {before} to {params.replicas}"
         )
-        result = follow_rollout(
-            self._kube,
-            context,
-            kind,
-            params.namespace,
-            name,
-            timeout=self._rollout_timeout,
-            clock=self._clock,
-            sleep=self._sleep,
-            poll_interval=self._poll_interval,
-        )
+        result = self._follow(context, kind, params.namespace, name)
         facts = {
             "from_replicas": before,
             "replicas": int((scale.get("spec") or {}).get("replicas", params.replicas)),
             "rollout": result.as_facts(),
         }
-        if not result.done:
-            raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
-        return Outcome(summary=f"{applied}; {result.summary}", facts=facts)
+        return self._outcome(applied, result, facts)

@@ -286,17 +286,26 @@ class Gate:
         view = self.get(request_id)
 
         def approval_posted(ref: MessageRef) -> None:
-            # stored before the announcement is posted, so that a click arriving meanwhile
-            # already finds the message it must update
+            # stored at once, so that a click arriving before request_opened returns already
+            # finds the message it must update
             with self._sessions.begin() as session:
                 request = self._load(session, request_id)
                 request.approval_channel_id = ref.channel_id
                 request.approval_ts = ref.ts
 
+        def thread_posted(ref: MessageRef) -> None:
+            with self._sessions.begin() as session:
+                request = self._load(session, request_id)
+                request.thread_channel_id = ref.channel_id
+                request.thread_ts = ref.ts
+
         try:
-            refs = self._notifier.request_opened(view, approval_posted=approval_posted)
+            refs = self._notifier.request_opened(
+                view, approval_posted=approval_posted, thread_posted=thread_posted
+            )
         except NotifyError as exc:
             self._finish_unannounced(request_id, str(exc))
+            self._notify(request_id, "cancelled")
             raise Rejected(
                 f"Request #{request_id} was cancelled: the approval message could not be "
                 f"posted ({exc}). Nothing was changed."
@@ -806,6 +815,20 @@ class Gate:
             self._finish(
                 request_id, Status.FAILED, error=str(exc), detail={**facts, "error": str(exc)}
             )
+            return
+        except Exception as exc:  # a bug: the requester must still hear of it
+            # only the type's name: an unexpected message might hold anything, a secret included
+            log.error(
+                "request #%s: unexpected %s while executing",
+                request_id,
+                type(exc).__name__,
+                exc_info=True,
+            )
+            why = (
+                f"opsgate hit an unexpected error ({type(exc).__name__}) while executing; "
+                "whether it took effect is unknown: check the target before asking again"
+            )
+            self._finish(request_id, Status.FAILED, error=why, detail={"error": why})
             return
         if "grant" in outcome.facts and self.grants is not None:
             with self._sessions.begin() as session:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import case, insert, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.access import (
@@ -40,7 +40,7 @@ from actions.access import (
     rfc3339,
 )
 from actions.errors import ActionError
-from approvals.lifecycle import SYSTEM, Actor, transition
+from approvals.lifecycle import SYSTEM, TRANSITIONS, Actor, InvalidTransition, transition
 from approvals.lifecycle import record as record_event
 from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
 from approvals.notifier import GrantNotifier, GrantView, NotifyError
@@ -99,6 +99,16 @@ class GrantScheduling(Protocol):
 class _Ended:
     grant_id: int
     event: str
+
+
+@dataclass(frozen=True)
+class _Removal:
+    """What removing one claimed grant from the backends gave: when, and what or which error."""
+
+    grant: Grant
+    at: datetime
+    removed: dict[str, bool] | None
+    error: ActionError | None
 
 
 class GrantService:
@@ -372,11 +382,14 @@ class GrantService:
         ended: list[_Ended] = []
         while True:
             selected, claimed = self._claim_overdue(now)
-            ended.extend(self._finish_many(claimed))
+            batch = self._finish_many(claimed)
+            self._announce(batch)  # each batch's grantees are told as soon as it is recorded
+            ended.extend(batch)
             if selected < self._batch_size:  # the last batch (what others took, they finish)
                 break
-        ended.extend(self._finish_many(self._claim_stale(now)))
-        self._announce(ended)
+        batch = self._finish_many(self._claim_stale(now))
+        self._announce(batch)
+        ended.extend(batch)
         return [e.grant_id for e in ended]
 
     def _claim_overdue(self, now: datetime) -> tuple[int, list[int]]:
@@ -419,32 +432,157 @@ class GrantService:
                 ).all()
             )
 
-    def _finish_many(self, grant_ids: Sequence[int]) -> list[_Ended]:
+    def _finish_many(self, grant_ids: Sequence[int], *, actor: Actor = SYSTEM) -> list[_Ended]:
+        """Remove claimed (``revoking``) grants from the backends and record their ends.
+
+        One read of the claimed rows, the backend removals on ``workers`` threads, then one
+        transaction for the whole batch: a guarded ``UPDATE grants SET status = 'revoked' … WHERE
+        id IN (…) AND status = 'revoking' RETURNING id`` decides which ends this call records (a
+        grant another instance finished first is left out), then each request's ``active →
+        revoked`` transition and audit event, and a ``revoke_failed`` event for each removal
+        that failed (that grant stays ``revoking`` and is retried after ``retry_after``
+        seconds). ``revoked_at`` is the moment the backends confirmed the removal. ``actor`` is
+        who ended the grants when they were revoked early.
+        """
         if not grant_ids:
             return []
-        if len(grant_ids) == 1 or self._workers <= 1:
-            results = [self._finish(grant_id) for grant_id in grant_ids]
+        with self._sessions() as session:
+            grants = list(
+                session.scalars(
+                    select(Grant)
+                    .where(Grant.id.in_(grant_ids), Grant.status == GrantStatus.REVOKING.value)
+                    .order_by(Grant.id)
+                ).all()
+            )
+        if not grants:
+            return []
+        if len(grants) == 1 or self._workers <= 1:
+            removals = [self._remove(grant) for grant in grants]
         else:
             with ThreadPoolExecutor(
-                max_workers=min(self._workers, len(grant_ids)), thread_name_prefix="revoke"
+                max_workers=min(self._workers, len(grants)), thread_name_prefix="revoke"
             ) as pool:
-                results = list(pool.map(self._finish, grant_ids))
-        return [r for r in results if r is not None]
+                removals = list(pool.map(self._remove, grants))
+        removed = {r.grant.id: r for r in removals if r.error is None}
+        failed = [r for r in removals if r.error is not None]
+        ended: list[_Ended] = []
+        with self._sessions.begin() as session:
+            done: list[int] = []
+            if removed:
+                revoked_at = case(
+                    *(
+                        (Grant.id == grant_id, literal(r.at, Grant.revoked_at.type))
+                        for grant_id, r in removed.items()
+                    ),
+                    else_=Grant.revoked_at,
+                )
+                done = sorted(
+                    session.scalars(
+                        update(Grant)
+                        .where(Grant.id.in_(removed), Grant.status == GrantStatus.REVOKING.value)
+                        .values(
+                            status=GrantStatus.REVOKED.value,
+                            revoked_at=revoked_at,
+                            updated_at=revoked_at,
+                        )
+                        .returning(Grant.id)
+                        .execution_options(synchronize_session=False)
+                    ).all()
+                )
+            if done:
+                ended = self._end_requests(session, [removed[grant_id] for grant_id in done], actor)
+            if failed:
+                requests = {
+                    request.id: request
+                    for request in session.scalars(
+                        select(Request).where(Request.id.in_([r.grant.id for r in failed]))
+                    )
+                }
+                for r in failed:
+                    log.warning("grant #%s: revocation failed, will retry: %s", r.grant.id, r.error)
+                    if r.grant.id in requests:
+                        record_event(
+                            session,
+                            requests[r.grant.id],
+                            event="revoke_failed",
+                            actor=SYSTEM,
+                            now=r.at,
+                            detail={
+                                "error": str(r.error),
+                                "reason": r.grant.revoke_reason or EXPIRED,
+                            },
+                        )
+        return ended
 
-    def _finish(self, grant_id: int, *, actor: Actor = SYSTEM) -> _Ended | None:
-        """Remove a claimed (``revoking``) grant from the backends and record the end.
-
-        Returns None when a backend failed (audited as ``revoke_failed``; retried later) or when
-        another instance finished it first.
-        """
-        with self._sessions() as session:
-            grant = session.get(Grant, grant_id)
-            if grant is None or grant.status != GrantStatus.REVOKING.value:
-                return None
+    @staticmethod
+    def _end_requests(session: Session, removals: Sequence[_Removal], actor: Actor) -> list[_Ended]:
+        """In the caller's transaction: the ``active → revoked`` transition of the access requests
+        of ``removals`` (grants this call has just moved to ``revoked``) as one guarded ``UPDATE
+        requests … WHERE id IN (…) AND status = 'active' RETURNING …`` (the lifecycle's guarded
+        update, for a batch), and one audit event per request moved, written at the moment its
+        grant was removed, with when and how late (``lag_seconds`` after ``expires_at``)."""
+        if Status.REVOKED not in TRANSITIONS[Status.ACTIVE]:
+            raise InvalidTransition(f"{Status.ACTIVE} → {Status.REVOKED} is not allowed")
+        at = {r.grant.id: r.at for r in removals}
+        updated_at = case(
+            *((Request.id == i, literal(t, Request.updated_at.type)) for i, t in at.items()),
+            else_=Request.updated_at,
+        )
+        moved = {
+            row.id: row
+            for row in session.execute(
+                update(Request)
+                .where(Request.id.in_(at), Request.status == Status.ACTIVE.value)
+                .values(status=Status.REVOKED.value, updated_at=updated_at)
+                .returning(
+                    Request.id, Request.action, Request.target, Request.rule, Request.policy_sha256
+                )
+                .execution_options(synchronize_session=False)
+            )
+        }
+        ended: list[_Ended] = []
+        events: list[dict[str, Any]] = []
+        for r in removals:
+            grant = r.grant
             reason = grant.revoke_reason or EXPIRED
             revoked_by = grant.revoked_by or SYSTEM.id
-            expires_at = grant.expires_at
             event = _end_event(reason)
+            ended.append(_Ended(grant.id, event))
+            row = moved.get(grant.id)
+            if row is None:
+                log.warning("grant #%s: its request was not active", grant.id)
+                continue
+            who = actor if actor.id == revoked_by else Actor(revoked_by, _kind(revoked_by))
+            events.append(
+                {
+                    "request_id": grant.id,
+                    "event": f"grant_{event}",
+                    "from_status": Status.ACTIVE.value,
+                    "to_status": Status.REVOKED.value,
+                    "actor_id": who.id,
+                    "actor_kind": who.kind,
+                    "action": row.action,
+                    "target": row.target,
+                    "rule": row.rule,
+                    "policy_sha256": row.policy_sha256,
+                    "detail": {
+                        "why": event,
+                        "reason": reason,
+                        "expires_at": rfc3339(grant.expires_at),
+                        "revoked_at": r.at.isoformat(),
+                        "lag_seconds": round((r.at - grant.expires_at).total_seconds(), 3),
+                        "removed": r.removed,
+                    },
+                    "created_at": r.at,
+                }
+            )
+        if events:
+            session.execute(insert(AuditEvent), events)
+        return ended
+
+    def _remove(self, grant: Grant) -> _Removal:
+        """Remove one claimed grant from Kubernetes and Vault (idempotent); never raises
+        ``ActionError``: a failure is returned, for the caller to audit and retry."""
         try:
             removed = self._access.revoke(
                 kube_context=grant.kube_context,
@@ -454,51 +592,14 @@ class GrantService:
                 vault_entity_id=grant.vault_entity_id,
             )
         except ActionError as exc:
-            log.warning("grant #%s: revocation failed, will retry: %s", grant_id, exc)
-            with self._sessions.begin() as session:
-                request = session.get(Request, grant_id)
-                if request is not None:
-                    record_event(
-                        session,
-                        request,
-                        event="revoke_failed",
-                        actor=SYSTEM,
-                        now=self._clock(),
-                        detail={"error": str(exc), "reason": reason},
-                    )
-            return None
-        now = self._clock()
-        with self._sessions.begin() as session:
-            done = session.execute(
-                update(Grant)
-                .where(Grant.id == grant_id, Grant.status == GrantStatus.REVOKING.value)
-                .values(status=GrantStatus.REVOKED.value, revoked_at=now, updated_at=now)
-                .execution_options(synchronize_session=False)
-            )
-            if done.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            request = session.get(Request, grant_id, populate_existing=True)
-            assert request is not None
-            moved = transition(
-                session,
-                request,
-                expected=Status.ACTIVE,
-                to=Status.REVOKED,
-                actor=actor if actor.id == revoked_by else Actor(revoked_by, _kind(revoked_by)),
-                now=now,
-                event=f"grant_{event}",
-                detail={
-                    "why": event,
-                    "reason": reason,
-                    "expires_at": rfc3339(expires_at),
-                    "revoked_at": now.isoformat(),
-                    "lag_seconds": round((now - expires_at).total_seconds(), 3),
-                    "removed": removed,
-                },
-            )
-            if not moved:
-                log.warning("grant #%s: its request was %s, not active", grant_id, request.status)
-        return _Ended(grant_id, event)
+            return _Removal(grant, self._clock(), None, exc)
+        return _Removal(grant, self._clock(), removed, None)
+
+    def _finish(self, grant_id: int, *, actor: Actor = SYSTEM) -> _Ended | None:
+        """:meth:`_finish_many` of one grant: its end, or None when a backend failed (audited
+        as ``revoke_failed``; retried later) or another instance finished it first."""
+        ended = self._finish_many([grant_id], actor=actor)
+        return ended[0] if ended else None
 
     # --- reminders ----------------------------------------------------------------------------
 
@@ -677,10 +778,21 @@ class GrantService:
     # --- telling people -----------------------------------------------------------------------
 
     def _announce(self, ended: Sequence[_Ended]) -> None:
+        if not ended:
+            return
+        with self._sessions() as session:
+            views = {
+                grant.id: _view(grant, approvers)
+                for grant, approvers in session.execute(
+                    select(Grant, Request.approvers)
+                    .join(Request, Request.id == Grant.id)
+                    .where(Grant.id.in_([item.grant_id for item in ended]))
+                )
+            }
         for item in ended:
             if self._scheduling is not None:
                 self._scheduling.grant_ended(item.grant_id)
-            self._notify(self.get(item.grant_id), item.event)
+            self._notify(views[item.grant_id], item.event)
 
     def _notify(self, view: GrantView, event: str) -> None:
         try:

@@ -101,10 +101,11 @@ class Notifier(Protocol):
         request: RequestView,
         *,
         approval_posted: Callable[[MessageRef], None] | None = None,
+        thread_posted: Callable[[MessageRef], None] | None = None,
     ) -> OpenedRefs:
-        """Announce a new request: the approval message (buttons) when it needs approval, and
-        the requester's message whose thread carries progress. ``approval_posted`` is called with
-        the approval message as soon as it is posted (before the announcement). Raises
+        """Announce a new request: the requester's message whose thread carries progress, then
+        the approval message (buttons) when it needs approval. ``thread_posted`` and
+        ``approval_posted`` are called with each message as soon as it is posted. Raises
         :class:`NotifyError` when the approval message cannot be posted."""
         ...
 

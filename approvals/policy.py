@@ -6,11 +6,13 @@ documented in ``docs/policy.md``. :func:`load_policy` reads and validates it and
 records. :func:`decide` is a pure function: policy, request context and the groups' members in,
 frozen :class:`Decision` out; it touches nothing. :func:`count_satisfied` says whether a sequence of
 approvals satisfies a decision's steps. :func:`policy_warnings` finds rules that can never match
-and groups nobody is in (``opsgate policy check``).
+and groups nobody is in (``opsgate policy check``). :func:`agent_of` and :func:`requester_kind`
+tell automation (the policy's ``agents``) from people.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import hashlib
 import re
@@ -140,6 +142,30 @@ class Identity(_Model):
 
     kubernetes_user: str | None = None
     vault_entity: str | None = None
+
+
+AGENT_ID = re.compile(r"^[UWBA][A-Z0-9]{2,}$")
+"""A Slack user ID (``U…``/``W…``, a bot user's too), bot ID (``B…``) or app ID (``A…``)."""
+
+
+class Agent(_Model):
+    """Automation that may ask opsgate for changes: a bot or app posting in Slack.
+
+    Keyed in ``agents`` by the Slack ID its messages carry: the bot user ID (``U…``), the bot ID
+    (``B…``, for example a legacy integration or an incoming webhook) or the app ID (``A…``).
+    """
+
+    name: str
+    description: str | None = None
+
+
+def _check_agent_id(value: str) -> str:
+    if not AGENT_ID.match(value):
+        raise ValueError(f"'{value}' is not a Slack user, bot or app ID (U…, W…, B… or A…)")
+    return value
+
+
+AgentId = Annotated[str, AfterValidator(_check_agent_id)]
 
 
 class Environment(_Model):
@@ -374,6 +400,7 @@ class Policy(_Model):
     incident_channels: list[str] = []
     groups: dict[str, Group] = {}
     identities: dict[str, Identity] = {}
+    agents: dict[AgentId, Agent] = {}
     environments: dict[str, Environment]
     defaults: Defaults = Defaults()
     freezes: list[Freeze] = []
@@ -493,6 +520,27 @@ def _cross_references(policy: Policy) -> list[tuple[Loc, str]]:
                 problems.append(
                     ((*loc, j), f"unknown environment '{env}' (environments: {known_envs})")
                 )
+
+    reported: set[tuple[str, str]] = set()
+    for i, rule in enumerate(policy.rules):
+        uses = [(g, "approvers") for g in rule.approvers]
+        uses += [(g, "steps") for step in rule.steps for g in step.approvers]
+        if rule.during_freeze is not None:
+            uses += [(g, "during_freeze") for g in rule.during_freeze.approvers]
+        uses += [(g, "break_glass") for g in rule.break_glass]
+        for name, how in uses:
+            group = policy.groups.get(name)
+            for j, user in enumerate(group.users if group is not None else []):
+                if user in policy.agents and (name, user) not in reported:
+                    reported.add((name, user))
+                    problems.append(
+                        (
+                            ("groups", name, "users", j),
+                            f"'{user}' is an agent (agents.{user}); automation can never "
+                            f"approve or break the glass, but rules[{i}] uses group '{name}' "
+                            f"for {how}",
+                        )
+                    )
 
     default_ttl = policy.defaults.pending_ttl
     for i, freeze in enumerate(policy.freezes):
@@ -669,6 +717,8 @@ def parse_policy(text: str | bytes, *, source: str = "policy.yml") -> LoadedPoli
         lines[("groups", name)] = _node_line(root, ("groups", name)) or 0
     for i in range(len(policy.freezes)):
         lines[("freezes", i)] = _node_line(root, ("freezes", i)) or 0
+    if policy.agents:
+        lines[("agents",)] = _node_line(root, ("agents",)) or 0
     return LoadedPolicy(
         policy=policy, sha256=digest, source=source, rule_lines=rule_lines, lines=lines
     )
@@ -738,6 +788,27 @@ def is_incident_channel(policy: Policy, channel_name: str | None) -> bool:
     return channel_name is not None and _matches_any(channel_name, policy.incident_channels)
 
 
+# --- agents -----------------------------------------------------------------------------------
+
+
+def agent_of(policy: Policy, *ids: str | None) -> str | None:
+    """The first of ``ids`` that the policy lists under ``agents``, or None (a person).
+
+    ``ids`` are the Slack IDs a message, event or command carries, most specific first: the
+    ``user`` (a bot user's ``U…`` too), the ``bot_id`` (``B…``) and the ``app_id`` (``A…``). The
+    ID returned is the requester ID to record: the one the policy names.
+    """
+    return next((i for i in ids if i and i in policy.agents), None)
+
+
+def requester_kind(
+    policy: Policy, requester: str, claimed: Literal["human", "agent"] = "human"
+) -> Literal["human", "agent"]:
+    """``agent`` when ``claimed`` says so or the policy lists ``requester`` under ``agents``;
+    the policy can make a requester automation, never a person."""
+    return "agent" if claimed == "agent" or requester in policy.agents else "human"
+
+
 # --- groups -----------------------------------------------------------------------------------
 
 
@@ -799,7 +870,10 @@ class RequestContext:
 
     ``requester_kind`` is ``human`` or ``agent`` (automation); ``incident`` is true when the request
     was made in an incident channel; ``reason`` is ``--reason`` (or the ``--break-glass`` reason);
-    ``at`` is when the request is made (an aware datetime; needed when the policy has freezes).
+    ``at`` is when the request is made (an aware datetime; needed when the policy has freezes);
+    ``kind_reversible`` is what the request kind declares (``ActionKind.reversible``; None: not
+    known here). A request listed under the policy's ``agents`` is decided as ``agent`` whatever
+    ``requester_kind`` says.
     """
 
     action: str
@@ -812,11 +886,13 @@ class RequestContext:
     reason: str | None = None
     break_glass: bool = False
     at: datetime | None = None
+    kind_reversible: bool | None = None
 
     @property
     def reversible(self) -> bool:
-        """Whether this kind of change can be undone (:data:`REVERSIBLE`)."""
-        return is_reversible(self.action)
+        """Whether this kind of change can be undone: :data:`REVERSIBLE` and, when given,
+        ``kind_reversible`` both say so (either one saying no makes it irreversible)."""
+        return is_reversible(self.action) and self.kind_reversible is not False
 
 
 @dataclass(frozen=True)
@@ -970,7 +1046,14 @@ def explain_mismatches(
 ) -> list[list[str]]:
     """For each rule, why it does not match ``ctx`` (empty list: it matches)."""
     members = static_groups(loaded.policy) if groups is None else groups
+    ctx = _as_listed(loaded.policy, ctx)
     return [[why for _f, why in _mismatches(r, ctx, members)] for r in loaded.policy.rules]
+
+
+def _as_listed(policy: Policy, ctx: RequestContext) -> RequestContext:
+    """``ctx`` as the policy sees it: a requester listed under ``agents`` is automation."""
+    kind = requester_kind(policy, ctx.requester, ctx.requester_kind)
+    return ctx if kind == ctx.requester_kind else dataclasses.replace(ctx, requester_kind=kind)
 
 
 def _freeze_in_force(policy: Policy, ctx: RequestContext) -> Freeze | None:
@@ -1011,13 +1094,15 @@ def _settings(rule: Rule) -> dict[str, Any]:
 def _steps(
     models: Sequence[StepModel] | Sequence[tuple[Sequence[str], int]],
     members: Mapping[str, frozenset[str]],
+    agents: Collection[str] = (),
 ) -> tuple[Step, ...]:
+    """The steps with their members resolved; ``agents`` are never among a step's approvers."""
     out: list[Step] = []
     for model in models:
         groups, needed = (
             (model.approvers, model.min_approvals) if isinstance(model, StepModel) else model
         )
-        users = frozenset(u for g in groups for u in members.get(g, frozenset()))
+        users = frozenset(u for g in groups for u in members.get(g, frozenset()) if u not in agents)
         out.append(Step(tuple(groups), users, needed))
     return tuple(out)
 
@@ -1049,6 +1134,7 @@ def decide(
     members = static_groups(policy) if groups is None else groups
     if ctx.at is not None and ctx.at.tzinfo is None:
         raise ValueError("RequestContext.at must be an aware datetime")
+    ctx = _as_listed(policy, ctx)
     where = f" in {ctx.environment}" if ctx.environment else ""
 
     index: int | None = None
@@ -1093,7 +1179,11 @@ def decide(
     rule = policy.rules[index]
     label = loaded.rule_label(index)
     ttl = rule.pending_ttl or policy.defaults.pending_ttl
-    escalate_users = members.get(rule.escalate_to, frozenset()) if rule.escalate_to else frozenset()
+    escalate_users = (
+        members.get(rule.escalate_to, frozenset()) - frozenset(policy.agents)
+        if rule.escalate_to
+        else frozenset()
+    )
     base: dict[str, Any] = {
         "rule_index": index,
         "rule_label": label,
@@ -1115,7 +1205,7 @@ def decide(
     auto = rule.approval == "auto"
     if ctx.action == "extend":
         auto = rule.extend_mode() == "auto"
-    steps = _steps(rule.step_models(), members)
+    steps = _steps(rule.step_models(), members, policy.agents)
     approval_reason = DecisionReason.RULE_REQUIRES_APPROVAL
     freeze_label: str | None = None
 
@@ -1132,7 +1222,7 @@ def decide(
                 f"{end:%Y-%m-%d %H:%M} {freeze.timezone}: {freeze.reason}"
             )
             return deny(DecisionReason.FREEZE, message, freeze=freeze_label)
-        steps = _steps([(during.approvers, during.min_approvals)], members)
+        steps = _steps([(during.approvers, during.min_approvals)], members, policy.agents)
         auto = False
         approval_reason = DecisionReason.FREEZE_REQUIRES_APPROVAL
 
@@ -1148,7 +1238,9 @@ def decide(
             )
 
     if ctx.break_glass and not auto:
-        allowed = frozenset(u for g in rule.break_glass for u in members.get(g, frozenset()))
+        allowed = frozenset(
+            u for g in rule.break_glass for u in members.get(g, frozenset())
+        ) - frozenset(policy.agents)
         if ctx.requester_kind == "agent" or ctx.requester not in allowed:
             why = (
                 "automation can never break the glass"
@@ -1281,7 +1373,8 @@ def _groups_used(rule: Rule) -> set[str]:
 def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> list[PolicyIssue]:
     """What is valid but surely not meant: rules shadowed by an earlier rule (they can never
     match), rules whose environments' namespaces never meet their namespace globs, groups with
-    nobody in them, groups no rule uses, and (given ``now``) freezes that have ended.
+    nobody in them, groups no rule uses, agents no rule lets ask, and (given ``now``) freezes
+    that have ended.
 
     Sound: a rule is reported unreachable only when it provably is.
     """
@@ -1326,6 +1419,15 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
             out.append(PolicyIssue(line_no, f"groups.{name}", "has nobody in it"))
         if name not in used:
             out.append(PolicyIssue(line_no, f"groups.{name}", "is not used by any rule"))
+    if policy.agents and all(r.match.requester_kind == "human" for r in policy.rules):
+        out.append(
+            PolicyIssue(
+                loaded.lines.get(("agents",)),
+                "agents",
+                "no rule lets automation ask (every rule has requester_kind: human), so every "
+                "request of these agents is denied",
+            )
+        )
     if now is not None:
         for k, freeze in enumerate(policy.freezes):
             if freeze.window()[1] <= now:
@@ -1352,6 +1454,7 @@ __all__ = [
     "DEFAULT_PENDING_TTL",
     "KNOWN_ACTIONS",
     "REVERSIBLE",
+    "Agent",
     "Decision",
     "DecisionReason",
     "Freeze",
@@ -1364,6 +1467,7 @@ __all__ = [
     "RequestContext",
     "Rule",
     "Step",
+    "agent_of",
     "count_satisfied",
     "decide",
     "explain_mismatches",
@@ -1374,6 +1478,7 @@ __all__ = [
     "parse_duration",
     "parse_policy",
     "policy_warnings",
+    "requester_kind",
     "resolve_environment",
     "resolve_groups",
     "static_groups",

@@ -33,12 +33,18 @@ _STATUS_EMOJI = {
 }
 
 
+def _fit(text: str, limit: int = 3000) -> str:
+    """Slack refuses a text block over 3000 characters; a cut one says so."""
+    cut = " … (cut)"
+    return text if len(text) <= limit else text[: limit - len(cut)] + cut
+
+
 def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
+    return {"type": "section", "text": {"type": "mrkdwn", "text": _fit(text)}}
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _fit(text)}]}
 
 
 def title(view: RequestView) -> str:
@@ -170,11 +176,11 @@ def requester_announcement(view: RequestView) -> str:
     if view.break_glass:
         return f"{base}. :rotating_light: Break-glass: executing now, without approval."
     if view.needs_approval and len(view.steps) > 1:
-        where = f" in <#{view.approval.channel_id}>" if view.approval else ""
+        where = f" in <#{view.approval_channel}>" if view.approval_channel else ""
         return f"{base}. Waiting for {still_needed(view)}{where}."
     if view.needs_approval:
         groups = ", ".join(view.approver_groups)
-        where = f" in <#{view.approval.channel_id}>" if view.approval else ""
+        where = f" in <#{view.approval_channel}>" if view.approval_channel else ""
         return f"{base}. Waiting for {view.min_approvals} approval(s) from {groups}{where}."
     return f"{base}. Approved automatically by policy ({view.rule})."
 

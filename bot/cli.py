@@ -25,6 +25,7 @@ from approvals.policy import (
     is_incident_channel,
     load_policy,
     policy_warnings,
+    requester_kind,
     resolve_environment,
     seconds_text,
 )
@@ -55,7 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--env", help="the environment, when the namespace is in several")
     explain.add_argument("--channel", help="the name of the channel the request is made in")
     explain.add_argument("--path", help="the Vault secret path (rotate, restore)")
-    explain.add_argument("--agent", action="store_true", help="the requester is automation")
+    explain.add_argument(
+        "--agent",
+        action="store_true",
+        help="the requester is automation (implied for an ID the policy lists under agents)",
+    )
     explain.add_argument("--reason", help="the request's --reason")
     explain.add_argument("--break-glass", action="store_true", help="ask with --break-glass")
     explain.add_argument(
@@ -122,7 +127,7 @@ def _explain(loaded: LoadedPolicy, args: argparse.Namespace) -> int:
         namespace=args.namespace,
         path=args.path,
         incident=incident,
-        requester_kind="agent" if args.agent else "human",
+        requester_kind=requester_kind(policy, args.user, "agent" if args.agent else "human"),
         reason=args.reason,
         break_glass=args.break_glass,
         at=at,
@@ -148,9 +153,11 @@ def explain_lines(loaded: LoadedPolicy, ctx: RequestContext, decision: Decision)
         )
         if part
     )
+    agent = policy.agents.get(ctx.requester)
+    kind = f"agent {agent.name!r}" if agent is not None else ctx.requester_kind
     lines = [
         f"request:  {ctx.action}{f' ({where})' if where else ''} by {ctx.requester} "
-        f"({ctx.requester_kind}){', break-glass' if ctx.break_glass else ''}, "
+        f"({kind}){', break-glass' if ctx.break_glass else ''}, "
         f"at {ctx.at.isoformat() if ctx.at else '-'}",
         f"decision: {decision.outcome.value} ({decision.reason.value})",
         f"rule:     {decision.rule_label or 'none'}",
@@ -196,7 +203,11 @@ def explain_lines(loaded: LoadedPolicy, ctx: RequestContext, decision: Decision)
             )
         if decision.approval_channel:
             lines.append(f"channel:  {decision.approval_channel}")
-        settings = {k: v for k, v in decision.settings.items() if v not in (None, {}, [])}
+        settings = {
+            k: v
+            for k, v in decision.settings.items()
+            if v not in (None, {}, []) and (k != "extend" or ctx.action in ("access", "extend"))
+        }
         if settings:
             lines.append(f"settings: {settings}")
     for freeze in policy.freezes:

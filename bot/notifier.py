@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 
 from slack_sdk import WebClient
@@ -51,11 +50,17 @@ class SlackNotifier:
         request: RequestView,
         *,
         approval_posted: Callable[[MessageRef], None] | None = None,
+        thread_posted: Callable[[MessageRef], None] | None = None,
     ) -> OpenedRefs:
-        """Post the approval message (if approval is needed) and the requester's announcement.
+        """Post the requester's announcement, then the approval message (if approval is needed).
 
-        Raises ``NotifyError`` when the approval message cannot be posted.
+        The announcement goes first and each ref is handed to its callback as soon as it exists,
+        so that a click on the approval message always finds the thread to report to. Raises
+        ``NotifyError`` when the approval message cannot be posted.
         """
+        thread = self._announce(request)
+        if thread is not None and thread_posted is not None:
+            thread_posted(thread)
         approval: MessageRef | None = None
         if request.needs_approval and request.approval_channel is not None:
             text, message_blocks = blocks.approval_message(request)
@@ -70,8 +75,6 @@ class SlackNotifier:
             approval = MessageRef(str(response["channel"]), str(response["ts"]))
             if approval_posted is not None:
                 approval_posted(approval)
-            request = replace(request, approval=approval)
-        thread = self._announce(request)
         return OpenedRefs(approval=approval, thread=thread)
 
     def _announce(self, request: RequestView) -> MessageRef | None:

@@ -96,6 +96,7 @@ def install_sighup(store: PolicyStore) -> bool:
 
 
 def _reload_logged(store: PolicyStore) -> None:
+    log.info("SIGHUP: reloading the policy %s", store.path)
     try:
         store.reload()
     except Exception:  # a failing callback must not be lost silently

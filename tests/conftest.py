@@ -7,11 +7,14 @@ migrated schema.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +111,15 @@ def kube() -> Iterator[FakeKubernetes]:
 
 
 @pytest.fixture
-def policy_path(tmp_path: Path) -> Path:
+def policy_text() -> str:
+    """The policy the bot runs; a module overrides this fixture to run its own."""
+    return POLICY
+
+
+@pytest.fixture
+def policy_path(tmp_path: Path, policy_text: str) -> Path:
     path = tmp_path / "policy.yml"
-    path.write_text(POLICY)
+    path.write_text(policy_text)
     return path
 
 
@@ -204,9 +213,16 @@ def serve_in_thread(
     return server, thread, f"http://127.0.0.1:{port}"
 
 
-@pytest.fixture
-def bot(settings: Settings, fake_slack: slack.FakeSlack) -> Iterator[RunningBot]:
-    app = create_app(settings)
+@contextmanager
+def running_bot(
+    settings: Settings,
+    fake_slack: slack.FakeSlack,
+    *,
+    clock: Callable[[], datetime] | None = None,
+) -> Iterator[RunningBot]:
+    """``create_app(settings, clock=clock)`` served on a loopback port (the app's default clock
+    when ``clock`` is None), as a :class:`RunningBot`; stopped on leaving the block."""
+    app = create_app(settings) if clock is None else create_app(settings, clock=clock)
     server, thread, url = serve_in_thread(app)
     with httpx.Client(timeout=10) as http:
         try:
@@ -214,3 +230,20 @@ def bot(settings: Settings, fake_slack: slack.FakeSlack) -> Iterator[RunningBot]
         finally:
             server.should_exit = True
             thread.join(timeout=10)
+
+
+@pytest.fixture
+def bot(settings: Settings, fake_slack: slack.FakeSlack) -> Iterator[RunningBot]:
+    with running_bot(settings, fake_slack) as running:
+        yield running
+
+
+def buttons(message: slack.Call) -> dict[str, str]:
+    """``{action_id: value}`` of every button of a message the bot posted."""
+    found: dict[str, str] = {}
+    raw = message.args.get("blocks") or []
+    for block in json.loads(raw) if isinstance(raw, str) else raw:
+        for element in block.get("elements", []) if block.get("type") == "actions" else []:
+            if element.get("type") == "button":
+                found[element["action_id"]] = element["value"]
+    return found

@@ -9,7 +9,6 @@ handed the test's clock.
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import time
@@ -26,10 +25,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from approvals.models import AuditEvent, Grant, Request
-from tests.conftest import wait_for
+from tests.conftest import buttons, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, cluster_role, write_kubeconfig
-from tests.fakes.openbao import OpenBao
+from tests.fakes.openbao import OpenBao, stop_process
 from tests.test_serve import OPSGATE, env_for, free_port
 
 pytest_plugins = ["tests.fixtures_vault"]
@@ -105,13 +104,7 @@ class Bot:
         self.proc.wait(timeout=15)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
+        stop_process(self.proc, timeout=15)
         self._log.close()
 
 
@@ -224,17 +217,6 @@ class World:
             )
 
 
-def buttons(message: slack.Call) -> dict[str, str]:
-    """``{action_id: value}`` of every button of a posted message."""
-    found: dict[str, str] = {}
-    raw = message.args.get("blocks") or []
-    for block in json.loads(raw) if isinstance(raw, str) else raw:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("type") == "button":
-                found[element["action_id"]] = element["value"]
-    return found
-
-
 @pytest.fixture
 def vault_identity(openbao: OpenBao) -> tuple[str, str, str]:
     """A fresh identity entity and an internal ``opsgate-*`` group: (entity, its ID, group)."""
@@ -251,6 +233,34 @@ def group_members(openbao: OpenBao, group: str) -> list[str]:
     return list(data.get("member_entity_ids") or [])
 
 
+def make_world(
+    tmp_path: Path,
+    database_url: str,
+    fake: slack.FakeSlack,
+    kube: FakeKubernetes,
+    openbao: OpenBao,
+    vault_identity: tuple[str, str, str],
+    *,
+    sweep_interval: str,
+) -> World:
+    """A World whose cluster has the ClusterRoles ``view`` and ``edit`` and whose policy names
+    ``vault_identity``'s entity and group; its bots sweep every ``sweep_interval`` seconds."""
+    for name in ("view", "edit"):
+        kube.add(cluster_role(name))
+    entity, _, group = vault_identity
+    policy = tmp_path / "policy.yml"
+    policy.write_text(policy_text(entity, group))
+    return World(
+        tmp_path,
+        database_url,
+        fake,
+        kube,
+        openbao,
+        policy,
+        OPSGATE_SWEEP_INTERVAL=sweep_interval,
+    )
+
+
 @pytest.fixture
 def world(
     tmp_path: Path,
@@ -260,14 +270,9 @@ def world(
     openbao: OpenBao,
     vault_identity: tuple[str, str, str],
 ) -> Iterator[World]:
-    for name in ("view", "edit"):
-        kube.add(cluster_role(name))
-    entity, _, group = vault_identity
-    policy = tmp_path / "policy.yml"
-    policy.write_text(policy_text(entity, group))
     # No periodic sweep within a test: what revokes is the start of a bot (or a grant's job).
-    built = World(
-        tmp_path, database_url, fake_slack, kube, openbao, policy, OPSGATE_SWEEP_INTERVAL="3600"
+    built = make_world(
+        tmp_path, database_url, fake_slack, kube, openbao, vault_identity, sweep_interval="3600"
     )
     try:
         yield built
@@ -350,13 +355,8 @@ def test_two_bots_on_one_postgresql_revoke_each_grant_exactly_once(
     """Two ``opsgate serve`` processes sweeping every 0.2 s; several grants end together."""
     if make_url(database_url).get_backend_name() != "postgresql":
         pytest.skip("needs PostgreSQL (OPSGATE_TEST_DATABASE_URL): SQLite serializes writers")
-    for name in ("view", "edit"):
-        kube.add(cluster_role(name))
-    entity, _, group = vault_identity
-    policy = tmp_path / "policy.yml"
-    policy.write_text(policy_text(entity, group))
-    world = World(
-        tmp_path, database_url, fake_slack, kube, openbao, policy, OPSGATE_SWEEP_INTERVAL="0.2"
+    world = make_world(
+        tmp_path, database_url, fake_slack, kube, openbao, vault_identity, sweep_interval="0.2"
     )
     try:
         first = world.start_bot()

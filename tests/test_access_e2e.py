@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +21,10 @@ import pytest
 from sqlalchemy import Engine, create_engine, select
 from sqlalchemy.orm import Session
 
-from actions.access import parse_rfc3339, rfc3339
+from actions.access import parse_rfc3339, rfc3339, role_binding_body
 from approvals.models import AuditEvent, Grant, Request
-from bot.app import create_app
 from bot.settings import Settings
-from tests.conftest import serve_in_thread, wait_for
+from tests.conftest import buttons, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, cluster_role
 
@@ -92,10 +91,8 @@ class Clock:
 
 
 @pytest.fixture
-def policy_path(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yml"
-    path.write_text(POLICY)
-    return path
+def policy_text() -> str:
+    return POLICY
 
 
 @pytest.fixture
@@ -248,17 +245,6 @@ class AccessBot:
         return grant_id
 
 
-def buttons(message: slack.Call) -> dict[str, str]:
-    """``{action_id: value}`` of every button of a posted message."""
-    found: dict[str, str] = {}
-    raw = message.args.get("blocks") or []
-    for block in json.loads(raw) if isinstance(raw, str) else raw:
-        for element in block.get("elements", []) if block.get("type") == "actions" else []:
-            if element.get("type") == "button":
-                found[element["action_id"]] = element["value"]
-    return found
-
-
 def app_home_opened(user: str) -> dict[str, Any]:
     """The ``app_home_opened`` event Slack sends when ``user`` opens the bot's Home tab."""
     return {
@@ -270,6 +256,23 @@ def app_home_opened(user: str) -> dict[str, Any]:
     }
 
 
+@contextmanager
+def serve_access_bot(
+    settings: Settings,
+    fake_slack: slack.FakeSlack,
+    cluster: FakeKubernetes,
+    db: Engine,
+    *,
+    sweep_interval: float,
+    clock: Clock | None = None,
+) -> Iterator[AccessBot]:
+    """The bot sweeping every ``sweep_interval`` s of real time, with ``clock`` (None: the real
+    one), served until the block ends."""
+    every = settings.model_copy(update={"sweep_interval": sweep_interval})
+    with running_bot(every, fake_slack, clock=clock) as running:
+        yield AccessBot(running.url, fake_slack, cluster, running.http, db)
+
+
 @pytest.fixture
 def access_bot(
     settings: Settings,
@@ -279,14 +282,10 @@ def access_bot(
     db: Engine,
 ) -> Iterator[AccessBot]:
     """The bot with the injected clock, sweeping every 0.2 s of real time."""
-    app = create_app(settings.model_copy(update={"sweep_interval": 0.2}), clock=clock)
-    server, thread, url = serve_in_thread(app)
-    with httpx.Client(timeout=10) as http:
-        try:
-            yield AccessBot(url, fake_slack, cluster, http, db)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    with serve_access_bot(
+        settings, fake_slack, cluster, db, sweep_interval=0.2, clock=clock
+    ) as bot:
+        yield bot
 
 
 # --- the whole life of a grant --------------------------------------------------------------------
@@ -520,34 +519,162 @@ def test_a_two_second_grant_expires_in_real_time(
 ) -> None:
     """The real clock, and no periodic sweep within the test: the grant's own scheduled job
     (APScheduler, at ``expires_at``) revokes it."""
-    app = create_app(settings.model_copy(update={"sweep_interval": 3600}))
-    server, thread, url = serve_in_thread(app)
-    try:
-        with httpx.Client(timeout=10) as http:
-            bot = AccessBot(url, fake_slack, cluster, http, db)
-            grant_id = bot.grant_access("access staging-web --for 2s")
-            binding = bot.binding(grant_id, "staging-web")
-            assert binding is not None
-            expires_at = bot.grant(grant_id).expires_at
-            assert binding["metadata"]["annotations"][EXPIRES_AT] == rfc3339(expires_at)
-            assert expires_at - bot.grant(grant_id).started_at == timedelta(seconds=2)
+    with serve_access_bot(settings, fake_slack, cluster, db, sweep_interval=3600) as bot:
+        grant_id = bot.grant_access("access staging-web --for 2s")
+        binding = bot.binding(grant_id, "staging-web")
+        assert binding is not None
+        expires_at = bot.grant(grant_id).expires_at
+        assert binding["metadata"]["annotations"][EXPIRES_AT] == rfc3339(expires_at)
+        assert expires_at - bot.grant(grant_id).started_at == timedelta(seconds=2)
 
-            wait_for(
-                lambda: bot.binding(grant_id, "staging-web") is None,
-                timeout=expires_at.timestamp() - datetime.now(UTC).timestamp() + 10,
-                what="the 2-second grant's RoleBinding to go",
-            )
-            gone_at = datetime.now(UTC)
-            assert gone_at >= expires_at  # not before its time
-            wait_for(lambda: bot.grant(grant_id).status == "revoked", what="the revocation")
-            grant = bot.grant(grant_id)
-            assert grant.revoke_reason == "expired"
-            assert grant.revoked_at is not None
-            assert grant.revoked_at >= expires_at
-            [ended] = [e for e in bot.audit(grant_id) if e.to_status == "revoked"]
-            assert ended.event == "grant_expired"
-            assert ended.detail["lag_seconds"] >= 0
-            bot.dm_saying("U0DEV1", "has expired")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        wait_for(
+            lambda: bot.binding(grant_id, "staging-web") is None,
+            timeout=expires_at.timestamp() - datetime.now(UTC).timestamp() + 10,
+            what="the 2-second grant's RoleBinding to go",
+        )
+        gone_at = datetime.now(UTC)
+        assert gone_at >= expires_at  # not before its time
+        wait_for(lambda: bot.grant(grant_id).status == "revoked", what="the revocation")
+        grant = bot.grant(grant_id)
+        assert grant.revoke_reason == "expired"
+        assert grant.revoked_at is not None
+        assert grant.revoked_at >= expires_at
+        [ended] = [e for e in bot.audit(grant_id) if e.to_status == "revoked"]
+        assert ended.event == "grant_expired"
+        assert ended.detail["lag_seconds"] >= 0
+        bot.dm_saying("U0DEV1", "has expired")
+
+
+# --- what the audit of issue 4 found untested end to end ------------------------------------------
+
+
+def test_a_pending_access_request_expires_after_the_default_ttl(
+    access_bot: AccessBot, clock: Clock
+) -> None:
+    """No rule of this policy sets ``pending_ttl``: an access request nobody decides expires after
+    the default hour; its approval message loses its buttons and the requester is told."""
+    bot = access_bot
+    asked_at = clock()
+    bot.command("access payments --role view --for 30m --reason 'look at logs'")
+    approval = wait_for(lambda: bot.approvals(), what="the approval message")[0]
+    request_id = int(buttons(approval)["approve"])
+    assert bot.request(request_id).expires_at == asked_at + timedelta(hours=1)
+
+    clock.advance(3600 + 1)
+    wait_for(lambda: bot.request(request_id).status == "expired", what="the pending TTL")
+    updated = wait_for(
+        lambda: [u for u in bot.updates_of(approval) if "Expired: nobody decided in time" in u],
+        what="the approval message to say it expired",
+    )[-1]
+    assert '"type": "actions"' not in updated  # the buttons are gone
+    wait_for(
+        lambda: [
+            c
+            for c in bot.posts_to("C0DEV")
+            if c.args.get("thread_ts")
+            and "<@U0DEV1>" in c.args.get("text", "")
+            and "Expired" in c.args.get("text", "")
+        ],
+        what="the requester to be told in the thread",
+    )
+    assert [e.event for e in bot.audit(request_id)][-1] == "expired"
+
+    # approving it now changes nothing: no grant, no RoleBinding
+    ephemerals = len(bot.fake.calls_of("chat.postEphemeral"))
+    bot.click(approval, "approve", user="U0SRE1")
+    refusal = wait_for(
+        lambda: bot.fake.calls_of("chat.postEphemeral")[ephemerals:], what="the refusal"
+    )[0]
+    assert "already expired" in refusal.args["text"]
+    assert bot.binding(request_id, "payments") is None
+    with Session(bot.db) as session:
+        assert session.get(Grant, request_id) is None
+
+
+def test_approvers_see_every_grant_and_the_requests_waiting_on_them(
+    access_bot: AccessBot, clock: Clock
+) -> None:
+    bot = access_bot
+    alice = bot.grant_access("access payments --role view --for 1h")
+    bob = bot.grant_access("access checkout --for 1h", user="U0DEV2")
+
+    # /ops grants: a grantee sees their own; an approver sees every active grant
+    mine = bot.command("grants", user="U0DEV2")
+    [answer] = wait_for(lambda: bot.answers(mine), what="bob's /ops grants")
+    assert answer.startswith("Your active grants:")
+    assert f"*#{bob}*" in answer
+    assert f"*#{alice}*" not in answer
+    every = bot.command("grants", user="U0SRE2")
+    [answer] = wait_for(lambda: bot.answers(every), what="the approver's /ops grants")
+    assert answer.startswith("Active grants:")
+    assert f"*#{alice}* <@U0DEV1>" in answer
+    assert f"*#{bob}* <@U0DEV2>" in answer
+
+    # a request waiting for approval: on the requester's Home as pending, on an approver's Home
+    # with Approve / Deny carrying its ID
+    before = len(bot.approvals())
+    bot.command("access checkout --for 30m --reason 'second look'")
+    pending = wait_for(lambda: bot.approvals()[before:], what="the approval message")[0]
+    pending_id = int(buttons(pending)["approve"])
+
+    def home_of(user: str) -> dict[str, Any]:
+        published = len(bot.fake.calls_of("views.publish"))
+        bot.event(app_home_opened(user))
+        call = wait_for(
+            lambda: [
+                c
+                for c in bot.fake.calls_of("views.publish")[published:]
+                if c.args["user_id"] == user
+            ],
+            what=f"{user}'s App Home",
+        )[-1]
+        view = call.args["view"]
+        return json.loads(view) if isinstance(view, str) else dict(view)
+
+    def decision_buttons(view: dict[str, Any]) -> list[tuple[str, str]]:
+        return [
+            (e["action_id"], e["value"])
+            for b in view["blocks"]
+            if b.get("type") == "actions" and b.get("block_id", "").startswith("home_decision")
+            for e in b["elements"]
+        ]
+
+    approver_home = home_of("U0SRE1")
+    assert "Waiting on your approval" in json.dumps(approver_home)
+    assert decision_buttons(approver_home) == [
+        ("approve", str(pending_id)),
+        ("deny", str(pending_id)),
+    ]
+    requester_home = home_of("U0DEV1")
+    text = json.dumps(requester_home)
+    assert "Your pending requests" in text
+    assert f"#{pending_id}" in text
+    assert f"*#{alice}*" in text  # only their own grants
+    assert f"*#{bob}*" not in text
+    assert decision_buttons(requester_home) == []  # nobody approves their own request
+
+
+def test_drift_found_at_start_is_removed_and_reported_to_the_audit_channel(
+    settings: Settings, fake_slack: slack.FakeSlack, cluster: FakeKubernetes, db: Engine
+) -> None:
+    """A RoleBinding labelled managed-by opsgate that no grant accounts for (made while the bot
+    was down, say) is deleted by the drift check the start runs, and reported."""
+    cluster.add(
+        role_binding_body(
+            grant_id=9999,
+            namespace="checkout",
+            cluster_role="edit",
+            kubernetes_user="mallory@example.com",
+            expires_at=datetime.now(UTC) + timedelta(days=30),
+        )
+    )
+    with serve_access_bot(settings, fake_slack, cluster, db, sweep_interval=3600) as bot:
+        wait_for(lambda: bot.binding(9999, "checkout") is None, what="the drift check")
+        [report] = wait_for(
+            lambda: [c for c in bot.posts_to("C0AUDIT") if "Drift" in c.args.get("text", "")],
+            what="the drift report in the audit channel",
+        )
+        assert "checkout/opsgate-grant-9999" in report.args["text"]
+        [event] = [e for e in bot.audit() if e.event == "drift_removed"]
+        assert event.request_id is None
+        assert event.detail["subjects"][0]["name"] == "mallory@example.com"

@@ -28,6 +28,7 @@ from tests.fakes.kube import (
     daemonset,
     deployment,
     horizontal_pod_autoscaler,
+    replicaset,
     statefulset,
     write_kubeconfig,
 )
@@ -519,6 +520,43 @@ def test_rollout_history_lists_revisions_as_kubectl(
     assert all(r.created_at.tzinfo is not None for r in history)
     with pytest.raises(errors.NotFound, match="no Deployment named 'ghost'"):
         rollout_history(backend, "prod", NS, "ghost")
+
+
+def test_history_and_rollback_use_only_the_replica_sets_the_deployment_controls(
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+) -> None:
+    """ReplicaSets that match the selector but another Deployment controls (a canary with an
+    overlapping selector) or nobody does (an orphan) are not revisions, as kubectl's
+    ``GetAllReplicaSets`` keeps only those whose controller ``ownerReference`` has the uid."""
+    roll_out_images(backend, "payments:1.5.0", "payments:1.6.0")
+    canary = deployment(
+        "payments-api-canary", NS, image="payments:canary", labels={"app": "payments-api"}
+    )
+    cluster.add(canary)
+    orphan_template = {
+        "metadata": {"labels": {"app": "payments-api"}},
+        "spec": {"containers": [{"name": "payments-api", "image": "payments:orphan"}]},
+    }
+    cluster.add(replicaset("payments-api-orphan", NS, template=orphan_template, revision=9))
+    selected = cluster.objects("ReplicaSet")
+    assert len(selected) == 5  # 3 revisions of payments-api, the canary's, the orphan
+    history = rollout_history(backend, "prod", NS, "payments-api")
+    assert [(r.number, r.images) for r in history] == [
+        (1, ("payments:1.4.2",)),
+        (2, ("payments:1.5.0",)),
+        (3, ("payments:1.6.0",)),
+    ]
+    rollback = kinds(backend, time_)["rollback"]
+    params = RollbackParams(name="payments-api", namespace=NS)
+    preview = rollback.preview(params, target=target())
+    assert (preview.facts["current_revision"], preview.facts["target_revision"]) == (3, 2)
+    with pytest.raises(errors.NotFound, match=r"revision 9 is not in the history.*1, 2, 3\)"):
+        rollback.preview(
+            RollbackParams(name="payments-api", namespace=NS, to_revision=9), target=target()
+        )
+    rollback.execute(params, target=target(), preview=preview)
+    image = stored(cluster)["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == "payments:1.5.0"
 
 
 def test_render_history() -> None:

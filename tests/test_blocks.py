@@ -288,6 +288,7 @@ def test_huge_preview_keeps_its_beginning() -> None:
     preview = blocks[1]["text"]["text"]
     assert len(preview) == 3000
     assert preview.startswith("line 0\nline 1\n")
+    assert preview.endswith(" … (cut)")
 
 
 @pytest.mark.parametrize(
@@ -310,8 +311,13 @@ def test_requester_announcement_when_approval_is_needed() -> None:
     )
 
 
-def test_requester_announcement_before_the_approval_message_exists() -> None:
+def test_requester_announcement_names_the_approval_channel_before_the_message_exists() -> None:
     text = requester_announcement(make_view(approval=None))
+    assert text.endswith("Waiting for 1 approval(s) from sre in <#C0APPROVALS>.")
+
+
+def test_requester_announcement_without_an_approval_channel() -> None:
+    text = requester_announcement(make_view(approval=None, approval_channel=None))
     assert text.endswith("Waiting for 1 approval(s) from sre.")
     assert "<#" not in text
 

@@ -41,7 +41,11 @@ class RecordingNotifier:
     fail_open: bool = False
 
     def request_opened(
-        self, request: RequestView, *, approval_posted: Callable[[MessageRef], None] | None = None
+        self,
+        request: RequestView,
+        *,
+        approval_posted: Callable[[MessageRef], None] | None = None,
+        thread_posted: Callable[[MessageRef], None] | None = None,
     ) -> OpenedRefs:
         if self.fail_open:
             raise NotifyError("channel_not_found")

@@ -9,7 +9,6 @@ rollbacks to the ``oncall`` group in ``C0INCIDENTOPS``; other rollbacks go to ``
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from bot.settings import Settings
 from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
+from tests.test_restart_e2e import request_status, rows, submit, wait_approval_message
 from tests.test_scale_rollback_e2e import (
     POLICY,
     ROLLED_OUT,
@@ -27,11 +27,8 @@ from tests.test_scale_rollback_e2e import (
     blocks_text,
     final_reply,
     image_of,
-    request_status,
-    rows,
     set_image,
-    submit,
-    wait_approval_message,
+    thread_replies,
     writes,
 )
 
@@ -41,10 +38,8 @@ INCIDENT_LINE = f"*Incident channel:* <#{INCIDENT}> (#{INCIDENT_NAME})"
 
 
 @pytest.fixture
-def policy_path(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yml"
-    path.write_text(POLICY)
-    return path
+def policy_text() -> str:
+    return POLICY
 
 
 @pytest.fixture(autouse=True)
@@ -104,6 +99,13 @@ def check_incident_rollback(bot: RunningBot, kube: FakeKubernetes, settings: Set
     assert "<@U0DEV1>" in done
     assert "from revision 2 to revision 1 (payments:1.4.2)" in done
     assert ROLLED_OUT.search(done)
+    # the progress went to the same thread in the incident channel, before the result
+    replies = thread_replies(bot, root)
+    assert replies == [
+        "Request #1: :white_check_mark: Approved by <@U0ONCALL>; executing next.",
+        "Request #1: :gear: Approved by <@U0ONCALL>; executing now.",
+        done,
+    ]
     final = wait_for(
         lambda: [c for c in bot.fake_slack.calls_of("chat.update") if "succeeded" in c.args["text"]]
     )[-1]

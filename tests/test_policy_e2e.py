@@ -19,13 +19,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from approvals.models import Approval, AuditEvent, Request
-from bot.app import create_app
 from bot.settings import Settings
-from tests.conftest import RunningBot, serve_in_thread, wait_for
+from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
 from tests.test_restart_e2e import (
@@ -118,10 +116,8 @@ class Clock:
 
 
 @pytest.fixture
-def policy_path(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yml"
-    path.write_text(POLICY)
-    return path
+def policy_text() -> str:
+    return POLICY
 
 
 @pytest.fixture
@@ -133,14 +129,9 @@ def clock() -> Clock:
 def bot(settings: Settings, fake_slack: slack.FakeSlack, clock: Clock) -> Iterator[RunningBot]:
     """conftest's bot, with the injected clock and the periodic jobs every 0.2 s."""
     slack.set_usergroup(fake_slack, ONCALL_USERGROUP, [PAGER])
-    app = create_app(settings.model_copy(update={"sweep_interval": 0.2}), clock=clock)
-    server, thread, url = serve_in_thread(app)
-    with httpx.Client(timeout=10) as http:
-        try:
-            yield RunningBot(url, fake_slack, http)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    fast = settings.model_copy(update={"sweep_interval": 0.2})
+    with running_bot(fast, fake_slack, clock=clock) as running:
+        yield running
 
 
 # --- helpers ------------------------------------------------------------------------------------
@@ -296,6 +287,13 @@ def test_two_steps_need_one_approval_from_each_group(
         "succeeded",
     ]
     assert [a.approver_id for a in rows(settings, Approval)] == ["U0SRE1", "U0SRE2", "U0SEC1"]
+    # every decision on the request records the policy it was made under
+    [request] = rows(settings, Request)
+    assert request.policy_sha256 == hashlib.sha256(POLICY.encode()).hexdigest()
+    assert {e.policy_sha256 for e in rows(settings, AuditEvent)} == {request.policy_sha256}
+    assert {e.rule for e in rows(settings, AuditEvent)} == {
+        "rules[0] 'checkout two steps' (line 24)"
+    }
 
 
 # --- escalation and the pending TTL (injected clock) -----------------------------------------
@@ -379,6 +377,7 @@ def test_a_freeze_denies_or_asks_for_its_approvers_until_it_ends(
     submit(bot, "restart cart -n checkout")
     approval = approval_of(bot, settings)
     assert "Needs 1 approval(s) from *security* (0/1)" in context_text(approval.args["blocks"])
+    assert "change freeze *year-end* in force" in context_text(approval.args["blocks"])
     [request] = rows(settings, Request)
     assert request.approvers["groups"] == ["security"]
     assert audit_events(settings)[-1] == "submitted"
@@ -425,6 +424,12 @@ def test_break_glass_executes_at_once_and_is_reviewed_from_the_audit_channel(
     [notice] = [c for c in bot.fake_slack.calls_of("chat.postMessage") if c.args.get("blocks")]
     assert notice.args["channel"] == "C0AUDIT"
     assert notice.args["text"].startswith(":rotating_light: BREAK-GLASS by <@U0ONCALL>")
+    assert "executed without approval" in notice.args["text"]
+    sha = hashlib.sha256(POLICY.encode()).hexdigest()
+    assert f"rule rules[1] 'payments' (line 33) · policy {sha[:12]}" in context_text(
+        notice.args["blocks"]
+    )
+    assert "Needs review by *sre*" in json.dumps(notice.args["blocks"])
     assert action_ids(notice.args["blocks"]) == ["break_glass_ack"]
     buttons = next(b for b in notice.args["blocks"] if b["type"] == "actions")
     assert [e["value"] for e in buttons["elements"]] == ["1"]

@@ -417,13 +417,22 @@ def test_kubernetes_failure_marks_the_request_failed_and_slack_shows_why(
 def test_approval_channel_unreachable_cancels_the_request(
     bot: RunningBot, kube: FakeKubernetes, settings: Settings
 ) -> None:
-    bot.fake_slack.fail("chat.postMessage", "channel_not_found")
+    bot.fake_slack.fail("chat.postMessage", "channel_not_found", channel="C0APPROVALS")
     response_url = submit(bot, "restart payments-api -n payments")
     [told] = wait_for(lambda: responses(bot.fake_slack, response_url))
     assert "could not be posted" in told
     assert "channel_not_found" in told
     assert request_status(settings) == "cancelled"
     assert patches(kube) == []
+    # the announcement already went out in the requester's channel: its thread says so too
+    [reply] = wait_for(
+        lambda: [
+            c.args["text"]
+            for c in bot.fake_slack.calls_of("chat.postMessage")
+            if c.args.get("thread_ts")
+        ]
+    )
+    assert "Cancelled" in reply and "could not be posted" in reply
 
 
 def test_requester_channel_the_bot_is_not_in_falls_back_to_response_url(

@@ -5,7 +5,10 @@ drive the real restart + rollout.
 
 from __future__ import annotations
 
+import gc
 import logging
+import re
+import secrets
 import string
 import uuid
 from collections.abc import Iterator
@@ -38,6 +41,7 @@ from actions.rotate import (
     RotateParams,
     generated_value,
 )
+from actions.vault import StaticRole
 from tests.fakes.kube import FakeKubernetes, deployment, statefulset, write_kubeconfig
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
@@ -109,6 +113,13 @@ def current_version(openbao: OpenBao, inside: str) -> int:
     return int(meta["data"]["current_version"])
 
 
+def vault_created(openbao: OpenBao, inside: str, version: int) -> datetime:
+    """The created_time of a version, as Vault reports it (to the second, UTC)."""
+    meta = openbao.client().secrets.kv.v2.read_secret_metadata(path=inside, mount_point="secret")
+    stamp = meta["data"]["versions"][str(version)]["created_time"]
+    return datetime.fromisoformat(stamp[:19]).replace(tzinfo=UTC)
+
+
 def everything_said(*items: Any) -> str:
     """All text a preview, outcome or error could show or store."""
     parts: list[str] = []
@@ -155,8 +166,15 @@ def test_rotation_writes_a_new_version_keeps_other_keys_and_restarts_consumers(
         "namespace": "payments",
     }
     text = "\n".join(preview.lines)
+    created = vault_created(openbao, inside, 1)
+    assert preview.lines[0] == f"Rotate *{path}* (KV v2 secret in secret/, environment prod)"
     assert "Keys: password, username" in text
-    assert "Current version: 1, created " in text
+    # its creation time and its age (NOW is in 2030: days and hours)
+    assert re.search(
+        rf"^Current version: 1, created {created:%Y-%m-%d %H:%M}:\d\d UTC \(\d+ d \d+ h ago\)$",
+        text,
+        re.MULTILINE,
+    ), text
     assert "New value for key *password*" in text
     assert "deployment/payments-api, payments-worker" in text
     assert consumers.calls == []  # the preview changes nothing
@@ -180,8 +198,11 @@ def test_rotation_writes_a_new_version_keeps_other_keys_and_restarts_consumers(
     assert outcome.facts["previous_version"] == 1
     assert outcome.facts["keys"] == ["password", "username"]
     assert [c["ok"] for c in outcome.facts["consumers"]] == [True, True]
-    assert "new version 2" in outcome.summary
-    assert "deployment/payments-api: rolled out 3/3 in 2 s" in outcome.summary
+    assert outcome.summary.split("\n") == [
+        f"rotated key password of {path}: new version 2 (was 1)",
+        "• deployment/payments-api: rolled out 3/3 in 2 s",
+        "• payments-worker: rolled out 3/3 in 2 s",
+    ]
 
     said = everything_said(preview, outcome, caplog.text)
     assert old not in said
@@ -264,14 +285,17 @@ def test_a_consumer_that_does_not_come_back_fails_the_request_and_offers_the_res
     with pytest.raises(PermanentError) as caught:
         rotate.execute(params, target=target(), preview=preview)
 
-    message = str(caught.value)
-    assert "new version 2" in message
-    assert "1 of 2 consumer(s) failed" in message
-    assert "deployment/payments-api: FAILED: deployment/payments-api: rollout did not finish" in (
-        message
-    )
-    assert "deployment/payments-worker: rolled out 3/3 in 2 s" in message
-    assert f"`/ops restore {path} --to-version 1`" in message
+    # what happened, then what to do, then each workload (the failed one first)
+    assert str(caught.value).split("\n") == [
+        f"rotated key password of {path}: new version 2 (was 1), but 1 of 2 workload "
+        "restart(s) failed.",
+        "The new value stays in place. To go back to the old value: "
+        f"`/ops restore {path} --to-version 1`",
+        "To restart a failed workload again: `/ops restart deployment/payments-api -n payments`",
+        "• deployment/payments-api: FAILED: deployment/payments-api: rollout did not finish: "
+        "1/3 pods ready after 300 s",
+        "• deployment/payments-worker: rolled out 3/3 in 2 s",
+    ]
     # every consumer was tried, and the write did happen
     assert [c[1] for c in consumers.calls] == [
         "deployment/payments-api",
@@ -465,14 +489,9 @@ def test_the_registry_has_rotate_and_restore_only_with_vault(vault: VaultBackend
 # -- database static role -------------------------------------------------------------------------
 
 
-def test_a_database_static_role_is_rotated_in_a_real_postgresql(
-    openbao: OpenBao,
-    own_postgres: OwnPostgres,
-    rotate: Rotate,
-    consumers: Consumers,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    caplog.set_level(logging.DEBUG)
+def static_role(openbao: OpenBao, own_postgres: OwnPostgres) -> tuple[str, str, str]:
+    """A database engine on a fresh mount over ``own_postgres``, with one static role over a
+    fresh PostgreSQL user; returns (mount, role, user)."""
     client = openbao.client()
     suffix = uuid.uuid4().hex[:6]
     mount, user, connection, role = f"database-{suffix}", f"app_{suffix}", "pg", f"app-{suffix}"
@@ -497,6 +516,19 @@ def test_a_database_static_role_is_rotated_in_a_real_postgresql(
         f"{mount}/static-roles/{role}",
         data={"db_name": connection, "username": user, "rotation_period": "24h"},
     )
+    return mount, role, user
+
+
+def test_a_database_static_role_is_rotated_in_a_real_postgresql(
+    openbao: OpenBao,
+    own_postgres: OwnPostgres,
+    rotate: Rotate,
+    consumers: Consumers,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = openbao.client()
+    mount, role, user = static_role(openbao, own_postgres)
     old = client.read(f"{mount}/static-creds/{role}")["data"]["password"]  # test side only
     assert own_postgres.can_login(user, old)
     assert not own_postgres.can_login(user, "set-by-the-dba")  # the role took it over
@@ -509,6 +541,11 @@ def test_a_database_static_role_is_rotated_in_a_real_postgresql(
     assert preview.facts["role"] == role
     assert f"database user `{user}`" in "\n".join(preview.lines)
     assert "automatic rotation: every 86400 s" in "\n".join(preview.lines)
+    # when Vault last set the password, and how long ago (NOW is in 2030: days and hours)
+    assert re.search(
+        r"^Last rotated by Vault: \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+ d \d+ h ago\)",
+        preview.lines[1],
+    ), preview.lines[1]
 
     outcome = rotate.execute(params, target=target(), preview=preview)
 
@@ -679,3 +716,217 @@ def test_other_errors_of_the_check_are_not_reworded(openbao: OpenBao, vault: Vau
         rotate.preview(
             RotateParams(path=path, restart=("api",)), target=target(namespace="payments")
         )
+
+
+class ReadBackFails(VaultBackend):
+    """The real adapter, except that reading a static role fails once its rotation was asked
+    for (Vault sealed between the two calls, say)."""
+
+    rotated = False
+
+    def rotate_static_role(self, mount: str, role: str) -> None:
+        super().rotate_static_role(mount, role)
+        self.rotated = True
+
+    def static_role(self, mount: str, role: str) -> StaticRole:
+        if self.rotated:
+            raise TemporaryError(SEALED_MESSAGE, delay=30.0)
+        return super().static_role(mount, role)
+
+
+def test_a_static_role_rotated_but_not_read_back_still_restarts_and_says_so(
+    openbao: OpenBao, own_postgres: OwnPostgres
+) -> None:
+    mount, role, user = static_role(openbao, own_postgres)
+    client = openbao.client()
+    old = client.read(f"{mount}/static-creds/{role}")["data"]["password"]  # test side only
+    backend = ReadBackFails(url=openbao.url, token=openbao.root_token)
+    consumers = Consumers(failing={"deployment/worker"})
+    try:
+        kind = Rotate(vault=backend, restart_consumer=consumers, clock=lambda: NOW)
+        params = RotateParams(
+            path=f"{mount}/static-roles/{role}",
+            restart=("deployment/app", "deployment/worker"),
+            namespace="payments",
+        )
+        preview = kind.preview(params, target=target())
+        with pytest.raises(PermanentError) as caught:
+            kind.execute(params, target=target(), preview=preview)
+    finally:
+        backend.close()
+    # the password did change, so the workloads were restarted, and the message does not
+    # pretend that nothing changed
+    assert not own_postgres.can_login(user, old)
+    assert [c[1] for c in consumers.calls] == ["deployment/app", "deployment/worker"]
+    message = str(caught.value)
+    assert message.startswith(
+        f"rotated the password of database static role {role} ({mount}/static-roles/{role}) "
+        "(opsgate could not read the role back to confirm it: Vault is sealed"
+    )
+    assert "Nothing was changed" not in message.split("\n", 1)[1]
+    assert "but 1 of 2 workload restart(s) failed" in message
+    assert "The old password no longer works and a static role has no version to restore" in (
+        message
+    )
+    assert "`/ops restart deployment/worker -n payments`" in message
+
+
+# -- the rule's password policy, the environment, restore details ---------------------------------
+
+
+def test_a_password_policy_vault_does_not_have_is_refused_before_anything_is_written(
+    openbao: OpenBao, rotate: Rotate, consumers: Consumers
+) -> None:
+    path, inside = new_secret(openbao, {"password": "p"})
+    with pytest.raises(Invalid) as caught:
+        rotate.preview(RotateParams(path=path), target=target({"password_policy": "typo"}))
+    assert str(caught.value) == (
+        "Vault has no password policy named 'typo' (the rule's rotate.password_policy); nothing "
+        "was written; fix policy.yml or create the password policy in Vault"
+    )
+    # removed between the preview and the approval: the same message, not "version deleted"
+    policy = f"pp-{uuid.uuid4().hex[:6]}"
+    client = openbao.client()
+    client.write_data(
+        f"sys/policies/password/{policy}",
+        data={"policy": 'length = 20\nrule "charset" { charset = "abc" }\n'},
+    )
+    rule = {"password_policy": policy, "restart": ["deployment/api"], "namespace": "payments"}
+    params = RotateParams(path=path)
+    preview = rotate.preview(params, target=target(rule))
+    client.delete(f"sys/policies/password/{policy}")
+    with pytest.raises(Invalid, match=f"^Vault has no password policy named '{policy}'"):
+        rotate.execute(params, target=target(rule), preview=preview)
+    assert current_version(openbao, inside) == 1
+    assert consumers.calls == []
+
+
+def test_the_preview_names_no_environment_when_there_is_none(
+    openbao: OpenBao, rotate: Rotate, restore: Restore
+) -> None:
+    path, inside = new_secret(openbao, {"password": "p"})
+    none = Target(environment="", kube_context=None, namespace=None)
+    preview = rotate.preview(RotateParams(path=path), target=none)
+    assert preview.lines[0] == f"Rotate *{path}* (KV v2 secret in secret/)"
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=inside, secret={"password": "q"}, mount_point="secret"
+    )
+    back = restore.preview(RestoreParams(path=path, to_version=1), target=none)
+    assert back.lines[0] == f"Restore *{path}* to the data of version 1"
+
+
+def test_the_restore_preview_says_when_the_keys_differ(openbao: OpenBao, restore: Restore) -> None:
+    path, inside = new_secret(openbao, {"password": "p"})
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=inside, secret={"password": "q", "api_token": "t"}, mount_point="secret"
+    )
+    preview = restore.preview(RestoreParams(path=path, to_version=1), target=target())
+    assert "; keys: password" in preview.lines[1]
+    assert preview.lines[2].endswith("; its keys differ: api_token, password")
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=inside, secret={"password": "r"}, mount_point="secret"
+    )
+    same = restore.preview(RestoreParams(path=path, to_version=1), target=target())
+    assert "differ" not in same.lines[2]
+
+
+def test_a_version_destroyed_after_the_restore_preview_writes_nothing(
+    openbao: OpenBao, restore: Restore, consumers: Consumers
+) -> None:
+    path, inside = new_secret(openbao, {"k": "1"})
+    client = openbao.client()
+    client.secrets.kv.v2.create_or_update_secret(
+        path=inside, secret={"k": "2"}, mount_point="secret"
+    )
+    back = RestoreParams(path=path, to_version=1)
+    rule = {"restart": ["deployment/api"], "namespace": "payments"}
+    preview = restore.preview(back, target=target(rule))
+    client.secrets.kv.v2.destroy_secret_versions(path=inside, versions=[1], mount_point="secret")
+    with pytest.raises(Conflict) as caught:
+        restore.execute(back, target=target(rule), preview=preview)
+    assert str(caught.value) == (
+        f"version 1 of {path} can no longer be read (deleted or destroyed since the preview); "
+        "nothing was written"
+    )
+    assert current_version(openbao, inside) == 2
+    assert consumers.calls == []
+
+
+# -- values are not kept in memory ----------------------------------------------------------------
+
+
+def holders_of(pattern: str) -> list[tuple[str, str]]:
+    """``(type of the holder, name of the group that matched)`` for each live object that
+    refers to a str or bytes matching ``pattern`` (a regular expression of named groups).
+
+    Every object the garbage collector tracks is asked for its referents (what its type's
+    ``tp_traverse`` visits: the items of a dict or list, an instance's attributes even when they
+    are not in a ``__dict__``), and containers it does not track (a dict or tuple of strings
+    only) are opened in turn: so a value is found wherever anything keeps it alive.
+    """
+    rx = re.compile(pattern)
+    gc.collect()
+    found: list[tuple[str, str]] = []
+    seen: set[int] = set()
+    todo = gc.get_objects()
+    while todo:
+        obj = todo.pop()
+        for ref in gc.get_referents(obj):
+            if isinstance(ref, str | bytes | bytearray):
+                text = ref if isinstance(ref, str) else bytes(ref).decode("latin-1")
+                match = rx.search(text)
+                if match:
+                    found.append((type(obj).__name__, str(match.lastgroup)))
+            elif not gc.is_tracked(ref) and id(ref) not in seen:
+                seen.add(id(ref))
+                todo.append(ref)
+    return found
+
+
+@pytest.mark.parametrize("source", ["password_policy", "generator", "restore"])
+def test_no_value_is_held_in_memory_once_the_write_returned(
+    openbao: OpenBao, vault: VaultBackend, consumers: Consumers, source: str
+) -> None:
+    """The new value, the old one and the secret's other keys are each unmistakable (a charset
+    of their own): after the write none is held by anything the garbage collector can see."""
+    old = "".join(secrets.choice("JKLM") for _ in range(40))
+    kept = "".join(secrets.choice("RSTU") for _ in range(40))
+    path, inside = new_secret(openbao, {"password": old, "other": kept})
+    if source == "restore":
+        openbao.client().secrets.kv.v2.create_or_update_secret(
+            path=inside, secret={"password": "x", "other": "y"}, mount_point="secret"
+        )
+    policy = f"pp-{uuid.uuid4().hex[:6]}"
+    openbao.client().write_data(
+        f"sys/policies/password/{policy}",
+        data={"policy": 'length = 40\nrule "charset" { charset = "QVWZ" }\n'},
+    )
+    rule: dict[str, Any] = {"key": "password", "restart": ["deployment/api"], "namespace": "ns"}
+    if source == "password_policy":
+        rule["password_policy"] = policy
+    else:
+        rule["generator"] = {"length": 40, "charset": "QVWZ"}
+    kind: Rotate | Restore
+    params: RotateParams | RestoreParams
+    if source == "restore":
+        kind = Restore(vault=vault, restart_consumer=consumers, clock=lambda: NOW)
+        params = RestoreParams(path=path, to_version=1)
+    else:
+        kind = Rotate(vault=vault, restart_consumer=consumers, clock=lambda: NOW)
+        params = RotateParams(path=path)
+    outcome = kind.execute(
+        params, target=target(rule), preview=kind.preview(params, target=target(rule))
+    )
+    assert outcome.facts["version"] == (3 if source == "restore" else 2)
+    del old, kept  # the test's own references
+    # a control: the search finds a value that something holds, even in a dict of strings only
+    held = [{"here": "".join(secrets.choice("GHXY") for _ in range(40))}]
+
+    found = holders_of(
+        "(?P<new>[QVWZ]{40})"  # the new value (or the preview's probe of the password policy)
+        "|(?P<old>[JKLM]{40})"  # the old value (copied back by a restore)
+        "|(?P<kept>[RSTU]{40})"  # the key that keeps its value
+        "|(?P<control>[GHXY]{40})"
+    )
+    assert found == [("dict", "control")]
+    del held

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import string
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +21,8 @@ from sqlalchemy import MetaData, Table, create_engine, inspect, select
 
 from actions.backends.vault import SEALED_MESSAGE
 from approvals.models import AuditEvent, Request
-from bot.app import create_app
 from bot.settings import Settings
-from tests.conftest import RunningBot, serve_in_thread, wait_for
+from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.fakes.openbao import OpenBao
@@ -85,10 +83,8 @@ def password_policy(openbao: OpenBao) -> str:
 
 
 @pytest.fixture
-def policy_path(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yml"
-    path.write_text(POLICY)
-    return path
+def policy_text() -> str:
+    return POLICY
 
 
 @pytest.fixture
@@ -97,18 +93,6 @@ def settings(settings: Settings, openbao: OpenBao, password_policy: str) -> Sett
     return settings.model_copy(
         update={"vault_addr": openbao.url, "vault_token": SecretStr(openbao.root_token)}
     )
-
-
-@contextmanager
-def running_bot(settings: Settings, fake_slack: slack.FakeSlack) -> Iterator[RunningBot]:
-    """The bot for ``settings`` (as conftest's ``bot`` fixture serves it)."""
-    server, thread, url = serve_in_thread(create_app(settings))
-    with httpx.Client(timeout=10) as http:
-        try:
-            yield RunningBot(url, fake_slack, http)
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
 
 
 # --- helpers --------------------------------------------------------------------------------------
@@ -175,11 +159,22 @@ def submit(bot: RunningBot, text: str, *, user: str = "U0DEV1") -> str:
     return response_url
 
 
+def answer_to(bot: RunningBot, response_url: str) -> str:
+    """The text the bot sent to the requester alone through ``response_url``."""
+    route = "/" + response_url.split("/", 3)[3]
+    [answer] = wait_for(
+        lambda: [c.args.get("text", "") for c in bot.fake_slack.calls if c.path == route],
+        what="the answer to the requester",
+    )
+    return str(answer)
+
+
 def approval_message(bot: RunningBot) -> slack.Call:
-    return wait_for(
+    posted: list[slack.Call] = wait_for(
         lambda: [c for c in bot.fake_slack.calls_of("chat.postMessage") if c.args.get("blocks")],
         what="the approval message",
-    )[-1]
+    )
+    return posted[-1]
 
 
 def thread_texts(fake: slack.FakeSlack) -> list[str]:
@@ -223,20 +218,79 @@ def approve_by_two(bot: RunningBot) -> None:
 
 def database_dump(settings: Settings) -> str:
     """Every row of every table (all columns), as text: ``SELECT *`` of each table that
-    SQLAlchemy's inspector lists."""
+    SQLAlchemy's inspector lists, the APScheduler job table (``opsgate_jobs_<instance>``, pickled
+    jobs in a binary column, decoded byte for byte) among them."""
     engine = create_engine(settings.database_url)
     try:
-        names = inspect(engine).get_table_names()
-        assert {"requests", "audit_events", "approvals"} <= set(names), names
+        names = wait_for(
+            lambda: (
+                [n for n in inspect(engine).get_table_names() if n.startswith("opsgate_jobs_")]
+                and inspect(engine).get_table_names()
+            ),
+            what="the scheduler's job table",
+        )
+        assert {"requests", "audit_events", "approvals", "grants"} <= set(names), names
         parts: list[str] = []
         with engine.connect() as conn:
             for name in names:
                 table = Table(name, MetaData(), autoload_with=engine)
                 for row in conn.execute(select(table)):
-                    parts.append(f"{name}: " + json.dumps(list(row), default=str))
+                    cells = [
+                        bytes(v).decode("latin-1") if isinstance(v, bytes | memoryview) else v
+                        for v in row
+                    ]
+                    parts.append(f"{name}: " + json.dumps(cells, default=str))
         return "\n".join(parts)
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def answers(bot: RunningBot, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The bot's own HTTP answers to the signed requests (slash commands, clicks) of the test."""
+    said: list[str] = []
+    post = bot.post
+
+    def recording(body: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        response = post(body, headers)
+        said.append(response.text)
+        return response
+
+    monkeypatch.setattr(bot, "post", recording)
+    return said
+
+
+def everything_written(
+    bot: RunningBot,
+    settings: Settings,
+    kube: FakeKubernetes,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    answers: list[str],
+) -> dict[str, str]:
+    """Everything the bot wrote, by place: every Slack Web API call and response_url body the
+    fake recorded, the bot's HTTP answers to Slack, the log records (message, arguments,
+    exception), what reached stdout and stderr, every row of every database table (audit events
+    and the scheduler's jobs among them), and every request body sent to Kubernetes."""
+    out, err = capfd.readouterr()
+    return {
+        "Slack": bot.fake_slack.all_text(),
+        "the answers to Slack": "\n".join(answers),
+        "the logs": caplog.text
+        + "\n".join(f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records),
+        "stdout and stderr": out + err,
+        "the database": database_dump(settings),
+        "Kubernetes": json.dumps([(r.path, r.query, r.body) for r in kube.requests_matching()]),
+    }
+
+
+def assert_nowhere(written: dict[str, str], values: dict[str, str]) -> None:
+    """Fail, naming the value and the place but never printing the value, if any is written."""
+    for name, value in values.items():
+        assert len(value) >= 12, name  # long enough not to be found by chance
+        for where, text in written.items():
+            if value in text:  # not `assert value not in text`: that would print the value
+                pytest.fail(f"the {name} is in {where}")
 
 
 # --- KV rotation ----------------------------------------------------------------------------------
@@ -252,6 +306,9 @@ def test_two_security_approvers_rotate_a_prod_secret_and_its_consumer_rolls_out(
     approval = approval_message(bot)
     assert approval.args["channel"] == "C0APPROVALS"
     shown = json.dumps(approval.args["blocks"])
+    assert re.search(
+        r"Current version: 1, created \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(\d+ s ago\)", shown
+    ), shown
     for fact in (
         path,
         "Keys: password, username",
@@ -343,6 +400,7 @@ def test_nothing_the_bot_wrote_holds_the_old_or_the_new_value(
     openbao: OpenBao,
     caplog: pytest.LogCaptureFixture,
     capfd: pytest.CaptureFixture[str],
+    answers: list[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     old_password = "old-pw-" + secrets.token_hex(16)
@@ -366,32 +424,20 @@ def test_nothing_the_bot_wrote_holds_the_old_or_the_new_value(
     assert new_password != old_password
     assert new["api_token"] == kept_token  # it really went through the bot's write
 
-    slack_text = bot.fake_slack.all_text()
-    logs = caplog.text + "\n".join(
-        f"{r.getMessage()} {r.args!r} {r.exc_text or ''}" for r in caplog.records
-    )
-    out, err = capfd.readouterr()
-    stderr = out + err
-    db = database_dump(settings)
-    kube_bodies = json.dumps([(r.path, r.query, r.body) for r in kube.requests_matching()])
+    written = everything_written(bot, settings, kube, caplog, capfd, answers)
 
     # the search is not vacuous: each place holds the request
-    assert path in slack_text
-    assert path in db
-    assert "rolled out" in db
+    assert path in written["Slack"]
+    assert path in written["the database"]
+    assert "rolled out" in written["the database"]
+    assert "executing" in written["the database"]  # the audit events
     assert caplog.records, "nothing was logged at DEBUG"
-    assert "payments-api" in kube_bodies
-
-    for value in (old_password, new_password, kept_token):
-        for where, text in (
-            ("Slack", slack_text),
-            ("the logs", logs),
-            ("stderr", stderr),
-            ("the database", db),
-            ("Kubernetes", kube_bodies),
-        ):
-            if value in text:  # not `assert value not in text`: that would print the value
-                pytest.fail(f"a secret value is in {where}")
+    assert "payments-api" in written["Kubernetes"]
+    assert len(answers) == 3  # the command and two clicks
+    assert_nowhere(
+        written,
+        {"old password": old_password, "new password": new_password, "kept key": kept_token},
+    )
 
 
 def test_restore_to_version_writes_the_old_data_as_a_new_version(
@@ -419,6 +465,48 @@ def test_restore_to_version_writes_the_old_data_as_a_new_version(
     reply = wait_thread(bot.fake_slack, "Done")
     assert f"restored {path} to the data of version 1: new version 3 (was 2)" in reply
     assert request_row(settings).rule is not None
+
+
+def test_nothing_the_bot_wrote_for_a_restore_holds_a_value(
+    bot: RunningBot,
+    kube: FakeKubernetes,
+    settings: Settings,
+    openbao: OpenBao,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    answers: list[str],
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    first = "v1-pw-" + secrets.token_hex(16)
+    second = "v2-pw-" + secrets.token_hex(16)
+    kept = "kept-tok-" + secrets.token_hex(16)
+    path, inside = new_secret(openbao, "prod", {"password": first, "api_token": kept})
+    write(openbao, inside, {"password": second, "api_token": kept})
+
+    submit(bot, f'restore {path} --to-version 1 --reason "v2 broke the payments-api"')
+    approval_message(bot)
+    approve_by_two(bot)
+    wait_status(settings, "succeeded")
+    wait_thread(bot.fake_slack, "Done")
+    wait_for(
+        lambda: [
+            c
+            for c in bot.fake_slack.calls_of("chat.postMessage")
+            if c.args["channel"] == "C0AUDIT" and "Done" in c.args["text"]
+        ]
+    )
+    assert read(openbao, inside) == {"password": first, "api_token": kept}  # the bot's write
+
+    written = everything_written(bot, settings, kube, caplog, capfd, answers)
+    assert path in written["Slack"]
+    assert "restored_version" in written["the database"]  # the audit event of the outcome
+    assert caplog.records
+    assert "payments-api" in written["Kubernetes"]
+    assert len(answers) == 3
+    assert_nowhere(
+        written,
+        {"restored password": first, "replaced password": second, "kept key": kept},
+    )
 
 
 def test_a_write_between_preview_and_approval_fails_the_request_and_overwrites_nothing(
@@ -454,11 +542,7 @@ def test_a_typo_in_restart_is_answered_at_once_and_nothing_is_asked_or_written(
     path, inside = new_secret(openbao, "team", {"password": "p1"})
     response_url = submit(bot, f"rotate {path} --restart payments-api,typo -n payments")
 
-    route = "/" + response_url.split("/", 3)[3]
-    [answer] = wait_for(
-        lambda: [c.args.get("text", "") for c in bot.fake_slack.calls if c.path == route],
-        what="the answer to the requester",
-    )
+    answer = answer_to(bot, response_url)
     assert answer.startswith(":warning: cannot restart the secret's consumers afterwards: ")
     assert "no Deployment, StatefulSet or DaemonSet named 'typo' in namespace payments" in answer
     assert "Nothing was written; fix --restart" in answer
@@ -500,6 +584,61 @@ def test_a_sealed_vault_at_approval_fails_the_request_with_the_sealed_message(
     assert workload_patches(kube) == []
 
 
+def test_a_sealed_vault_at_submission_is_told_to_the_requester_and_nothing_is_asked(
+    bot: RunningBot, kube: FakeKubernetes, settings: Settings, openbao: OpenBao
+) -> None:
+    path, inside = new_secret(openbao, "team", {"password": "p1"})
+    openbao.seal()
+    try:
+        response_url = submit(bot, f"rotate {path} --restart payments-api -n payments")
+        answer = answer_to(bot, response_url)
+    finally:
+        openbao.unseal()
+    assert answer == f":warning: {SEALED_MESSAGE}"
+    assert [c for c in bot.fake_slack.calls_of("chat.postMessage") if c.args.get("blocks")] == []
+    assert rows(settings, Request) == []
+    assert current_version(openbao, inside) == 1
+
+
+def test_a_token_without_permission_fails_clearly_through_slack(
+    kube: FakeKubernetes, settings: Settings, fake_slack: slack.FakeSlack, openbao: OpenBao
+) -> None:
+    """opsgate's token may read secret/team/<id>/ (the preview works) but not write it; and it
+    may not read another path at all (the request is refused to the requester alone)."""
+    path, inside = new_secret(openbao, "team", {"password": "p1"})
+    elsewhere, elsewhere_inside = new_secret(openbao, "team", {"password": "p2"})
+    token = openbao.token_with_policy(
+        f"read-only-{uuid.uuid4().hex[:6]}",
+        f'path "secret/data/{inside}" {{ capabilities = ["read"] }}\n'
+        f'path "secret/metadata/{inside}" {{ capabilities = ["read"] }}\n',
+    )
+    read_only = settings.model_copy(update={"vault_token": SecretStr(token)})
+    with running_bot(read_only, fake_slack) as bot:
+        # not even readable: answered at once, nobody asked
+        response_url = submit(bot, f"rotate {elsewhere}")
+        assert answer_to(bot, response_url) == (
+            ":warning: opsgate's Vault token may not read the metadata of "
+            f"secret/metadata/{elsewhere_inside}: permission denied"
+        )
+        assert [c for c in fake_slack.calls_of("chat.postMessage") if c.args.get("blocks")] == []
+
+        # readable but not writable: the approved request fails, saying why
+        submit(bot, f"rotate {path} --restart payments-api -n payments")
+        approval_message(bot)
+        bot.click("approve", "1", user="U0SEC1")
+        failed = wait_status(read_only, "failed")
+        expected = f"opsgate's Vault token may not write to secret/data/{inside}: permission denied"
+        assert failed.error == expected
+        assert expected in wait_thread(fake_slack, "Failed")
+        update = wait_for(
+            lambda: [c for c in fake_slack.calls_of("chat.update") if "failed" in c.args["text"]]
+        )[-1]
+        assert expected in json.dumps(update.args["blocks"])
+    assert current_version(openbao, inside) == 1
+    assert read(openbao, inside) == {"password": "p1"}
+    assert workload_patches(kube) == []  # nothing written: no consumer restarted
+
+
 @pytest.mark.parametrize("fault", ["stalled", "deleted"])
 def test_a_consumer_that_does_not_come_back_fails_the_request_and_offers_the_restore(
     bot: RunningBot, kube: FakeKubernetes, settings: Settings, openbao: OpenBao, fault: str
@@ -518,19 +657,33 @@ def test_a_consumer_that_does_not_come_back_fails_the_request_and_offers_the_res
 
     error = failed.error
     assert f"rotated key password of {path}: new version 2 (was 1)" in error
-    assert "but 1 of 2 consumer(s) failed" in error
+    assert "but 1 of 2 workload restart(s) failed" in error
     assert "ledger: FAILED" in error
     assert ("ProgressDeadlineExceeded" if fault == "stalled" else "ledger") in error
-    assert "The new value is in place" in error
-    restore = f"/ops restore {path} --to-version 1"
+    assert "The new value stays in place" in error
+    restore = f"`/ops restore {path} --to-version 1`"
     assert restore in error
+    assert "`/ops restart deployment/ledger -n payments`" in error
     # the write did succeed, and the other consumer was restarted
     assert current_version(openbao, inside) == 2
     assert read(openbao, inside)["password"] != "p1"
     assert restarted_at(kube, "payments-api") is not None
+    # every message Slack shows about the failure offers the restore: the requester's thread,
+    # the approval message (as updated) and the audit channel
     reply = wait_thread(bot.fake_slack, "Failed")
     assert restore in reply
     assert "new version 2" in reply
+    [update] = [c for c in bot.fake_slack.calls_of("chat.update") if "failed" in c.args["text"]]
+    assert update.args["ts"] == bot.approval_ts()
+    assert restore in update.args["blocks"][-1]["text"]["text"]
+    audit = wait_for(
+        lambda: [
+            c.args["text"]
+            for c in bot.fake_slack.calls_of("chat.postMessage")
+            if c.args["channel"] == "C0AUDIT" and "Failed" in c.args["text"]
+        ]
+    )[-1]
+    assert restore in audit
 
 
 def test_the_rule_generator_makes_the_value(
@@ -597,6 +750,8 @@ def test_a_database_static_role_is_rotated_through_slack(
     openbao: OpenBao,
     own_postgres: OwnPostgres,
     caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    answers: list[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     client = openbao.client()
@@ -640,7 +795,18 @@ def test_a_database_static_role_is_rotated_through_slack(
     assert restarted_at(kube, "payments-api") is not None
     reply = wait_thread(bot.fake_slack, "Done")
     assert f"rotated the password of database static role {role}" in reply
-    written = bot.fake_slack.all_text() + caplog.text + database_dump(settings)
-    assert role in written
-    assert old not in written
-    assert new not in written
+    wait_for(lambda: "[audit]" in bot.fake_slack.all_text() and "Done" in bot.fake_slack.all_text())
+
+    written = everything_written(bot, settings, kube, caplog, capfd, answers)
+    assert role in written["Slack"]
+    assert role in written["the database"]
+    assert caplog.records
+    assert "payments-api" in written["Kubernetes"]
+    assert_nowhere(
+        written,
+        {
+            "old password": old,
+            "new password": new,
+            "database superuser's password": own_postgres.superuser_password,
+        },
+    )

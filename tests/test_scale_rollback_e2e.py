@@ -17,8 +17,6 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, select
-from sqlalchemy.orm import Session
 
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
@@ -26,10 +24,13 @@ from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import (
     FakeKubernetes,
+    daemonset,
     deployment,
     horizontal_pod_autoscaler,
+    statefulset,
     write_kubeconfig,
 )
+from tests.test_restart_e2e import request_status, responses, rows, submit, wait_approval_message
 
 POLICY = """\
 version: 1
@@ -60,9 +61,13 @@ rules:
   - name: staging
     match: {action: [scale, rollback], environment: staging}
     approval: auto
+  - name: staging restarts
+    match: {action: restart, environment: staging}
+    approval: auto
 """
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 REVISION = "deployment.kubernetes.io/revision"
 ROLLED_OUT = re.compile(r"rolled out: (\d+)/(\d+) ready in \d+ s")
 
@@ -71,10 +76,8 @@ ROLLED_OUT = re.compile(r"rolled out: (\d+)/(\d+) ready in \d+ s")
 
 
 @pytest.fixture
-def policy_path(tmp_path: Path) -> Path:
-    path = tmp_path / "policy.yml"
-    path.write_text(POLICY)
-    return path
+def policy_text() -> str:
+    return POLICY
 
 
 @pytest.fixture
@@ -164,45 +167,13 @@ def dry_runs(kube: FakeKubernetes) -> list[Any]:
     return [r for r in kube.requests_matching(method="PATCH") if r.query.get("dryRun") == "All"]
 
 
-def rows(settings: Settings, model: type[Any]) -> list[Any]:
-    engine = create_engine(settings.database_url)
-    try:
-        with Session(engine) as session:
-            return list(session.scalars(select(model).order_by(model.id)))
-    finally:
-        engine.dispose()
-
-
-def request_status(settings: Settings, request_id: int = 1) -> str:
-    return str(next(r.status for r in rows(settings, Request) if r.id == request_id))
-
-
 def approval_posts(fake: slack.FakeSlack) -> list[slack.Call]:
     return [c for c in fake.calls_of("chat.postMessage") if c.args.get("blocks")]
-
-
-def wait_approval_message(bot: RunningBot) -> slack.Call:
-    posts: list[slack.Call] = wait_for(
-        lambda: approval_posts(bot.fake_slack), what="the approval message"
-    )
-    return posts[-1]
 
 
 def blocks_text(call: slack.Call) -> str:
     blocks = call.args["blocks"]
     return blocks if isinstance(blocks, str) else json.dumps(blocks)
-
-
-def responses(fake: slack.FakeSlack, response_url: str) -> list[str]:
-    path = "/" + response_url.split("127.0.0.1", 1)[1].split("/", 1)[1]
-    return [str(c.args.get("text", "")) for c in fake.calls if c.path == path]
-
-
-def submit(bot: RunningBot, text: str, **kw: Any) -> str:
-    """Send ``/ops <text>``, check the immediate ack, return its response_url."""
-    answer, response_url = bot.command(text, **kw)
-    assert answer.status_code == 200
-    return response_url
 
 
 def announcement(bot: RunningBot, channel: str = "C0DEV") -> slack.Call:
@@ -463,6 +434,15 @@ def test_rollback_to_the_previous_revision_as_kubectl_rollout_undo(
         "prod rollbacks",
     ):
         assert fact in text, fact
+    # each revision with its age (kubectl's format) and change-cause
+    assert re.search(
+        r"From: \*revision 3\* \(current\): `payments:1\.6\.0`, \d+s old, "
+        r"change-cause: deploy 1\.6\.0",
+        text,
+    ), text
+    assert re.search(
+        r"To: \*revision 2\*: `payments:1\.5\.0`, \d+s old, change-cause: deploy 1\.5\.0", text
+    ), text
     assert "Incident channel" not in text
     root = announcement(bot)
     assert [r.content_type for r in dry_runs(kube)] == ["application/json-patch+json"]
@@ -598,6 +578,7 @@ def test_history_lists_the_revisions_without_a_request(
     [history] = wait_for(lambda: responses(bot.fake_slack, response_url))
     lines = history.splitlines()
     assert len(lines) == 3
+    assert all(re.search(r"`, \d+s old, change-cause: ", line) for line in lines), lines
     assert lines[0].startswith("*revision 1*: `payments:1.4.2`, ")
     assert lines[0].endswith("change-cause: <none>")
     assert lines[1].startswith("*revision 2*: `payments:1.5.0`, ")
@@ -704,3 +685,41 @@ def test_env_that_does_not_hold_the_namespace_is_refused(
     told = answer_to(bot, submit(bot, "scale payments-api 4 -n payments --env staging"))
     assert "namespace 'payments' is not in environment 'staging'" in told
     assert kube.requests_matching(method="PATCH") == []
+
+
+# --- restart of the other workload kinds, followed to the end ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("ref", "kind", "name", "ready"),
+    [
+        ("sts/ledger", "StatefulSet", "ledger", "2/2"),
+        ("daemonset/agent", "DaemonSet", "agent", "3/3"),
+        ("ledger", "StatefulSet", "ledger", "2/2"),  # found by name alone
+    ],
+)
+def test_restart_of_a_stateful_set_or_daemon_set_is_followed_and_reported(
+    bot: RunningBot,
+    staging_kube: FakeKubernetes,
+    settings: Settings,
+    ref: str,
+    kind: str,
+    name: str,
+    ready: str,
+) -> None:
+    staging_kube.add(statefulset("ledger", "staging-db", replicas=2, image="ledger:3"))
+    staging_kube.add(daemonset("agent", "staging-db", desired=3, image="agent:1"))
+    staging_kube.controllers.steps = 2
+    submit(bot, f"restart {ref} -n staging-db")
+    wait_for(lambda: rows(settings, Request) and request_status(settings) == "succeeded")
+    obj = staging_kube.get_object("apps/v1", kind, "staging-db", name)
+    assert obj is not None
+    assert RESTARTED_AT in obj["spec"]["template"]["metadata"]["annotations"]
+    assert obj["status"]["observedGeneration"] == obj["metadata"]["generation"] == 2
+    [patch] = writes(staging_kube)
+    assert patch.path.endswith(f"/namespaces/staging-db/{kind.lower()}s/{name}")
+    done = final_reply(bot, announcement(bot), "Done")
+    assert f"restarted {kind.lower()}/{name} in staging-db (restartedAt " in done
+    assert f"rolled out: {ready} ready in " in done
+    [request] = rows(settings, Request)
+    assert request.rule.startswith("rules[4] 'staging restarts'")

@@ -5,6 +5,7 @@ Each test uses its own paths, groups and policies on the shared server.
 
 from __future__ import annotations
 
+import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -362,5 +363,53 @@ def test_an_unreachable_vault_is_a_temporary_error() -> None:
             backend.kv_metadata("secret", "app/db")
         assert isinstance(caught.value.__cause__, requests.exceptions.ConnectionError)
         assert caught.value.delay is not None
+    finally:
+        backend.close()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[str]:
+    """A loopback HTTP server that reads each request and never answers; yields its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            held.append(conn)  # read by the kernel, answered never
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        for conn in held:
+            conn.close()
+        listener.close()
+
+
+def test_a_lost_answer_to_a_write_does_not_claim_that_nothing_changed(silent_server: str) -> None:
+    """A read that gets no answer changed nothing; a write may have been applied by Vault before
+    its answer was lost, so the message says to check instead."""
+    backend = VaultBackend(url=silent_server, token="t", timeout=0.3)
+    try:
+        with pytest.raises(TemporaryError) as read:
+            backend.kv_metadata("secret", "app/db")
+        assert str(read.value).endswith("(ReadTimeout); nothing was changed")
+        with pytest.raises(TemporaryError) as write:
+            backend.rotate_static_role("database", "app")
+        assert str(write.value) == (
+            f"Vault at {silent_server} did not answer while opsgate tried to rotate the static "
+            "role database/rotate-role/app (ReadTimeout); Vault may or may not have made the "
+            "change: check database/rotate-role/app before asking again"
+        )
+        assert isinstance(write.value.__cause__, requests.exceptions.ReadTimeout)
     finally:
         backend.close()

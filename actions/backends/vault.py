@@ -60,11 +60,15 @@ class VaultBackend:
     # -- plumbing ---------------------------------------------------------------------------
 
     @contextmanager
-    def _translated(self, op: str, path: str, *, not_found: str | None = None) -> Iterator[None]:
+    def _translated(
+        self, op: str, path: str, *, not_found: str | None = None, write: bool = False
+    ) -> Iterator[None]:
         """Turn hvac/requests exceptions raised inside the block into :mod:`actions.errors`.
 
         ``op`` is a verb phrase ("read", "write to" …) and ``path`` the Vault path, for the
-        messages; ``not_found`` is the message for a 404 (default: "nothing at <path>").
+        messages; ``not_found`` is the message for a 404 (default: "nothing at <path>");
+        ``write`` says the block sends a change, which Vault may have applied when its answer
+        is lost.
         """
         try:
             yield
@@ -72,9 +76,11 @@ class VaultBackend:
             # The finished frames under the failed call (hvac, requests) may hold the request
             # body, a secret value among it; the chained exception must not keep them alive.
             traceback.clear_frames(exc.__traceback__)
-            raise self._translate(exc, op, path, not_found) from exc
+            raise self._translate(exc, op, path, not_found, write=write) from exc
 
-    def _translate(self, exc: Exception, op: str, path: str, not_found: str | None) -> ActionError:
+    def _translate(
+        self, exc: Exception, op: str, path: str, not_found: str | None, *, write: bool = False
+    ) -> ActionError:
         """The :mod:`actions.errors` error for an hvac or requests exception."""
         if isinstance(exc, hvac.exceptions.VaultDown):
             if "sealed" in _errors(exc).lower():
@@ -111,6 +117,14 @@ class VaultBackend:
                 f"Vault answered an unexpected error while trying to {op} {path}: "
                 f"{_errors(exc) or type(exc).__name__}"
             )
+        if write and not isinstance(exc, requests.exceptions.ConnectTimeout):
+            # the change may have reached Vault: only a connection never made proves it did not
+            return TemporaryError(
+                f"Vault at {self._url} did not answer while opsgate tried to {op} {path} "
+                f"({type(exc).__name__}); Vault may or may not have made the change: check "
+                f"{path} before asking again",
+                delay=10.0,
+            )
         return TemporaryError(
             f"Vault at {self._url} did not answer while trying to {op} {path} "
             f"({type(exc).__name__}); nothing was changed",
@@ -125,7 +139,7 @@ class VaultBackend:
     def _post(
         self, path: str, op: str, body: dict[str, Any] | None = None, **kw: Any
     ) -> dict[str, Any]:
-        with self._translated(op, path, not_found=kw.pop("not_found", None)):
+        with self._translated(op, path, not_found=kw.pop("not_found", None), write=True):
             response = self._client.adapter.post(f"/v1/{path}", json=body or {}, **kw)
         return _json(response)
 

@@ -55,6 +55,17 @@ def free_port() -> int:
         return port
 
 
+def stop_process(process: subprocess.Popen[Any], *, timeout: float = 10.0) -> None:
+    """Stop ``process`` if it still runs: SIGTERM, then SIGKILL after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
+
+
 class OpenBao:
     """One ``bao server -dev`` process on ``127.0.0.1:<free port>``."""
 
@@ -140,13 +151,8 @@ class OpenBao:
         return False
 
     def _kill(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait(timeout=10)
+        if self._process is not None:
+            stop_process(self._process)
         self._process = None
 
     def stop(self) -> None:
