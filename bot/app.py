@@ -168,6 +168,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         grants=grants,
         clock=clock,
         sweep_interval=settings.sweep_interval,
+        drift_interval=settings.drift_interval,
         instance=re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate",
     )
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)

@@ -22,8 +22,9 @@ EXTEND_ACTION = "grant_extend"
 END_ACTION = "grant_end"
 GRANT_ACTIONS_BLOCK = "grant_actions"
 HOME_DECISION_BLOCK = "home_decision"
-HOME_MAX_ITEMS = 30
-"""At most this many entries per App Home section (a view holds at most 100 blocks)."""
+HOME_MAX_ITEMS = 15
+"""At most this many entries per App Home section: three sections of at most 15 entries of at
+most two blocks, plus headers, stay within the 100 blocks a view may hold."""
 
 
 def _section(text: str) -> dict[str, Any]:

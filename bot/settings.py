@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         validation_alias="OPSGATE_SWEEP_INTERVAL",
         description="Seconds between sweeps for overdue grants, expired and escalated requests.",
     )
+    drift_interval: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="OPSGATE_DRIFT_INTERVAL",
+        description="Seconds between drift checks of the RoleBindings labelled managed-by opsgate.",
+    )
     reminder_before: float = Field(
         default=600.0,
         ge=0,

@@ -595,6 +595,12 @@ def test_approvers_see_every_grant_and_the_requests_waiting_on_them(
     access_bot: AccessBot, clock: Clock
 ) -> None:
     bot = access_bot
+    # someone with no identity in the policy gets a clear answer, and nobody is asked
+    nobody = bot.command("access payments", user="U0SRE1")
+    [why] = wait_for(lambda: bot.answers(nobody), what="the refusal")
+    assert "you have no identity for Kubernetes in the policy's identities" in why
+    assert bot.approvals() == []
+
     alice = bot.grant_access("access payments --role view --for 1h")
     bob = bot.grant_access("access checkout --for 1h", user="U0DEV2")
 

@@ -339,6 +339,52 @@ def test_a_failed_removal_is_audited_and_retried(gw: GrantWorld) -> None:
     assert gw.row(grant.id).status == "revoked"
 
 
+def test_a_batch_records_each_end_at_its_own_removal_and_keeps_the_failed_one(
+    gw: GrantWorld,
+) -> None:
+    """One transaction records a whole batch: each grant's ``revoked_at`` (and its audit event) is
+    the moment its own removal was confirmed; a removal that failed leaves only that grant
+    ``revoking``, audited, and retried later."""
+    ids = [gw.grant(duration=600).id for _ in range(4)]
+    lock = threading.Lock()
+
+    def ticking() -> datetime:  # each reading of the clock is one second later
+        with lock:
+            gw.clock.advance(1)
+            return gw.clock.now
+
+    service = gw.service(clock=ticking, workers=1)
+    gw.clock.advance(600)
+    gw.kube.fail_next(count=1, status=500, method="DELETE", path_contains=f"opsgate-grant-{ids[2]}")
+    assert service.sweep() == [ids[0], ids[1], ids[3]]
+    rows = {i: gw.row(i) for i in ids}
+    assert rows[ids[2]].status == "revoking"
+    assert gw.request_status(ids[2]) == "active"
+    assert [e.event for e in gw.audit(ids[2])][-1] == "revoke_failed"
+    revoked_at = []
+    for i in (ids[0], ids[1], ids[3]):
+        row = rows[i]
+        assert row.status == "revoked"
+        assert gw.request_status(i) == "revoked"
+        [ended] = [e for e in gw.audit(i) if e.to_status == "revoked"]
+        assert row.revoked_at is not None
+        assert ended.created_at == row.revoked_at
+        assert ended.detail["revoked_at"] == row.revoked_at.isoformat()
+        assert ended.detail["lag_seconds"] == (row.revoked_at - row.expires_at).total_seconds()
+        revoked_at.append(row.revoked_at)
+    assert revoked_at == sorted(set(revoked_at))  # one moment per removal, in order
+    assert sorted(gid for gid, event, _ in gw.notifier.events if event == "expired") == [
+        ids[0],
+        ids[1],
+        ids[3],
+    ]
+
+    gw.clock.advance(61)
+    assert service.sweep() == [ids[2]]
+    assert gw.row(ids[2]).status == "revoked"
+    assert gw.binding(ids[2]) is None
+
+
 def test_removal_is_idempotent_when_the_binding_is_already_gone(gw: GrantWorld) -> None:
     grant = gw.grant(duration=600)
     assert gw.backend.delete_role_binding("prod", "payments", grant.role_binding)
