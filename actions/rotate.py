@@ -345,7 +345,9 @@ class Rotate:
     """
 
     name: ClassVar[str] = "rotate"
-    reversible: ClassVar[bool] = True
+    # a database static role's old password is gone for good; a KV version can be restored,
+    # but consumers may already have used the new value: never approved automatically
+    reversible: ClassVar[bool] = False
     params_model: ClassVar[type[BaseModel]] = RotateParams
 
     def __init__(
@@ -623,7 +625,8 @@ class Restore:
     """
 
     name: ClassVar[str] = "restore"
-    reversible: ClassVar[bool] = True
+    # writes yet another version, which consumers may use at once
+    reversible: ClassVar[bool] = False
     params_model: ClassVar[type[BaseModel]] = RestoreParams
 
     def __init__(

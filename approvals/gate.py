@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
@@ -34,6 +34,7 @@ from approvals.policy import (
     Outcome,
     RequestContext,
     Step,
+    agent_of,
     count_satisfied,
     decide,
     is_incident_channel,
@@ -129,6 +130,18 @@ class Gate:
         """The gate's clock: an aware UTC datetime."""
         return self._clock()
 
+    def actor(self, actor: Actor) -> Actor:
+        """``actor`` as the policy sees it: an ID the policy lists under ``agents`` is automation
+        (``ActorKind.AGENT``) whatever the caller said; the policy never makes anyone a person."""
+        if actor.kind == ActorKind.HUMAN and actor.id in self._policy().policy.agents:
+            return Actor(actor.id, ActorKind.AGENT)
+        return actor
+
+    def agent_of(self, *ids: str | None) -> str | None:
+        """The first of ``ids`` (a Slack message's ``user``, ``bot_id``, ``app_id``) that the
+        policy lists under ``agents``, or None; see :func:`approvals.policy.agent_of`."""
+        return agent_of(self._policy().policy, *ids)
+
     def groups(self, loaded: LoadedPolicy | None = None) -> dict[str, frozenset[str]]:
         """Each policy group's members now: its ``users`` and the members of its ``usergroups``."""
         policy = (loaded or self._policy()).policy
@@ -144,6 +157,7 @@ class Gate:
         in the policy, the target cannot be read, or the policy does not allow the request.
         """
         loaded = self._policy()
+        submission = replace(submission, requester=self.actor(submission.requester))
         try:
             return self._submit(submission, loaded)
         except Rejected as exc:
@@ -182,6 +196,7 @@ class Gate:
                 reason=sub.reason,
                 break_glass=sub.break_glass is not None,
                 at=now,
+                kind_reversible=kind.reversible,
             ),
             groups=groups,
         )
@@ -248,6 +263,11 @@ class Gate:
                     ],
                     "escalate_to": decision.escalate_to,
                     "escalate_users": sorted(decision.escalate_to_users),
+                    "escalate_usergroups": (
+                        list(policy.groups[decision.escalate_to].usergroups)
+                        if decision.escalate_to in policy.groups
+                        else []
+                    ),
                     "freeze": decision.freeze,
                 },
                 preview={
@@ -441,6 +461,7 @@ class Gate:
         agent) or :class:`AlreadyDecided` (no longer pending, or already approved by them). A
         double click or a Slack retry executes nothing twice.
         """
+        approver = self.actor(approver)
         now = self._clock()
         approved = False
         try:
@@ -498,6 +519,7 @@ class Gate:
 
         Raises :class:`UnknownRequest`, :class:`NotAllowed` or :class:`AlreadyDecided`.
         """
+        actor = self.actor(actor)
         now = self._clock()
         with self._sessions.begin() as session:
             request = self._decidable(session, request_id, actor)
@@ -530,6 +552,9 @@ class Gate:
             raise NotAllowed("Automation cannot approve or deny requests.")
         if actor.id == request.requester_id:
             return request
+        members_of = request.approvers.get("members_policy_sha256", request.policy_sha256)
+        if members_of != self._policy().sha256:
+            self._refresh_approvers(request, reloaded=True)
         if actor.id not in request.approvers.get("users", []):
             self._refresh_approvers(request)
         if actor.id not in request.approvers.get("users", []):
@@ -546,22 +571,31 @@ class Gate:
             raise AlreadyDecided(f"You have already approved request #{request_id}.")
         return request
 
-    def _refresh_approvers(self, request: Request) -> None:
-        """A click from someone not among the approvers known at submission: the user groups
-        may have changed since, so refresh them and recompute each step's members."""
-        if self._directory is None:
-            return
-        self._directory.refresh()
-        groups = self.groups()
+    def _refresh_approvers(self, request: Request, *, reloaded: bool = False) -> None:
+        """Recompute each step's members from the groups in force.
+
+        After a click from someone not among the approvers known so far (``reloaded`` False), the
+        user groups are asked again and new members are added. After a policy reload
+        (``reloaded`` True), the members are those of the new policy's groups: someone a reload
+        removed from a group can no longer approve requests still pending from before.
+        """
+        if not reloaded:
+            if self._directory is None:
+                return
+            self._directory.refresh()
+        loaded = self._policy()
+        groups = self.groups(loaded)
+        agents = frozenset(loaded.policy.agents)
         approvers = dict(request.approvers)
         steps = []
         for step in approvers.get("steps", []):
-            users = set(step["users"])
+            users = set() if reloaded else set(step["users"])
             for group in step["groups"]:
-                users |= groups.get(group, frozenset())
+                users |= groups.get(group, frozenset()) - agents
             steps.append({**step, "users": sorted(users)})
         approvers["steps"] = steps
         approvers["users"] = sorted({u for step in steps for u in step["users"]})
+        approvers["members_policy_sha256"] = loaded.sha256
         request.approvers = approvers
 
     def acknowledge(self, request_id: int, actor: Actor) -> RequestView:
@@ -570,6 +604,7 @@ class Gate:
         Raises :class:`UnknownRequest`, :class:`NotAllowed` (not an approver, its requester, an
         agent) or :class:`AlreadyDecided` (already reviewed).
         """
+        actor = self.actor(actor)
         now = self._clock()
         with self._sessions.begin() as session:
             request = self._load(session, request_id)
@@ -641,6 +676,7 @@ class Gate:
 
         Raises :class:`UnknownRequest` or :class:`NotAllowed`.
         """
+        actor = self.actor(actor)
         if self.grants is None:
             raise UnknownRequest(f"There is no grant #{grant_id}.")
         try:
@@ -988,6 +1024,7 @@ def _view(request: Request, approved_by: tuple[str, ...]) -> RequestView:
         expires_at=request.expires_at,
         escalate_to=request.approvers.get("escalate_to"),
         escalate_users=tuple(request.approvers.get("escalate_users", [])),
+        escalate_usergroups=tuple(request.approvers.get("escalate_usergroups", [])),
         break_glass=request.break_glass,
         review=(
             MessageRef(request.review_channel_id, request.review_ts)

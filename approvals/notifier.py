@@ -75,6 +75,7 @@ class RequestView:
     expires_at: datetime | None = None
     escalate_to: str | None = None
     escalate_users: tuple[str, ...] = ()
+    escalate_usergroups: tuple[str, ...] = ()
     break_glass: bool = False
     review: MessageRef | None = None
     reviewed_by: str | None = None

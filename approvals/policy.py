@@ -1373,8 +1373,8 @@ def _groups_used(rule: Rule) -> set[str]:
 def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> list[PolicyIssue]:
     """What is valid but surely not meant: rules shadowed by an earlier rule (they can never
     match), rules whose environments' namespaces never meet their namespace globs, groups with
-    nobody in them, groups no rule uses, agents no rule lets ask, and (given ``now``) freezes
-    that have ended.
+    nobody in them, groups no rule uses, rules for agents when none is listed, agents no rule lets
+    ask, and (given ``now``) freezes that have ended.
 
     Sound: a rule is reported unreachable only when it provably is.
     """
@@ -1419,6 +1419,17 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
             out.append(PolicyIssue(line_no, f"groups.{name}", "has nobody in it"))
         if name not in used:
             out.append(PolicyIssue(line_no, f"groups.{name}", "is not used by any rule"))
+    if not policy.agents:
+        for j, rule in enumerate(policy.rules):
+            if rule.match.requester_kind == "agent":
+                out.append(
+                    PolicyIssue(
+                        loaded.rule_lines[j],
+                        f"rules[{j}].match.requester_kind",
+                        "matches only automation, but the policy lists no agents "
+                        "(top-level 'agents')",
+                    )
+                )
     if policy.agents and all(r.match.requester_kind == "human" for r in policy.rules):
         out.append(
             PolicyIssue(

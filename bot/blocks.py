@@ -175,13 +175,14 @@ def requester_announcement(view: RequestView) -> str:
     base = f"<@{view.requester_id}> asked: {title(view)}"
     if view.break_glass:
         return f"{base}. :rotating_light: Break-glass: executing now, without approval."
+    freeze = f" (change freeze {view.freeze})" if view.freeze else ""
     if view.needs_approval and len(view.steps) > 1:
         where = f" in <#{view.approval_channel}>" if view.approval_channel else ""
-        return f"{base}. Waiting for {still_needed(view)}{where}."
+        return f"{base}. Waiting for {still_needed(view)}{where}{freeze}."
     if view.needs_approval:
         groups = ", ".join(view.approver_groups)
         where = f" in <#{view.approval_channel}>" if view.approval_channel else ""
-        return f"{base}. Waiting for {view.min_approvals} approval(s) from {groups}{where}."
+        return f"{base}. Waiting for {view.min_approvals} approval(s) from {groups}{where}{freeze}."
     return f"{base}. Approved automatically by policy ({view.rule})."
 
 
@@ -199,7 +200,10 @@ def thread_update(view: RequestView, event: str, actor: str | None = None) -> st
         )
         return f"<@{latest}> approved request #{view.id} ({counted}/{view.min_approvals}){rest}."
     if event == "escalated":
-        who = _users(view.escalate_users) or f"*{view.escalate_to}*"
+        mentions = [*(f"<!subteam^{s}>" for s in view.escalate_usergroups)]
+        if view.escalate_users:
+            mentions.append(_users(view.escalate_users))
+        who = " ".join(mentions) or f"*{view.escalate_to}*"
         return (
             f":mega: {who}: request #{view.id} has waited since "
             f"{view.created_at:%H:%M} UTC without a decision; "

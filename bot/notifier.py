@@ -96,19 +96,27 @@ class SlackNotifier:
         return None
 
     def review_opened(self, request: RequestView) -> MessageRef | None:
-        """Post the loud break-glass notice, with its Acknowledge button, to the audit channel
-        (the approval channel when the policy has none). Returns where, or None on failure."""
+        """Post the loud break-glass notice, with its Acknowledge button, to the audit channel;
+        where that fails (or the policy has none), to the approval channel. Returns where, or
+        None when neither took it."""
         policy = self._policy().policy
-        channel = policy.audit_channel or request.approval_channel or policy.approval_channel
+        channels = [policy.audit_channel, request.approval_channel, policy.approval_channel]
         text, message_blocks = blocks.break_glass_notice(request)
-        try:
-            response = self._client.chat_postMessage(
-                channel=channel, text=text, blocks=message_blocks
-            )
-        except SLACK_FAILURES as exc:
-            log.error("request #%s: break-glass notice failed: %s", request.id, _slack_error(exc))
-            return None
-        return MessageRef(str(response["channel"]), str(response["ts"]))
+        for channel in dict.fromkeys(c for c in channels if c):
+            try:
+                response = self._client.chat_postMessage(
+                    channel=channel, text=text, blocks=message_blocks
+                )
+            except SLACK_FAILURES as exc:
+                log.error(
+                    "request #%s: break-glass notice to %s failed: %s",
+                    request.id,
+                    channel,
+                    _slack_error(exc),
+                )
+                continue
+            return MessageRef(str(response["channel"]), str(response["ts"]))
+        return None
 
     def request_changed(self, request: RequestView, *, event: str) -> None:
         """Update the approval message, reply in the thread and mirror to the audit channel.

@@ -356,3 +356,23 @@ def test_thread_update_other_events_show_the_outcome(event: str) -> None:
 
 def test_error_message() -> None:
     assert error_message("Unknown command `x`.") == ":warning: Unknown command `x`."
+
+
+def test_escalation_mentions_the_usergroups_and_the_people_of_its_group() -> None:
+    view = make_view(
+        escalate_to="oncall", escalate_users=("U0ONCALL",), escalate_usergroups=("S0PAGER",)
+    )
+    text = thread_update(view, "escalated")
+    assert text.startswith(":mega: <!subteam^S0PAGER> <@U0ONCALL>: request #12 has waited")
+
+
+def test_escalation_to_a_group_nobody_resolves_names_the_group() -> None:
+    text = thread_update(make_view(escalate_to="oncall"), "escalated")
+    assert text.startswith(":mega: *oncall*: request #12")
+
+
+def test_the_announcement_says_a_freeze_chose_the_approvers() -> None:
+    text = requester_announcement(make_view(freeze="year-end"))
+    assert text.endswith("from sre in <#C0APPROVALS> (change freeze year-end).")
+    _, blocks = approval_message(make_view(freeze="year-end"))
+    assert "change freeze *year-end* in force" in joined(blocks)

@@ -288,3 +288,32 @@ def test_a_stranger_stays_a_stranger_after_the_refresh(world: World) -> None:
         world.gate.approve(view.id, Actor("U0STRANGER"))
     assert world.directory.refreshed == 1
     assert world.gate.get(view.id).status == "pending"
+
+
+def test_someone_a_reload_removed_from_a_group_can_no_longer_approve(
+    tmp_path: Path, database_url: str, kube: FakeKubernetes
+) -> None:
+    migrate(database_url)
+    engine = make_engine(database_url)
+    backend = KubernetesBackend(
+        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
+        request_timeout=2,
+    )
+    current = [parse_policy(POLICY)]
+    gate = Gate(
+        sessions=make_sessionmaker(engine),
+        policy=lambda: current[0],
+        actions=build_registry(kube=backend, clock=Clock(), poll_interval=0.01),
+        notifier=ReviewingNotifier(),
+        clock=Clock(),
+    )
+    try:
+        view = gate.submit(restart("payments", "payments-api"))
+        # U0SRE2 leaves sre in a reloaded policy while the request waits
+        current[0] = parse_policy(POLICY.replace("users: [U0SRE1, U0SRE2]", "users: [U0SRE1]"))
+        with pytest.raises(NotAllowed, match="sre"):
+            gate.approve(view.id, Actor("U0SRE2"))
+        assert gate.approve(view.id, Actor("U0SRE1")).status == "succeeded"
+    finally:
+        backend.close()
+        engine.dispose()

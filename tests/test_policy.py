@@ -1479,6 +1479,8 @@ rules:
     min_approvals: 3
   - match: {action: rollback, environment: staging}
     approvers: [managers]
+agents:
+  A0BOT: {name: a bot}
 """
 FEATURES = parse_policy(FEATURES_TEXT)
 OUTSIDE = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)

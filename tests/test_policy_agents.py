@@ -158,6 +158,19 @@ def test_agents_that_no_rule_lets_ask_are_a_warning() -> None:
     assert "no rule lets automation ask" in warning.message
 
 
+def test_a_rule_for_automation_without_agents_is_a_warning() -> None:
+    text = (
+        "version: 1\napproval_channel: C0A\n"
+        "environments:\n  prod: {namespaces: [payments]}\n"
+        "rules:\n  - match: {action: restart, requester_kind: agent}\n    approval: auto\n"
+    )
+    [warning] = policy_warnings(parse_policy(text))
+    assert (warning.line, warning.field) == (6, "rules[0].match.requester_kind")
+    assert warning.message == (
+        "matches only automation, but the policy lists no agents (top-level 'agents')"
+    )
+
+
 # --- who is an agent -----------------------------------------------------------------------------
 
 
@@ -305,25 +318,7 @@ def test_a_kind_that_declares_itself_irreversible_is_never_auto_approved(loaded:
 KINDS = [Restart, Scale, Rollback, Access, Extend, Rotate, Restore]
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            k,
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    f"actions/rotate.py declares {k.name} reversible, the policy does not; "
-                    "the lead decides which is right (see the issue 6 audit)"
-                ),
-            ),
-        )
-        if k in (Rotate, Restore)
-        else k
-        for k in KINDS
-    ],
-    ids=[k.name for k in KINDS],
-)
+@pytest.mark.parametrize("kind", KINDS, ids=[k.name for k in KINDS])
 def test_each_kind_declares_the_reversibility_the_policy_applies(kind: Any) -> None:
     assert kind.reversible == REVERSIBLE[kind.name]
 

@@ -5,10 +5,6 @@ by posting a message that mentions opsgate; Slack delivers an ``app_mention`` ev
 ``bot_id`` (and ``app_id``/``bot_profile``, and for a bot user its ``user``). The same rules
 apply to it as to people, it is answered in the thread (a bot cannot read ephemeral messages),
 its click never counts, and a bot the policy does not list is ignored.
-
-These tests need the listener and gate changes proposed in the issue 6 audit (the mention
-listener accepts listed agents; ``Gate.actor`` makes a listed ID an agent); until they land they
-are expected to fail (strict xfail: remove the ``WIRING`` marker when they pass).
 """
 
 from __future__ import annotations
@@ -30,10 +26,6 @@ from tests.test_restart_e2e import (
     ephemerals_to,
     patches,
     rows,
-)
-
-WIRING = pytest.mark.xfail(
-    strict=True, reason="needs the listener/gate wiring proposed in the issue 6 audit"
 )
 
 POLICY = """\
@@ -105,7 +97,6 @@ def thread_posts(fake: slack.FakeSlack, ts: str) -> list[str]:
     ]
 
 
-@WIRING
 def test_an_alerting_bot_asks_and_a_person_approves(
     bot: RunningBot, kube: FakeKubernetes, settings: Settings
 ) -> None:
@@ -126,7 +117,6 @@ def test_an_alerting_bot_asks_and_a_person_approves(
     assert RESTARTED_AT in annotations(kube, "payments", "payments-api")
 
 
-@WIRING
 def test_the_same_rules_apply_and_the_agent_is_answered_in_the_thread(
     bot: RunningBot, kube: FakeKubernetes, settings: Settings
 ) -> None:
@@ -144,7 +134,6 @@ def test_the_same_rules_apply_and_the_agent_is_answered_in_the_thread(
     assert patches(kube) == []
 
 
-@WIRING
 def test_a_listed_bot_user_restarts_staging_at_once_and_never_approves(
     bot: RunningBot, kube: FakeKubernetes, settings: Settings
 ) -> None:

@@ -3,8 +3,8 @@
 Multi-step approval, escalation and the pending TTL (an injected clock decides what is due while
 the periodic jobs run every 0.2 s of real time), a change freeze, break-glass with its review,
 Slack user groups (a fake ``usergroups.users.list``), and a policy file rewritten under the
-running bot (invalid, then valid). An agent requester cannot come through Slack, so it is tested
-at the gate (tests/test_gate_policy.py) only.
+running bot (invalid, then valid). Requests from automation (agents) are in
+tests/test_policy_agents_e2e.py.
 """
 
 from __future__ import annotations

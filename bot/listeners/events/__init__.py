@@ -51,9 +51,13 @@ def register(app: App, gate: Gate) -> None:
         return True
 
     def mention(event: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
-        user = event.get("user")
         channel = event.get("channel")
-        if not user or not channel or event.get("bot_id"):
+        app_id = event.get("app_id") or (event.get("bot_profile") or {}).get("app_id")
+        agent = gate.agent_of(event.get("user"), event.get("bot_id"), app_id)
+        if event.get("bot_id") and agent is None:
+            return  # a bot the policy does not list under agents never asks for anything
+        user = agent or event.get("user")
+        if not user or not channel:
             return
         if not first_delivery(body.get("event_id")):
             log.info("event %s was already delivered; ignoring Slack's retry", body["event_id"])
@@ -62,9 +66,12 @@ def register(app: App, gate: Gate) -> None:
 
         def reply(message: str) -> None:
             try:
-                client.chat_postEphemeral(
-                    channel=channel, user=user, text=message, thread_ts=thread_ts
-                )
+                if agent is not None:  # automation cannot read ephemeral messages
+                    client.chat_postMessage(channel=channel, text=message, thread_ts=thread_ts)
+                else:
+                    client.chat_postEphemeral(
+                        channel=channel, user=user, text=message, thread_ts=thread_ts
+                    )
             except SLACK_FAILURES as exc:
                 log.warning("could not answer %s in %s: %s", user, channel, exc)
 
