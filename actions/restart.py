@@ -5,8 +5,9 @@ kubectl sends a strategic merge patch that sets the pod template annotation
 Deployment; this module does exactly that, for Deployments, StatefulSets and DaemonSets, then
 follows the rollout as ``kubectl rollout status`` does (:func:`actions.rollout.follow_rollout`).
 
-No server-side dry run in ``preview``: the patch only sets an annotation, which the API server
-cannot refuse for a workload that exists and is not paused (both checked).
+``preview`` validates the same patch with a server-side dry run (``dryRun=All``, issue 3 item 6):
+an admission webhook or policy engine that would refuse it is answered at once, before anyone is
+asked to approve.
 """
 
 from __future__ import annotations
@@ -48,10 +49,20 @@ class Restart(RolloutFollower):
     def _find(self, params: RestartParams, context: str | None) -> dict[str, Any]:
         return find_workload(self._kube, context, params.namespace, params.name, params.kind)
 
-    def preview(self, params: BaseModel, *, target: Target) -> Preview:
-        """Read the workload: kind, name, namespace, ready/desired replicas, images.
+    def _patch(self) -> tuple[str, dict[str, Any]]:
+        """``(restartedAt, patch)``: the strategic merge patch ``kubectl rollout restart`` sends,
+        with the clock's now in RFC 3339 (UTC, seconds)."""
+        restarted_at = self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}}
+        return restarted_at, patch
 
-        Raises ``NotFound`` when it does not exist and ``Invalid`` for a paused Deployment.
+    def preview(self, params: BaseModel, *, target: Target) -> Preview:
+        """Read the workload: kind, name, namespace, ready/desired replicas, images; dry-run
+        the restart patch (``dryRun=All``) that ``execute`` will send.
+
+        Raises ``NotFound`` when it does not exist, ``Invalid`` for a paused Deployment or when
+        the API server refuses the dry run (e.g. an admission webhook's message), and the port's
+        errors.
         """
         assert isinstance(params, RestartParams)
         state = WorkloadState.from_object(self._find(params, target.kube_context))
@@ -60,6 +71,10 @@ class Restart(RolloutFollower):
                 f"{state.ref} is paused; kubectl refuses to restart a paused deployment "
                 "(run `kubectl rollout resume` first)"
             )
+        _, patch = self._patch()
+        self._kube.patch_workload(
+            target.kube_context, state.kind, params.namespace, state.name, patch, dry_run=True
+        )
         lines = (
             f"Rolling restart of *{state.ref}* in namespace *{state.namespace}* "
             f"(environment {target.environment})",
@@ -87,8 +102,7 @@ class Restart(RolloutFollower):
         assert isinstance(params, RestartParams)
         kind, name = preview.facts["kind"], preview.facts["name"]
         context = target.kube_context
-        restarted_at = self._clock().astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: restarted_at}}}}}
+        restarted_at, patch = self._patch()
         obj = self._kube.patch_workload(context, kind, params.namespace, name, patch)
         generation = obj.get("metadata", {}).get("generation")
         result = self._follow(context, kind, params.namespace, name)

@@ -20,7 +20,7 @@ from actions.history import Revision, render_history, rollout_history
 from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, Restart, RestartParams
 from actions.rollback import Rollback, RollbackParams
-from actions.rollout import follow_rollout, rollout_status
+from actions.rollout import RolloutResult, follow_rollout, rollout_status
 from actions.scale import Scale, ScaleParams, check_limits
 from actions.workloads import WorkloadKind
 from tests.fakes.kube import (
@@ -178,22 +178,35 @@ def test_rollout_status_reports_an_exceeded_progress_deadline() -> None:
 # --------------------------------------------------------------------------- follow_rollout
 
 
+def follow(
+    backend: KubernetesBackend,
+    time_: FakeTime,
+    *,
+    timeout: float,
+    kind: str = "Deployment",
+    name: str = "payments-api",
+    poll_interval: float = 2.0,
+) -> RolloutResult:
+    """``follow_rollout`` of ``kind``/``name`` in prod's namespace, on the injected time."""
+    return follow_rollout(
+        backend,
+        "prod",
+        kind,
+        NS,
+        name,
+        timeout=timeout,
+        clock=time_.clock,
+        sleep=time_.sleep,
+        poll_interval=poll_interval,
+    )
+
+
 def test_follow_rollout_polls_until_complete(
     cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
 ) -> None:
     cluster.controllers.steps = 3
     backend.patch_scale("prod", "Deployment", NS, "payments-api", 5)
-    result = follow_rollout(
-        backend,
-        "prod",
-        "Deployment",
-        NS,
-        "payments-api",
-        timeout=60,
-        clock=time_.clock,
-        sleep=time_.sleep,
-        poll_interval=2.0,
-    )
+    result = follow(backend, time_, timeout=60)
     assert result.done
     assert result.summary == "rolled out: 5/5 ready in 4 s"
     assert result.reason is None
@@ -207,16 +220,7 @@ def test_follow_rollout_stops_at_progress_deadline_exceeded(
     cluster.stall(NS, "payments-api", after_reads=2)
     roll_patch = {"spec": {"template": {"metadata": {"annotations": {"x": "y"}}}}}
     backend.patch_workload("prod", "Deployment", NS, "payments-api", roll_patch)
-    result = follow_rollout(
-        backend,
-        "prod",
-        "Deployment",
-        NS,
-        "payments-api",
-        timeout=600,
-        clock=time_.clock,
-        sleep=time_.sleep,
-    )
+    result = follow(backend, time_, timeout=600)
     assert not result.done
     assert result.reason == "ProgressDeadlineExceeded"
     assert result.summary.startswith("not progressing: ProgressDeadlineExceeded: ReplicaSet ")
@@ -230,17 +234,7 @@ def test_follow_rollout_gives_up_at_the_timeout(
     cluster.add(statefulset("ledger", NS, replicas=2))
     cluster.stall(NS, "ledger", kind="StatefulSet")
     backend.patch_scale("prod", "StatefulSet", NS, "ledger", 3)
-    result = follow_rollout(
-        backend,
-        "prod",
-        "StatefulSet",
-        NS,
-        "ledger",
-        timeout=10,
-        clock=time_.clock,
-        sleep=time_.sleep,
-        poll_interval=4,
-    )
+    result = follow(backend, time_, timeout=10, kind="StatefulSet", name="ledger", poll_interval=4)
     assert not result.done
     assert result.reason == "Timeout"
     assert result.summary.startswith("not complete after 10 s: Waiting for ")
@@ -273,16 +267,7 @@ def test_follow_rollout_retries_temporary_errors(
 ) -> None:
     backend.patch_scale("prod", "Deployment", NS, "payments-api", 4)
     cluster.fail_next(status=503, method="GET", path_contains="/deployments/payments-api")
-    result = follow_rollout(
-        backend,
-        "prod",
-        "Deployment",
-        NS,
-        "payments-api",
-        timeout=60,
-        clock=time_.clock,
-        sleep=time_.sleep,
-    )
+    result = follow(backend, time_, timeout=60)
     assert result.done
     assert result.summary == "rolled out: 4/4 ready in 2 s"
 
@@ -701,6 +686,21 @@ def test_the_registry_has_the_kubernetes_kinds(backend: KubernetesBackend) -> No
 # --------------------------------------------------------------------------- kubectl parity
 
 
+def kubectl(kubeconfig: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real kubectl against the ``prod`` context in namespace NS, with a private HOME."""
+    assert KUBECTL is not None
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    return subprocess.run(
+        [KUBECTL, "--kubeconfig", str(kubeconfig), "--context", "prod", "-n", NS, *args],
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin", "KUBECONFIG": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @pytest.mark.kubectl
 @pytest.mark.skipif(
     KUBECTL is None,
@@ -725,21 +725,11 @@ def test_the_bot_rolls_back_exactly_as_kubectl_rollout_undo_does(
                 patch["metadata"] = {"annotations": {"kubernetes.io/change-cause": cause}}
             backend.patch_workload("prod", "Deployment", NS, name, patch)
             backend.get_workload("prod", "Deployment", NS, name)
-    assert KUBECTL is not None
     cluster.clear_requests()
-    (tmp_path / "home").mkdir()
-    undo = [KUBECTL, "--kubeconfig", str(kubeconfig), "--context", "prod", "-n", NS]
-    undo += ["rollout", "undo", "deployment/twin"]
+    undo = ["rollout", "undo", "deployment/twin"]
     if to_revision is not None:
         undo.append(f"--to-revision={to_revision}")
-    result = subprocess.run(
-        undo,
-        env={"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "KUBECONFIG": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = kubectl(kubeconfig, tmp_path, *undo)
     assert result.returncode == 0, result.stderr
     assert "deployment.apps/twin rolled back" in result.stdout
     [by_kubectl] = cluster.requests_matching("PATCH", "/deployments/twin")
@@ -787,17 +777,7 @@ def test_history_lists_what_kubectl_rollout_history_lists(
     rollback = Rollback(kube=backend, clock=lambda: START, sleep=lambda _: None)
     params = RollbackParams(name="payments-api", namespace=NS, to_revision=1)
     rollback.execute(params, target=target(), preview=rollback.preview(params, target=target()))
-    assert KUBECTL is not None
-    (tmp_path / "home").mkdir()
-    command = [KUBECTL, "--kubeconfig", str(kubeconfig), "--context", "prod", "-n", NS]
-    result = subprocess.run(
-        [*command, "rollout", "history", "deployment/payments-api"],
-        env={"HOME": str(tmp_path / "home"), "PATH": "/usr/bin:/bin", "KUBECONFIG": ""},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = kubectl(kubeconfig, tmp_path, "rollout", "history", "deployment/payments-api")
     assert result.returncode == 0, result.stderr
     rows = [line.split(None, 1) for line in result.stdout.splitlines()[2:] if line.strip()]
     mine = rollout_history(backend, "prod", NS, "payments-api")

@@ -149,7 +149,9 @@ def test_recover_executes_approved_and_fails_stale_executing_requests(world: Wor
     assert failed.error is not None
     assert "whether it took effect is unknown" in failed.error
     assert world.gate.get(third).status == "executing"  # maybe another live instance's
-    assert len(world.kube.requests_matching(method="PATCH")) == 1
+    patches = world.kube.requests_matching(method="PATCH")
+    # each submit's preview dry-ran the restart; only the recovered approved one was applied
+    assert [p.query.get("dryRun") for p in patches] == ["All", "All", "All", None]
 
 
 def test_a_rule_nobody_but_the_requester_can_satisfy_is_rejected(world: World) -> None:
@@ -181,4 +183,6 @@ def test_an_unannounced_request_is_cancelled_and_audited(world: World) -> None:
         assert request.status == "cancelled"
         events = [e.event for e in session.scalars(select(AuditEvent).order_by(AuditEvent.id))]
     assert events == ["submitted", "announce_failed", "rejected"]
-    assert world.kube.requests_matching(method="PATCH") == []
+    # the preview's dry run only: nothing applied
+    patches = world.kube.requests_matching(method="PATCH")
+    assert [p.query.get("dryRun") for p in patches] == ["All"]

@@ -198,7 +198,11 @@ def test_the_bot_restarts_exactly_as_kubectl_rollout_restart_does(
     params = RestartParams(name="payments-api", kind=WorkloadKind.DEPLOYMENT, namespace="payments")
     target = Target(environment="prod", kube_context="prod", namespace="payments")
     restart.execute(params, target=target, preview=restart.preview(params, target=target))
-    [by_bot] = kube.requests_matching(method="PATCH")
+    [dry_run, by_bot] = kube.requests_matching(method="PATCH")
+    # the preview validated the very patch execute sent, as a server-side dry run
+    assert dry_run.query.get("dryRun") in ("All", ["All"])
+    assert "dryRun" not in by_bot.query
+    assert dry_run.body == by_bot.body
 
     assert (
         by_bot.content_type == by_kubectl.content_type == "application/strategic-merge-patch+json"

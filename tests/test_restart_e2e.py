@@ -27,7 +27,13 @@ def annotations(kube: FakeKubernetes, namespace: str, name: str) -> dict[str, st
 
 
 def patches(kube: FakeKubernetes) -> list[Any]:
-    return kube.requests_matching(method="PATCH")
+    """Every PATCH the cluster received that was not a server-side dry run."""
+    return [r for r in kube.requests_matching(method="PATCH") if "dryRun" not in r.query]
+
+
+def dry_runs(kube: FakeKubernetes) -> list[Any]:
+    """The ``dryRun=All`` PATCHes (previews)."""
+    return [r for r in kube.requests_matching(method="PATCH") if r.query.get("dryRun") == "All"]
 
 
 def rows(settings: Settings, model: type[Any]) -> list[Any]:
@@ -99,7 +105,13 @@ def test_restart_through_approval_end_to_end(
         ]
     )[0]
     assert "<@U0DEV1>" in announcement.args["text"]
+    # previewed with the same patch as a server-side dry run; nothing stored yet
+    [dry] = dry_runs(kube)
+    assert dry.path == "/apis/apps/v1/namespaces/payments/deployments/payments-api"
+    assert dry.content_type == "application/strategic-merge-patch+json"
+    assert list(dry.body["spec"]["template"]["metadata"]["annotations"]) == [RESTARTED_AT]
     assert RESTARTED_AT not in annotations(kube, "payments", "payments-api")
+    assert patches(kube) == []
 
     assert bot.click("approve", "1", user="U0SRE1").status_code == 200
     restarted = wait_for(
@@ -332,6 +344,33 @@ def test_rejections_answer_the_requester_alone_and_are_audited(
     assert event.actor_id == "U0DEV1"
 
 
+def test_a_restart_the_api_server_refuses_in_dry_run_is_answered_at_once(
+    bot: RunningBot, kube: FakeKubernetes, settings: Settings
+) -> None:
+    message = (
+        'admission webhook "freeze.example.com" denied the request: '
+        "payments is in a change freeze until Monday"
+    )
+    kube.fail_next(
+        status=422,
+        method="PATCH",
+        path_contains="/deployments/payments-api",
+        reason="Invalid",
+        message=message,
+    )
+    response_url = submit(bot, "restart payments-api -n payments")
+    told = "\n".join(wait_for(lambda: responses(bot.fake_slack, response_url)))
+    assert "change freeze until Monday" in told
+    [refused] = kube.requests_matching(method="PATCH")
+    assert refused.query.get("dryRun") == "All"
+    assert not [c for c in bot.fake_slack.calls_of("chat.postMessage") if c.args.get("blocks")]
+    assert rows(settings, Request) == []
+    [event] = rows(settings, AuditEvent)
+    assert event.event == "rejected"
+    assert "change freeze until Monday" in event.detail["reason"]
+    assert RESTARTED_AT not in annotations(kube, "payments", "payments-api")
+
+
 def test_clicker_who_may_not_approve_is_told_and_nothing_changes(
     bot: RunningBot, kube: FakeKubernetes, settings: Settings
 ) -> None:
@@ -432,7 +471,8 @@ def test_approval_channel_unreachable_cancels_the_request(
             if c.args.get("thread_ts")
         ]
     )
-    assert "Cancelled" in reply and "could not be posted" in reply
+    assert "Cancelled" in reply
+    assert "could not be posted" in reply
 
 
 def test_requester_channel_the_bot_is_not_in_falls_back_to_response_url(

@@ -608,6 +608,16 @@ def cluster(tmp_path: Path) -> Iterator[tuple[FakeKubernetes, KubernetesBackend]
             backend.close()
 
 
+def applied_patches(fake: FakeKubernetes) -> int:
+    """How many PATCHes the cluster applied (server-side dry runs, ``dryRun=All``, excluded)."""
+    return len([r for r in fake.requests_matching(method="PATCH") if "dryRun" not in r.query])
+
+
+def dry_run_paths(fake: FakeKubernetes) -> list[str]:
+    """The paths of the ``dryRun=All`` PATCHes: what the restart kind's preview validated."""
+    return [r.path for r in fake.requests_matching(method="PATCH") if "dryRun" in r.query]
+
+
 def checked_kinds(
     cluster: tuple[FakeKubernetes, KubernetesBackend], vault: VaultBackend, consumers: Consumers
 ) -> tuple[Rotate, Restore]:
@@ -629,7 +639,7 @@ def test_the_preview_names_the_consumers_as_the_cluster_resolves_them(
 ) -> None:
     rotate, _ = checked_kinds(cluster, vault, consumers)
     path, _ = new_secret(openbao, {"password": "p"})
-    patches_before = len(cluster[0].requests_matching(method="PATCH"))
+    patches_before = applied_patches(cluster[0])
     rule = {"restart": ["payments-api"], "namespace": "payments"}
     # a bare name, kubectl's short kind, and the same Deployment named twice
     params = RotateParams(path=path, restart=("sts/ledger", "deployment/payments-api"))
@@ -643,8 +653,13 @@ def test_the_preview_names_the_consumers_as_the_cluster_resolves_them(
     ) in preview.lines
     rotate.execute(params, target=target(rule), preview=preview)
     assert [c[1] for c in consumers.calls] == ["deployment/payments-api", "statefulset/ledger"]
-    # the check only reads: the restarts went through the recording consumer
-    assert len(cluster[0].requests_matching(method="PATCH")) == patches_before
+    # the check reads and dry-runs each named restart (as Restart.preview does) ...
+    assert set(dry_run_paths(cluster[0])) == {
+        "/apis/apps/v1/namespaces/payments/deployments/payments-api",
+        "/apis/apps/v1/namespaces/payments/statefulsets/ledger",
+    }
+    # ... and applies nothing: the restarts went through the recording consumer
+    assert applied_patches(cluster[0]) == patches_before
 
 
 def test_a_consumer_that_does_not_exist_is_refused_in_the_preview(
@@ -655,7 +670,7 @@ def test_a_consumer_that_does_not_exist_is_refused_in_the_preview(
 ) -> None:
     rotate, restore = checked_kinds(cluster, vault, consumers)
     path, inside = new_secret(openbao, {"password": "p"})
-    patches_before = len(cluster[0].requests_matching(method="PATCH"))
+    patches_before = applied_patches(cluster[0])
 
     with pytest.raises(NotFound) as caught:
         rotate.preview(
@@ -680,7 +695,7 @@ def test_a_consumer_that_does_not_exist_is_refused_in_the_preview(
         )
     assert consumers.calls == []
     assert current_version(openbao, inside) == 2  # only the test's own write
-    assert len(cluster[0].requests_matching(method="PATCH")) == patches_before
+    assert applied_patches(cluster[0]) == patches_before
 
 
 def test_a_consumer_that_cannot_be_restarted_is_refused_as_invalid(
