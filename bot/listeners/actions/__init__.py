@@ -7,6 +7,7 @@ ID, everything else is read from the database.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -22,84 +23,70 @@ from bot.notifier import SLACK_FAILURES
 log = logging.getLogger(__name__)
 
 
+Clicked = Callable[[int, str, str | None], None]
+"""What a button does: (the ID its ``value`` carries, the clicker's user ID, the channel)."""
+
+Listener = Callable[[Ack, dict[str, Any], dict[str, Any], WebClient], None]
+
+
+def _button(names: str, handle: Clicked) -> Listener:
+    """A listener that acks at once, reads the ID the button carries (``names``: what it names,
+    for the message when it carries none), runs ``handle`` and answers a :class:`GateError` to
+    the clicker alone."""
+
+    def listener(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
+        ack()
+        user = body["user"]["id"]
+        channel = body.get("channel", {}).get("id")
+        try:
+            value = int(action["value"])
+        except (KeyError, TypeError, ValueError):
+            _tell(client, channel, user, f"This button does not name a {names}; nothing changed.")
+            return
+        try:
+            handle(value, user, channel)
+        except (GateError, GrantError) as exc:
+            _tell(client, channel, user, str(exc))
+
+    return listener
+
+
 def register(app: App, gate: Gate) -> None:
-    """Listen for the ``approve`` and ``deny`` buttons of approval messages."""
+    """Listen for Approve / Deny, Acknowledge, and a grant's Extend / End now."""
 
-    def decide(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
-        ack()
-        user = body["user"]["id"]
-        channel = body.get("channel", {}).get("id")
-        try:
-            request_id = int(action["value"])
-        except (KeyError, TypeError, ValueError):
-            _tell(client, channel, user, "This button does not name a request; nothing changed.")
-            return
-        try:
-            if action["action_id"] == blocks.APPROVE_ACTION:
-                gate.approve(request_id, Actor(user))
-            else:
-                gate.deny(request_id, Actor(user))
-        except GateError as exc:
-            _tell(client, channel, user, str(exc))
+    def approve(request_id: int, user: str, _channel: str | None) -> None:
+        gate.approve(request_id, Actor(user))
 
-    app.action(blocks.APPROVE_ACTION)(decide)
-    app.action(blocks.DENY_ACTION)(decide)
+    def deny(request_id: int, user: str, _channel: str | None) -> None:
+        gate.deny(request_id, Actor(user))
 
-    def acknowledge(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient
-    ) -> None:
-        ack()
-        user = body["user"]["id"]
-        channel = body.get("channel", {}).get("id")
-        try:
-            request_id = int(action["value"])
-        except (KeyError, TypeError, ValueError):
-            _tell(client, channel, user, "This button does not name a request; nothing changed.")
-            return
-        try:
-            gate.acknowledge(request_id, Actor(user))
-        except GateError as exc:
-            _tell(client, channel, user, str(exc))
+    def acknowledge(request_id: int, user: str, _channel: str | None) -> None:
+        gate.acknowledge(request_id, Actor(user))
 
-    def grant_button(
-        ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient
-    ) -> None:
-        ack()
-        user = body["user"]["id"]
-        channel = body.get("channel", {}).get("id")
-        try:
-            grant_id = int(action["value"])
-        except (KeyError, TypeError, ValueError):
-            _tell(client, channel, user, "This button does not name a grant; nothing changed.")
-            return
-        try:
-            if action["action_id"] == grant_blocks.END_ACTION:
-                gate.revoke_grant(grant_id, Actor(user))
-                return
-            try:
-                grant = gate.grants.get(grant_id) if gate.grants else None
-            except GrantError as exc:
-                _tell(client, channel, user, str(exc))
-                return
-            seconds = min(grant.duration_seconds, EXTEND_BUTTON_SECONDS) if grant else 0
-            room = grant.extendable_by() if grant else None
-            if room:  # what the rule's max_duration still allows (0: the gate says so)
-                seconds = min(seconds, room)
-            gate.submit(
-                Submission(
-                    action="extend",
-                    params=ExtendParams(grant_id=grant_id, seconds=max(seconds, 60)),
-                    requester=Actor(user),
-                    reason="extended from the reminder",
-                    origin=Origin(channel_id=channel),
-                )
+    def end_now(grant_id: int, user: str, _channel: str | None) -> None:
+        gate.revoke_grant(grant_id, Actor(user))
+
+    def extend(grant_id: int, user: str, channel: str | None) -> None:
+        grant = gate.grants.get(grant_id) if gate.grants else None
+        seconds = min(grant.duration_seconds, EXTEND_BUTTON_SECONDS) if grant else 0
+        room = grant.extendable_by() if grant else None
+        if room:  # what the rule's max_duration still allows (0: the gate says so)
+            seconds = min(seconds, room)
+        gate.submit(
+            Submission(
+                action="extend",
+                params=ExtendParams(grant_id=grant_id, seconds=max(seconds, 60)),
+                requester=Actor(user),
+                reason="extended from the reminder",
+                origin=Origin(channel_id=channel),
             )
-        except GateError as exc:
-            _tell(client, channel, user, str(exc))
+        )
 
-    app.action(blocks.ACKNOWLEDGE_ACTION)(acknowledge)
-    app.action(grant_blocks.EXTEND_ACTION)(grant_button)
-    app.action(grant_blocks.END_ACTION)(grant_button)
+    app.action(blocks.APPROVE_ACTION)(_button("request", approve))
+    app.action(blocks.DENY_ACTION)(_button("request", deny))
+    app.action(blocks.ACKNOWLEDGE_ACTION)(_button("request", acknowledge))
+    app.action(grant_blocks.EXTEND_ACTION)(_button("grant", extend))
+    app.action(grant_blocks.END_ACTION)(_button("grant", end_now))
 
 
 EXTEND_BUTTON_SECONDS = 3600
