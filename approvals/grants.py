@@ -350,18 +350,7 @@ class GrantService:
         why = f"revoked early by <@{actor.id}>" + (f": {reason}" if reason else "")
         now = self._clock()
         with self._sessions.begin() as session:
-            claimed = session.execute(
-                update(Grant)
-                .where(Grant.id == grant_id, Grant.status == GrantStatus.ACTIVE.value)
-                .values(
-                    status=GrantStatus.REVOKING.value,
-                    revoked_by=actor.id,
-                    revoke_reason=why,
-                    updated_at=now,
-                )
-                .execution_options(synchronize_session=False)
-            )
-            if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            if not _claim(session, grant_id, by=actor.id, why=why, now=now):
                 grant = session.get(Grant, grant_id)
                 if grant is None:
                     raise UnknownGrant(f"There is no grant #{grant_id}.")
@@ -686,18 +675,7 @@ class GrantService:
             assert grant_id is not None
             why = f"drift: RoleBinding {namespace}/{name} says it expired at {rfc3339(expiry)}"
             with self._sessions.begin() as session:
-                claimed = session.execute(
-                    update(Grant)
-                    .where(Grant.id == grant_id, Grant.status == GrantStatus.ACTIVE.value)
-                    .values(
-                        status=GrantStatus.REVOKING.value,
-                        revoked_by=SYSTEM.id,
-                        revoke_reason=why,
-                        updated_at=now,
-                    )
-                    .execution_options(synchronize_session=False)
-                )
-                if claimed.rowcount != 1:  # type: ignore[attr-defined]
+                if not _claim(session, grant_id, by=SYSTEM.id, why=why, now=now):
                     return False
             ended = self._finish(grant_id)
             self._announce([ended] if ended else [])
@@ -802,6 +780,18 @@ class GrantService:
         except NotifyError as exc:
             # The change itself is committed and audited; only its announcement failed.
             log.error("grant #%s: could not announce '%s': %s", view.id, event, exc)
+
+
+def _claim(session: Session, grant_id: int, *, by: str, why: str, now: datetime) -> bool:
+    """Claim an active grant for revocation (``active → revoking``, a guarded UPDATE): True for
+    the one caller that wins, False when it is no longer active (ended, or claimed already)."""
+    claimed = session.execute(
+        update(Grant)
+        .where(Grant.id == grant_id, Grant.status == GrantStatus.ACTIVE.value)
+        .values(status=GrantStatus.REVOKING.value, revoked_by=by, revoke_reason=why, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
 
 
 def _end_event(reason: str) -> str:
