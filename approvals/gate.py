@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, cast
 
 from pydantic import BaseModel
-from sqlalchemy import CursorResult, Update, select, update
+from sqlalchemy import CursorResult, Delete, Update, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,7 +25,7 @@ from actions.errors import ActionError, RolloutFailed
 from approvals.grants import GrantError, GrantService, GrantView
 from approvals.lifecycle import SYSTEM, Actor, transition
 from approvals.lifecycle import record as record_event
-from approvals.models import ActorKind, Approval, AuditEvent, Request, Status
+from approvals.models import ActorKind, Approval, AuditEvent, Request, SlackEvent, Status
 from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView, StepView
 from approvals.policy import (
     Decision,
@@ -709,6 +709,24 @@ class Gate:
             request.result = f"access ended: {why}"
         self._notify(grant_id, "revoked")
 
+    def first_delivery(self, event_id: str) -> bool:
+        """True the first time Slack delivers event ``event_id``, False for a redelivery (Slack
+        retries an Events API event it got no answer to, with the same ``event_id``, possibly to
+        another replica: the database remembers it for every replica)."""
+        try:
+            with self._sessions.begin() as session:
+                session.add(SlackEvent(event_id=event_id, received_at=self._clock()))
+        except IntegrityError:
+            return False
+        return True
+
+    def forget_events(self, *, older_than: float = 86400.0) -> int:
+        """Forget deliveries older than ``older_than`` seconds (Slack stops retrying after about
+        an hour); returns how many."""
+        cutoff = self._clock() - timedelta(seconds=older_than)
+        with self._sessions.begin() as session:
+            return _rows(session, delete(SlackEvent).where(SlackEvent.received_at < cutoff))
+
     # --- timers -------------------------------------------------------------------------------
 
     def expire_pending(self) -> list[int]:
@@ -959,7 +977,7 @@ class Gate:
             log.error("request #%s: could not announce '%s': %s", request_id, event, exc)
 
 
-def _rows(session: Session, statement: Update) -> int:
+def _rows(session: Session, statement: Update | Delete) -> int:
     """Execute a guarded UPDATE; returns how many rows it changed (0: someone was first)."""
     result = cast(CursorResult[Any], session.execute(statement))
     return result.rowcount

@@ -213,3 +213,13 @@ class Grant(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(64))
     revoke_reason: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime]
+
+
+class SlackEvent(Base):
+    """An Events API delivery already handled, by its ``event_id``: Slack redelivers an event
+    (same ``event_id``) when it got no answer in 3 seconds, possibly to another replica."""
+
+    __tablename__ = "slack_events"
+
+    event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(index=True)

@@ -173,6 +173,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     )
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     secret = settings.slack_signing_secret
     slack = App(
         client=client,

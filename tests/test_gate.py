@@ -186,3 +186,14 @@ def test_an_unannounced_request_is_cancelled_and_audited(world: World) -> None:
     # the preview's dry run only: nothing applied
     patches = world.kube.requests_matching(method="PATCH")
     assert [p.query.get("dryRun") for p in patches] == ["All"]
+
+
+def test_an_event_is_handled_once_and_forgotten_after_a_day(world: World) -> None:
+    assert world.gate.first_delivery("Ev1")
+    assert not world.gate.first_delivery("Ev1")
+    assert world.gate.first_delivery("Ev2")
+    world.clock.now += timedelta(hours=23)
+    assert world.gate.forget_events() == 0
+    world.clock.now += timedelta(hours=2)
+    assert world.gate.forget_events() == 2
+    assert world.gate.first_delivery("Ev1")

@@ -15,7 +15,7 @@ import pytest
 
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import RunningBot, wait_for
+from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
 from tests.test_restart_e2e import request_status, rows, submit, wait_approval_message
@@ -250,3 +250,36 @@ def test_a_retry_whose_first_delivery_was_lost_is_handled(
     assert bot.post(body, retry).status_code == 200
     assert INCIDENT_LINE in blocks_text(wait_approval_message(bot))
     assert len(rows(settings, Request)) == 1
+
+
+def test_a_retry_delivered_to_another_replica_makes_no_second_request(
+    bot: RunningBot, kube: FakeKubernetes, settings: Settings, fake_slack: slack.FakeSlack
+) -> None:
+    """Behind a load balancer Slack's redelivery may reach another replica on the same database:
+    the database, not one process, remembers the ``event_id``."""
+    event = slack.app_mention_event(
+        "rollback payments-api -n payments", user="U0DEV1", channel=INCIDENT
+    )
+    body = slack.event_callback_body(event, event_id="Ev0REPLICA01")
+    assert bot.post(body).status_code == 200
+    wait_approval_message(bot)
+    other = settings.model_copy(update={"instance": "replica-b"})
+    with running_bot(other, fake_slack) as replica:
+        retry = slack.signed_headers(body) | {"X-Slack-Retry-Num": "1"}
+        assert replica.post(body, retry).status_code == 200
+        # a later, different mention on the replica is handled: it is alive and listening
+        second = slack.event_callback_body(
+            slack.app_mention_event(
+                "history payments-api -n payments", user="U0DEV1", channel=INCIDENT
+            ),
+            event_id="Ev0REPLICA02",
+        )
+        assert replica.post(second).status_code == 200
+        wait_for(
+            lambda: any(
+                "revision" in c.args.get("text", "")
+                for c in fake_slack.calls_of("chat.postEphemeral")
+            )
+        )
+    assert len(rows(settings, Request)) == 1
+    assert len(approval_posts(fake_slack)) == 1

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import logging
 import re
-import threading
-from collections import OrderedDict
 from typing import Any
 
 from slack_bolt import App
@@ -28,27 +26,8 @@ def command_text(text: str) -> str:
     return _MENTION.sub("", text, count=1).strip()
 
 
-SEEN_EVENTS = 1000
-"""How many ``event_id``s are remembered to drop Slack's redeliveries (it retries 3 times, within
-about 5 minutes, with the same ``event_id``)."""
-
-
 def register(app: App, gate: Gate) -> None:
     """Listen for mentions of the bot and for the App Home tab being opened."""
-    seen: OrderedDict[str, None] = OrderedDict()
-    seen_lock = threading.Lock()
-
-    def first_delivery(event_id: str | None) -> bool:
-        """False for an event already delivered: a retry must not make a second request."""
-        if not event_id:
-            return True
-        with seen_lock:
-            if event_id in seen:
-                return False
-            seen[event_id] = None
-            if len(seen) > SEEN_EVENTS:
-                seen.popitem(last=False)
-        return True
 
     def mention(event: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
         channel = event.get("channel")
@@ -59,7 +38,8 @@ def register(app: App, gate: Gate) -> None:
         user = agent or event.get("user")
         if not user or not channel:
             return
-        if not first_delivery(body.get("event_id")):
+        event_id = body.get("event_id")
+        if event_id and not gate.first_delivery(str(event_id)):
             log.info("event %s was already delivered; ignoring Slack's retry", body["event_id"])
             return
         thread_ts = event.get("thread_ts") or event.get("ts")
