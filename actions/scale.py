@@ -170,11 +170,15 @@ class Scale(RolloutFollower):
         assert isinstance(params, ScaleParams)
         kind, name = preview.facts["kind"], preview.facts["name"]
         context = target.kube_context
+        asked_at = preview.facts["current_replicas"]
+        current = self._kube.get_scale(context, kind, params.namespace, name)
+        before = int((current.get("spec") or {}).get("replicas") or 0)
         scale = self._kube.patch_scale(context, kind, params.namespace, name, params.replicas)
-        before = preview.facts["current_replicas"]
         applied = (
             f"scaled {preview.target} in {params.namespace} from {before} to {params.replicas}"
         )
+        if before != asked_at:  # an autoscaler (or someone) moved it since the preview
+            applied += f" ({asked_at} when it was asked for)"
         result = self._follow(context, kind, params.namespace, name)
         facts = {
             "from_replicas": before,

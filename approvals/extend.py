@@ -16,7 +16,7 @@ from actions.access import format_duration, rfc3339
 from actions.base import Outcome, Preview, Target
 from actions.errors import Conflict, Invalid, NotFound
 from approvals.grants import GrantError, GrantService
-from approvals.lifecycle import SYSTEM
+from approvals.lifecycle import SYSTEM, Actor
 
 
 class ExtendParams(BaseModel):
@@ -83,7 +83,9 @@ class Extend:
         when the grant ended or changed meanwhile, ``Invalid`` beyond ``max_duration``."""
         assert isinstance(params, ExtendParams)
         try:
-            grant = self._grants.extend(params.grant_id, params.seconds, actor=SYSTEM)
+            requester = target.settings.get("requester_id")
+            actor = Actor(str(requester)) if requester else SYSTEM
+            grant = self._grants.extend(params.grant_id, params.seconds, actor=actor)
         except GrantError as exc:
             raise Conflict(str(exc)) from exc
         return Outcome(

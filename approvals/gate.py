@@ -857,7 +857,11 @@ class Gate:
                 environment=request.environment or "",
                 kube_context=stored.get("kube_context"),
                 namespace=request.namespace,
-                settings={**stored.get("settings", {}), "request_id": request_id},
+                settings={
+                    **stored.get("settings", {}),
+                    "request_id": request_id,
+                    "requester_id": request.requester_id,
+                },
             )
         self._notify(request_id, "executing")
         try:

@@ -382,6 +382,7 @@ def test_request_approve_remind_extend_by_approval_and_expire(
     wait_for(lambda: bot.request(extend_id).status == "succeeded", what="the extension to end")
     [extended] = [e for e in bot.audit(grant_id) if e.event == "grant_extended"]
     assert extended.detail["to"] == rfc3339(new_end)
+    assert extended.actor_id == "U0DEV1"  # who asked for it; the approval is on the request
     bot.dm_saying("U0DEV1", "was extended")
 
     # beyond max_duration (4h): refused, and nothing changes

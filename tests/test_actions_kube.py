@@ -783,3 +783,17 @@ def test_history_lists_what_kubectl_rollout_history_lists(
     mine = rollout_history(backend, "prod", NS, "payments-api")
     assert [[str(r.number), r.change_cause or "<none>"] for r in mine] == rows
     assert [r.number for r in mine] == [2, 3, 4]
+
+
+def test_scale_reports_the_replicas_it_found_when_they_moved_since_the_preview(
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+) -> None:
+    scale = kinds(backend, time_)["scale"]
+    params = ScaleParams(name="payments-api", namespace=NS, replicas=6)
+    preview = scale.preview(params, target=target())
+    assert preview.facts["current_replicas"] == 3
+    # an autoscaler moves it to 4 while the request waits for approval
+    backend.patch_scale(None, "Deployment", NS, "payments-api", 4)
+    outcome = scale.execute(params, target=target(), preview=preview)
+    assert "from 4 to 6 (3 when it was asked for)" in outcome.summary
+    assert outcome.facts["from_replicas"] == 4
