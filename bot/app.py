@@ -70,7 +70,7 @@ class Services:
     notifier: SlackGrantNotifier
 
     def close(self) -> None:
-        self.scheduler.shutdown(wait=False)
+        self.scheduler.shutdown(wait=True)
         self.kube.close()
         if self.vault is not None:
             self.vault.close()
@@ -187,6 +187,10 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     return Services(store, engine, kube, vault, gate, grants, scheduler, slack, grant_notifier)
 
 
+START_JOIN_TIMEOUT = 60.0
+"""Seconds a stop waits for the start's recovery and first sweep to finish."""
+
+
 def _start_background(services: Services) -> None:
     """What a start does off the event loop: finish the requests a previous run left approved
     or executing, then start the expiry scheduler (which first revokes every overdue grant)."""
@@ -201,6 +205,9 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     services = build_services(settings, clock=clock)
     socket_handler: SocketModeHandler | None = None
     stop_watching = threading.Event()
+    starter = threading.Thread(
+        target=_start_background, args=(services,), name="opsgate-start", daemon=True
+    )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -209,9 +216,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             await run_in_threadpool(migrate, settings.database_url)
             # Requests a previous run left approved or executing; in the background, so that
             # /healthz answers while it works.
-            threading.Thread(
-                target=_start_background, args=(services,), name="opsgate-start", daemon=True
-            ).start()
+            starter.start()
             watch_policy(services.policy, stop_watching)
             install_sighup(services.policy)
             if settings.socket_mode:
@@ -231,6 +236,10 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             stop_watching.set()
             if socket_handler is not None:
                 await run_in_threadpool(socket_handler.close)
+            if starter.is_alive():
+                # a stop right after a start: let the start finish, or the scheduler would be
+                # started (and hold database connections) after everything was closed
+                await run_in_threadpool(starter.join, START_JOIN_TIMEOUT)
             await run_in_threadpool(services.close)
 
     api = FastAPI(title="opsgate", lifespan=lifespan)
