@@ -13,6 +13,7 @@ import logging
 import re
 import threading
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -68,8 +69,12 @@ class Services:
     scheduler: ExpiryScheduler
     slack: App
     notifier: SlackGrantNotifier
+    listener_executor: ThreadPoolExecutor
 
     def close(self) -> None:
+        """Stop, finishing what was started: the listeners' work (an execution following its
+        rollout, say) and the scheduler's running jobs, then close every connection."""
+        self.listener_executor.shutdown(wait=True)
         self.scheduler.shutdown(wait=True)
         self.kube.close()
         if self.vault is not None:
@@ -175,6 +180,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     secret = settings.slack_signing_secret
+    listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
         client=client,
         signing_secret=secret.get_secret_value() if secret is not None else None,
@@ -182,9 +188,22 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         # /healthz answers) even while Slack is unreachable.
         token_verification_enabled=False,
         request_verification_enabled=not settings.socket_mode,
+        # our own executor, so that a stop lets the listeners finish what they started
+        listener_executor=listener_executor,
     )
     listeners.register(slack, gate)
-    return Services(store, engine, kube, vault, gate, grants, scheduler, slack, grant_notifier)
+    return Services(
+        store,
+        engine,
+        kube,
+        vault,
+        gate,
+        grants,
+        scheduler,
+        slack,
+        grant_notifier,
+        listener_executor,
+    )
 
 
 START_JOIN_TIMEOUT = 60.0
