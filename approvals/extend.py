@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from actions.access import format_duration, rfc3339
 from actions.base import Outcome, Preview, Target
 from actions.errors import Conflict, Invalid, NotFound
-from approvals.grants import GrantError, GrantService
+from approvals.grants import GrantError, GrantService, extension_refusal
 from approvals.lifecycle import SYSTEM, Actor
 
 
@@ -53,15 +53,11 @@ class Extend:
             raise NotFound(str(exc)) from exc
         if grant.status != "active":
             raise Invalid(f"Grant #{grant.id} has already ended; ask for new access instead.")
-        total = grant.duration_seconds + params.seconds
         limit = grant.max_duration_seconds
-        if limit is not None and total > limit:
-            room = max(limit - grant.duration_seconds, 0)
-            raise Invalid(
-                f"Grant #{grant.id} would last {format_duration(total)} in all, more than the "
-                f"{format_duration(limit)} its rule allows; it can be extended by at most "
-                f"{format_duration(room)}."
-            )
+        refusal = extension_refusal(grant.id, grant.duration_seconds, limit, params.seconds)
+        if refusal is not None:
+            raise Invalid(refusal)
+        total = grant.duration_seconds + params.seconds
         new_end = grant.expires_at + timedelta(seconds=params.seconds)
         lines = (
             f"Extend grant *#{grant.id}* ({grant.role} in *{grant.namespace}* for "

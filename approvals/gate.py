@@ -13,17 +13,17 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
-from sqlalchemy import CursorResult, Delete, Update, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
 from actions.errors import ActionError, RolloutFailed
 from approvals.grants import GrantError, GrantService, GrantView
-from approvals.lifecycle import SYSTEM, Actor, transition
+from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition
 from approvals.lifecycle import record as record_event
 from approvals.models import ActorKind, Approval, AuditEvent, Request, SlackEvent, Status
 from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView, StepView
@@ -40,6 +40,7 @@ from approvals.policy import (
     is_incident_channel,
     resolve_environment,
     resolve_groups,
+    step_members,
 )
 
 log = logging.getLogger(__name__)
@@ -130,10 +131,11 @@ class Gate:
         """The gate's clock: an aware UTC datetime."""
         return self._clock()
 
-    def actor(self, actor: Actor) -> Actor:
-        """``actor`` as the policy sees it: an ID the policy lists under ``agents`` is automation
-        (``ActorKind.AGENT``) whatever the caller said; the policy never makes anyone a person."""
-        if actor.kind == ActorKind.HUMAN and actor.id in self._policy().policy.agents:
+    def actor(self, actor: Actor, loaded: LoadedPolicy | None = None) -> Actor:
+        """``actor`` as the policy (``loaded``, default: the one in force) sees it: an ID the
+        policy lists under ``agents`` is automation (``ActorKind.AGENT``) whatever the caller
+        said; the policy never makes anyone a person."""
+        if actor.kind == ActorKind.HUMAN and actor.id in (loaded or self._policy()).policy.agents:
             return Actor(actor.id, ActorKind.AGENT)
         return actor
 
@@ -142,11 +144,10 @@ class Gate:
         policy lists under ``agents``, or None; see :func:`approvals.policy.agent_of`."""
         return agent_of(self._policy().policy, *ids)
 
-    def groups(self, loaded: LoadedPolicy | None = None) -> dict[str, frozenset[str]]:
+    def _groups(self, loaded: LoadedPolicy) -> dict[str, frozenset[str]]:
         """Each policy group's members now: its ``users`` and the members of its ``usergroups``."""
-        policy = (loaded or self._policy()).policy
         members = self._directory.members if self._directory else (lambda _g: frozenset())
-        return resolve_groups(policy, members)
+        return resolve_groups(loaded.policy, members)
 
     # --- submission ---------------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class Gate:
         in the policy, the target cannot be read, or the policy does not allow the request.
         """
         loaded = self._policy()
-        submission = replace(submission, requester=self.actor(submission.requester))
+        submission = replace(submission, requester=self.actor(submission.requester, loaded))
         try:
             return self._submit(submission, loaded)
         except Rejected as exc:
@@ -182,13 +183,16 @@ class Gate:
             context = policy.environments[environment].kube_context
         incident = is_incident_channel(policy, sub.origin.channel_name)
         now = self._clock()
-        groups = self.groups(loaded)
+        groups = self._groups(loaded)
+        requester_kind: Literal["human", "agent"] = (
+            "agent" if sub.requester.kind == ActorKind.AGENT else "human"
+        )
         decision = decide(
             loaded,
             RequestContext(
                 action=sub.action,
                 requester=sub.requester.id,
-                requester_kind="agent" if sub.requester.kind == ActorKind.AGENT else "human",
+                requester_kind=requester_kind,
                 environment=environment,
                 namespace=namespace,
                 path=sub.path,
@@ -230,14 +234,13 @@ class Gate:
             raise Rejected(str(exc)) from exc
 
         break_glass = decision.outcome is Outcome.BREAK_GLASS
-        steps = decision.steps
         with self._sessions.begin() as session:
             request = Request(
                 action=sub.action,
                 params=sub.params.model_dump(mode="json"),
                 status=Status.PENDING.value,
                 requester_id=sub.requester.id,
-                requester_kind="agent" if sub.requester.kind == ActorKind.AGENT else "human",
+                requester_kind=requester_kind,
                 environment=environment,
                 namespace=namespace,
                 target=preview.target,
@@ -248,7 +251,7 @@ class Gate:
                 response_url=sub.origin.response_url,
                 rule=decision.rule_label,
                 policy_sha256=loaded.sha256,
-                min_approvals=0 if break_glass else sum(s.min_approvals for s in steps),
+                min_approvals=0 if break_glass else decision.min_approvals,
                 approval_channel_id=decision.approval_channel,
                 approvers={
                     "groups": list(decision.approver_groups),
@@ -259,7 +262,7 @@ class Gate:
                             "users": sorted(step.approvers),
                             "min_approvals": step.min_approvals,
                         }
-                        for step in steps
+                        for step in decision.steps
                     ],
                     "escalate_to": decision.escalate_to,
                     "escalate_users": sorted(decision.escalate_to_users),
@@ -461,12 +464,13 @@ class Gate:
         agent) or :class:`AlreadyDecided` (no longer pending, or already approved by them). A
         double click or a Slack retry executes nothing twice.
         """
-        approver = self.actor(approver)
+        loaded = self._policy()
+        approver = self.actor(approver, loaded)
         now = self._clock()
         approved = False
         try:
             with self._sessions.begin() as session:
-                request = self._decidable(session, request_id, approver)
+                request = self._decidable(session, request_id, approver, loaded)
                 if request.requester_id == approver.id:
                     raise NotAllowed("You cannot approve your own request.")
                 session.add(
@@ -519,10 +523,11 @@ class Gate:
 
         Raises :class:`UnknownRequest`, :class:`NotAllowed` or :class:`AlreadyDecided`.
         """
-        actor = self.actor(actor)
+        loaded = self._policy()
+        actor = self.actor(actor, loaded)
         now = self._clock()
         with self._sessions.begin() as session:
-            request = self._decidable(session, request_id, actor)
+            request = self._decidable(session, request_id, actor, loaded)
             to = Status.CANCELLED if request.requester_id == actor.id else Status.DENIED
             if not transition(
                 session,
@@ -537,7 +542,9 @@ class Gate:
         self._notify(request_id, to.value)
         return self.get(request_id)
 
-    def _decidable(self, session: Session, request_id: int, actor: Actor) -> Request:
+    def _decidable(
+        self, session: Session, request_id: int, actor: Actor, loaded: LoadedPolicy
+    ) -> Request:
         request = session.get(Request, request_id)
         if request is None:
             raise UnknownRequest(f"There is no request #{request_id}.")
@@ -553,10 +560,10 @@ class Gate:
         if actor.id == request.requester_id:
             return request
         members_of = request.approvers.get("members_policy_sha256", request.policy_sha256)
-        if members_of != self._policy().sha256:
-            self._refresh_approvers(request, reloaded=True)
+        if members_of != loaded.sha256:
+            self._refresh_approvers(request, loaded, reloaded=True)
         if actor.id not in request.approvers.get("users", []):
-            self._refresh_approvers(request)
+            self._refresh_approvers(request, loaded)
         if actor.id not in request.approvers.get("users", []):
             groups = ", ".join(request.approvers.get("groups", [])) or "nobody"
             raise NotAllowed(
@@ -571,7 +578,9 @@ class Gate:
             raise AlreadyDecided(f"You have already approved request #{request_id}.")
         return request
 
-    def _refresh_approvers(self, request: Request, *, reloaded: bool = False) -> None:
+    def _refresh_approvers(
+        self, request: Request, loaded: LoadedPolicy, *, reloaded: bool = False
+    ) -> None:
         """Recompute each step's members from the groups in force.
 
         After a click from someone not among the approvers known so far (``reloaded`` False), the
@@ -583,15 +592,13 @@ class Gate:
             if self._directory is None:
                 return
             self._directory.refresh()
-        loaded = self._policy()
-        groups = self.groups(loaded)
-        agents = frozenset(loaded.policy.agents)
+        groups = self._groups(loaded)
         approvers = dict(request.approvers)
         steps = []
         for step in approvers.get("steps", []):
-            users = set() if reloaded else set(step["users"])
-            for group in step["groups"]:
-                users |= groups.get(group, frozenset()) - agents
+            users = step_members(step["groups"], groups, loaded.policy.agents)
+            if not reloaded:
+                users |= set(step["users"])
             steps.append({**step, "users": sorted(users)})
         approvers["steps"] = steps
         approvers["users"] = sorted({u for step in steps for u in step["users"]})
@@ -604,7 +611,8 @@ class Gate:
         Raises :class:`UnknownRequest`, :class:`NotAllowed` (not an approver, its requester, an
         agent) or :class:`AlreadyDecided` (already reviewed).
         """
-        actor = self.actor(actor)
+        loaded = self._policy()
+        actor = self.actor(actor, loaded)
         now = self._clock()
         with self._sessions.begin() as session:
             request = self._load(session, request_id)
@@ -615,11 +623,11 @@ class Gate:
             if actor.id == request.requester_id:
                 raise NotAllowed("You cannot review your own break-glass request.")
             if actor.id not in request.approvers.get("users", []):
-                self._refresh_approvers(request)
+                self._refresh_approvers(request, loaded)
             if actor.id not in request.approvers.get("users", []):
                 groups = ", ".join(request.approvers.get("groups", [])) or "the approvers"
                 raise NotAllowed(f"Only members of {groups} may review request #{request_id}.")
-            done = _rows(
+            done = rows_changed(
                 session,
                 update(Request)
                 .where(Request.id == request_id, Request.reviewed_by.is_(None))
@@ -654,7 +662,7 @@ class Gate:
     def grant_approvers(self) -> frozenset[str]:
         """Everyone who may approve some access request: they see and may end every grant."""
         loaded = self._policy()
-        groups = self.groups(loaded)
+        groups = self._groups(loaded)
         names: set[str] = set()
         for rule in loaded.policy.rules:
             if "access" in rule.match.action:
@@ -687,8 +695,8 @@ class Gate:
             raise NotAllowed("Automation can only end its own grants.")
         if (
             grant.grantee_id != actor.id
+            and actor.id not in grant.approver_ids  # an approver of its request
             and actor.id not in self.grant_approvers()
-            and not self.grants.may_revoke(grant_id, actor.id)
         ):
             raise NotAllowed(
                 f"Only the grantee or an approver may end grant #{grant_id}; nothing changed."
@@ -725,7 +733,7 @@ class Gate:
         an hour); returns how many."""
         cutoff = self._clock() - timedelta(seconds=older_than)
         with self._sessions.begin() as session:
-            return _rows(session, delete(SlackEvent).where(SlackEvent.received_at < cutoff))
+            return rows_changed(session, delete(SlackEvent).where(SlackEvent.received_at < cutoff))
 
     # --- timers -------------------------------------------------------------------------------
 
@@ -772,7 +780,7 @@ class Gate:
         escalated = []
         for request_id in due:
             with self._sessions.begin() as session:
-                done = _rows(
+                done = rows_changed(
                     session,
                     update(Request)
                     .where(
@@ -979,12 +987,6 @@ class Gate:
         except NotifyError as exc:
             # The change itself is committed and audited; only its announcement failed.
             log.error("request #%s: could not announce '%s': %s", request_id, event, exc)
-
-
-def _rows(session: Session, statement: Update | Delete) -> int:
-    """Execute a guarded UPDATE; returns how many rows it changed (0: someone was first)."""
-    result = cast(CursorResult[Any], session.execute(statement))
-    return result.rowcount
 
 
 def _steps(request: Request) -> tuple[Step, ...]:

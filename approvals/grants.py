@@ -43,7 +43,14 @@ from actions.access import (
     rfc3339,
 )
 from actions.errors import ActionError
-from approvals.lifecycle import SYSTEM, TRANSITIONS, Actor, InvalidTransition, transition
+from approvals.lifecycle import (
+    SYSTEM,
+    TRANSITIONS,
+    Actor,
+    InvalidTransition,
+    rows_changed,
+    transition,
+)
 from approvals.lifecycle import record as record_event
 from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
 from approvals.notifier import GrantNotifier, GrantView, NotifyError
@@ -57,6 +64,7 @@ __all__ = [
     "GrantService",
     "GrantView",
     "UnknownGrant",
+    "extension_refusal",
 ]
 
 log = logging.getLogger(__name__)
@@ -273,15 +281,12 @@ class GrantService:
                 raise UnknownGrant(f"There is no grant #{grant_id}.")
             if grant.status != GrantStatus.ACTIVE.value or grant.expires_at <= now:
                 raise GrantNotActive(f"Grant #{grant_id} has already ended.")
+            refusal = extension_refusal(
+                grant_id, grant.duration_seconds, grant.max_duration_seconds, seconds
+            )
+            if refusal is not None:
+                raise ExtensionRefused(refusal)
             total = grant.duration_seconds + seconds
-            limit = grant.max_duration_seconds
-            if limit is not None and total > limit:
-                room = max(limit - grant.duration_seconds, 0)
-                raise ExtensionRefused(
-                    f"Grant #{grant_id} would last {format_duration(total)} in all, more than the "
-                    f"{format_duration(limit)} its rule allows; it can be extended by at most "
-                    f"{format_duration(room)}."
-                )
             old_expires = grant.expires_at
             new_expires = old_expires + timedelta(seconds=seconds)
         try:
@@ -299,7 +304,8 @@ class GrantService:
                 f"{rfc3339(old_expires)}."
             ) from exc
         with self._sessions.begin() as session:
-            changed = session.execute(
+            changed = rows_changed(
+                session,
                 update(Grant)
                 .where(
                     Grant.id == grant_id,
@@ -312,9 +318,9 @@ class GrantService:
                     reminded_at=None,
                     updated_at=now,
                 )
-                .execution_options(synchronize_session=False)
+                .execution_options(synchronize_session=False),
             )
-            if changed.rowcount != 1:  # type: ignore[attr-defined]
+            if changed != 1:
                 raise GrantNotActive(f"Grant #{grant_id} changed meanwhile; try again.")
             request = session.get(Request, grant_id)
             assert request is not None
@@ -785,13 +791,30 @@ class GrantService:
 def _claim(session: Session, grant_id: int, *, by: str, why: str, now: datetime) -> bool:
     """Claim an active grant for revocation (``active → revoking``, a guarded UPDATE): True for
     the one caller that wins, False when it is no longer active (ended, or claimed already)."""
-    claimed = session.execute(
+    claimed = rows_changed(
+        session,
         update(Grant)
         .where(Grant.id == grant_id, Grant.status == GrantStatus.ACTIVE.value)
         .values(status=GrantStatus.REVOKING.value, revoked_by=by, revoke_reason=why, updated_at=now)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return bool(claimed.rowcount == 1)  # type: ignore[attr-defined]
+    return claimed == 1
+
+
+def extension_refusal(
+    grant_id: int, duration_seconds: int, max_duration_seconds: int | None, seconds: int
+) -> str | None:
+    """Why ``seconds`` more would take grant ``grant_id`` (lasting ``duration_seconds`` so far)
+    past its rule's ``max_duration_seconds``, for the requester; None when it fits."""
+    total = duration_seconds + seconds
+    if max_duration_seconds is None or total <= max_duration_seconds:
+        return None
+    room = max(max_duration_seconds - duration_seconds, 0)
+    return (
+        f"Grant #{grant_id} would last {format_duration(total)} in all, more than the "
+        f"{format_duration(max_duration_seconds)} its rule allows; it can be extended by at most "
+        f"{format_duration(room)}."
+    )
 
 
 def _end_event(reason: str) -> str:

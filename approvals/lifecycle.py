@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, Delete, Update, update
 from sqlalchemy.orm import Session
 
 from approvals.models import ActorKind, AuditEvent, Request, Status
@@ -71,18 +71,25 @@ def transition(
     """
     if to not in TRANSITIONS[expected]:
         raise InvalidTransition(f"{expected} → {to} is not an allowed transition")
-    result = session.execute(
+    changed = rows_changed(
+        session,
         update(Request)
         .where(Request.id == request.id, Request.status == expected.value)
         .values(status=to.value, updated_at=now, **values)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
+    if changed != 1:
         return False
     session.add(_event(request, event or to.value, expected.value, to.value, actor, now, detail))
     session.flush()
     session.refresh(request)
     return True
+
+
+def rows_changed(session: Session, statement: Update | Delete) -> int:
+    """Execute a guarded UPDATE (or DELETE) in the caller's transaction; returns how many rows it
+    changed (0 for a guarded update: someone else was first)."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def record(

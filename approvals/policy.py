@@ -1102,9 +1102,16 @@ def _steps(
         groups, needed = (
             (model.approvers, model.min_approvals) if isinstance(model, StepModel) else model
         )
-        users = frozenset(u for g in groups for u in members.get(g, frozenset()) if u not in agents)
-        out.append(Step(tuple(groups), users, needed))
+        out.append(Step(tuple(groups), step_members(groups, members, agents), needed))
     return tuple(out)
+
+
+def step_members(
+    groups: Iterable[str], members: Mapping[str, frozenset[str]], agents: Collection[str] = ()
+) -> frozenset[str]:
+    """The people of ``groups`` (``members`` as :func:`resolve_groups` gives them) who may
+    approve a step: every member but ``agents``."""
+    return frozenset(u for g in groups for u in members.get(g, frozenset()) if u not in agents)
 
 
 def _needs(steps: Sequence[Step]) -> str:
@@ -1493,4 +1500,5 @@ __all__ = [
     "resolve_environment",
     "resolve_groups",
     "static_groups",
+    "step_members",
 ]
