@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from actions.errors import NotFound
 from actions.kube import KubernetesPort
-from actions.workloads import WorkloadKind
+from actions.workloads import WorkloadKind, find_workload
 
 REVISION = "deployment.kubernetes.io/revision"
 CHANGE_CAUSE = "kubernetes.io/change-cause"
@@ -129,10 +128,7 @@ def rollout_history(
 
     Raises ``NotFound`` when there is no such Deployment, and the port's errors.
     """
-    try:
-        deployment = kube.get_workload(context, WorkloadKind.DEPLOYMENT, namespace, name)
-    except NotFound as exc:
-        raise NotFound(f"no Deployment named '{name}' in namespace {namespace}") from exc
+    deployment = find_workload(kube, context, namespace, name, WorkloadKind.DEPLOYMENT)
     return revisions_of(deployment, controlled_replica_sets(kube, context, deployment))
 
 

@@ -18,14 +18,25 @@ from actions.vault import VaultPort
 from actions.workloads import parse_workload
 
 
+def _restart_request(
+    workload: str, namespace: str, kube_context: str | None
+) -> tuple[RestartParams, Target]:
+    """The ``/ops restart`` request for one of a secret's consumers (``kind/name`` or a bare
+    name). Raises Invalid for a reference that does not parse."""
+    try:
+        kind, name = parse_workload(workload)
+    except ValueError as exc:
+        raise Invalid(str(exc)) from exc
+    params = RestartParams(name=name, kind=kind, namespace=namespace)
+    return params, Target(environment="", kube_context=kube_context, namespace=namespace)
+
+
 def consumer_restarter(restart: Restart) -> RestartConsumer:
     """A secret's consumers are restarted by the ``restart`` kind itself: the same checks (a
     paused Deployment is refused) and the same rollout following as ``/ops restart``."""
 
     def restart_consumer(namespace: str, workload: str, kube_context: str | None) -> str:
-        kind, name = parse_workload(workload)
-        params = RestartParams(name=name, kind=kind, namespace=namespace)
-        target = Target(environment="", kube_context=kube_context, namespace=namespace)
+        params, target = _restart_request(workload, namespace, kube_context)
         preview = restart.preview(params, target=target)
         return restart.execute(params, target=target, preview=preview).summary
 
@@ -38,12 +49,7 @@ def consumer_checker(restart: Restart) -> ConsumerCheck:
     unknown kind, paused Deployment). Returns the resolved ``kind/name``."""
 
     def check_consumer(namespace: str, workload: str, kube_context: str | None) -> str:
-        try:
-            kind, name = parse_workload(workload)
-        except ValueError as exc:
-            raise Invalid(str(exc)) from exc
-        params = RestartParams(name=name, kind=kind, namespace=namespace)
-        target = Target(environment="", kube_context=kube_context, namespace=namespace)
+        params, target = _restart_request(workload, namespace, kube_context)
         return restart.preview(params, target=target).target
 
     return check_consumer
@@ -62,8 +68,8 @@ def build_registry(
     """Every request kind, ready to use, keyed by its ``name``.
 
     ``rotate`` and ``restore`` are there only when a ``vault`` adapter is given;
-    ``restart_consumer`` restarts a secret's consumers (without it, each restart fails with a
-    message saying so). ``rollout_timeout`` (seconds) bounds how long restart, scale and
+    ``restart_consumer`` restarts a secret's consumers (default: :func:`consumer_restarter`,
+    the ``restart`` kind itself). ``rollout_timeout`` (seconds) bounds how long restart, scale and
     rollback follow their rollout, polled every ``poll_interval`` seconds with ``sleep``.
     """
     t, z, p = rollout_timeout, sleep, poll_interval

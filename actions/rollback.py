@@ -26,7 +26,7 @@ from actions.history import (
     template_without_hash,
 )
 from actions.rollout import RolloutFollower
-from actions.workloads import WorkloadKind
+from actions.workloads import WorkloadKind, find_workload
 
 ANNOTATIONS_KEPT = frozenset(
     {
@@ -96,14 +96,9 @@ class Rollback(RolloutFollower):
     def _read(
         self, context: str | None, params: RollbackParams
     ) -> tuple[dict[str, Any], list[dict[str, Any]], list[Revision]]:
-        try:
-            deployment = self._kube.get_workload(
-                context, WorkloadKind.DEPLOYMENT, params.namespace, params.name
-            )
-        except NotFound as exc:
-            raise NotFound(
-                f"no Deployment named '{params.name}' in namespace {params.namespace}"
-            ) from exc
+        deployment = find_workload(
+            self._kube, context, params.namespace, params.name, WorkloadKind.DEPLOYMENT
+        )
         if (deployment.get("spec") or {}).get("paused"):
             raise Invalid(
                 f"deployment/{params.name} is paused; kubectl refuses to roll back a paused "

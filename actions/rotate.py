@@ -57,14 +57,6 @@ end of its rollout (``"deployment/payments-api: rolled out 3/3 in 2 s"``); raise
 :class:`actions.errors.ActionError` when the workload does not come back."""
 
 
-def no_restart_consumer(namespace: str, workload: str, kube_context: str | None) -> str:
-    """The consumer used when opsgate was built without one: every restart fails, saying so."""
-    raise PermanentError(
-        f"cannot restart {workload} in {namespace}: opsgate was started without a way to "
-        "restart workloads"
-    )
-
-
 ConsumerCheck = Callable[[str, str, str | None], str]
 """``(namespace, workload_ref, kube_context) -> the resolved reference``
 (``"payments-api"`` -> ``"deployment/payments-api"``), read without changing anything; raises
@@ -217,6 +209,32 @@ def _current_version(vault: VaultPort, mount: str, inside: str) -> int | None:
         return None
 
 
+def _write_kv(
+    vault: VaultPort,
+    facts: Mapping[str, Any],
+    *,
+    base_version: int,
+    gone: str,
+    new_values: Mapping[str, Callable[[], str]] | None = None,
+) -> int:
+    """:meth:`VaultPort.kv_write_from_version` of the previewed secret (``facts``), with
+    check-and-set on the version read at preview; returns the new version.
+
+    Raises Conflict, nothing written, when the secret changed since the preview, or, with the
+    message ``gone``, when ``base_version`` can no longer be read.
+    """
+    mount, inside, path = facts["mount"], facts["secret_path"], facts["path"]
+    read_version: int = facts["version"]
+    try:
+        return vault.kv_write_from_version(
+            mount, inside, base_version=base_version, cas=read_version, new_values=new_values
+        )
+    except Conflict as exc:
+        raise _conflict(path, read_version, _current_version(vault, mount, inside)) from exc
+    except NotFound as exc:
+        raise Conflict(gone) from exc
+
+
 def _no_password_policy(policy: str) -> str:
     return (
         f"Vault has no password policy named '{policy}' (the rule's rotate.password_policy); "
@@ -265,14 +283,15 @@ class _Consumers:
             ) from failures[0]
         return list(dict.fromkeys(resolved))
 
-    @staticmethod
     def plan(
+        self,
         params_restart: tuple[str, ...],
         params_namespace: str | None,
         settings: RotateSettings,
         target: Target,
     ) -> tuple[list[str], str | None]:
-        """The rule's workloads then the command's (each once), and their namespace."""
+        """The rule's workloads then the command's (each once), as :meth:`resolve` resolves
+        them, and their namespace."""
         workloads = list(dict.fromkeys([*settings.restart, *params_restart]))
         namespace = params_namespace or settings.namespace or target.namespace
         if workloads and not namespace:
@@ -280,7 +299,28 @@ class _Consumers:
                 "workloads to restart need a namespace: add -n <namespace> "
                 "(or a namespace in the rule's rotate settings)"
             )
-        return workloads, namespace
+        return self.resolve(workloads, namespace, target.kube_context), namespace
+
+    def finish(
+        self,
+        written: str,
+        facts: Mapping[str, Any],
+        context: str | None,
+        *,
+        way_back: str,
+        outcome_facts: dict[str, Any],
+    ) -> Outcome:
+        """After ``written`` was done: restart the previewed consumers (``facts["restart"]`` in
+        ``facts["namespace"]``) and return the Outcome (``outcome_facts`` plus ``consumers``).
+
+        Raises :func:`_consumers_failed`'s PermanentError (with ``way_back``) when any failed.
+        """
+        results = self.restart_all(facts["restart"], facts["namespace"], context)
+        if not all(r["ok"] for r in results):
+            raise _consumers_failed(written, results, facts["namespace"], way_back)
+        return Outcome(
+            summary=_done(written, results), facts={**outcome_facts, "consumers": results}
+        )
 
     def restart_all(
         self, workloads: list[str], namespace: str | None, context: str | None
@@ -336,19 +376,11 @@ def _in_environment(environment: str) -> str:
     return f", environment {environment}" if environment else ""
 
 
-class Rotate:
-    """The rotate request kind (see the module docstring).
-
-    ``vault`` is the Vault adapter; ``restart_consumer`` restarts one workload and follows its
-    rollout; ``check_consumer`` resolves one in the preview (default: no check);
-    ``clock`` returns an aware datetime (for the age of versions).
+class _SecretKind:
+    """What rotate and restore share: ``vault`` is the Vault adapter; ``restart_consumer``
+    restarts one workload and follows its rollout; ``check_consumer`` resolves one in the
+    preview (default: no check); ``clock`` returns an aware datetime (for the age of versions).
     """
-
-    name: ClassVar[str] = "rotate"
-    # a database static role's old password is gone for good; a KV version can be restored,
-    # but consumers may already have used the new value: never approved automatically
-    reversible: ClassVar[bool] = False
-    params_model: ClassVar[type[BaseModel]] = RotateParams
 
     def __init__(
         self,
@@ -361,6 +393,16 @@ class Rotate:
         self._vault = vault
         self._consumers = _Consumers(restart_consumer, check_consumer)
         self._clock = clock
+
+
+class Rotate(_SecretKind):
+    """The rotate request kind (see the module docstring); constructed as :class:`_SecretKind`."""
+
+    name: ClassVar[str] = "rotate"
+    # a database static role's old password is gone for good; a KV version can be restored,
+    # but consumers may already have used the new value: never approved automatically
+    reversible: ClassVar[bool] = False
+    params_model: ClassVar[type[BaseModel]] = RotateParams
 
     # -- preview ------------------------------------------------------------------------------
 
@@ -375,8 +417,9 @@ class Rotate:
         """
         assert isinstance(params, RotateParams)
         settings = RotateSettings.of(target)
-        workloads, namespace = _Consumers.plan(params.restart, params.namespace, settings, target)
-        workloads = self._consumers.resolve(workloads, namespace, target.kube_context)
+        workloads, namespace = self._consumers.plan(
+            params.restart, params.namespace, settings, target
+        )
         full_path = params.path.strip("/")
         mount, mount_name, inside = _split(self._vault, full_path)
         if mount.type == "database":
@@ -513,48 +556,34 @@ class Rotate:
         if facts["kind"] == "database_static_role":
             return self._execute_static_role(target, facts)
         settings = RotateSettings.of(target)
-        mount, inside, path = facts["mount"], facts["secret_path"], facts["path"]
-        read_version: int = facts["version"]
-        try:
-            new_version = self._vault.kv_write_from_version(
-                mount,
-                inside,
-                base_version=read_version,
-                cas=read_version,
-                new_values={facts["key"]: self._value_source(settings)},
-            )
-        except Conflict as exc:
-            raise _conflict(
-                path, read_version, _current_version(self._vault, mount, inside)
-            ) from exc
-        except NotFound as exc:
-            raise Conflict(
+        path, read_version = facts["path"], facts["version"]
+        new_version = _write_kv(
+            self._vault,
+            facts,
+            base_version=read_version,
+            gone=(
                 f"version {read_version} of {path} can no longer be read (deleted since the "
                 "preview); nothing was written; ask again"
-            ) from exc
-        results = self._consumers.restart_all(
-            facts["restart"], facts["namespace"], target.kube_context
+            ),
+            new_values={facts["key"]: self._value_source(settings)},
         )
         written = (
             f"rotated key {facts['key']} of {path}: new version {new_version} (was {read_version})"
         )
-        if not all(r["ok"] for r in results):
-            raise _consumers_failed(
-                written,
-                results,
-                facts["namespace"],
-                f"The new value stays in place. To go back to the old value: "
-                f"`/ops restore {path} --to-version {read_version}`",
-            )
-        return Outcome(
-            summary=_done(written, results),
-            facts={
+        return self._consumers.finish(
+            written,
+            facts,
+            target.kube_context,
+            way_back=(
+                "The new value stays in place. To go back to the old value: "
+                f"`/ops restore {path} --to-version {read_version}`"
+            ),
+            outcome_facts={
                 "path": path,
                 "previous_version": read_version,
                 "version": new_version,
                 "keys": facts["keys"],
                 "key": facts["key"],
-                "consumers": results,
             },
         )
 
@@ -591,32 +620,26 @@ class Rotate:
                 f"did not advance ({_stamp(before)}); check the database engine's logs; no "
                 "workload was restarted"
             )
-        results = self._consumers.restart_all(
-            facts["restart"], facts["namespace"], target.kube_context
-        )
         when = f" at {_stamp(after)}" if after is not None else unconfirmed
         written = f"rotated the password of database static role {role} ({path}){when}"
-        if not all(r["ok"] for r in results):
-            raise _consumers_failed(
-                written,
-                results,
-                facts["namespace"],
+        return self._consumers.finish(
+            written,
+            facts,
+            target.kube_context,
+            way_back=(
                 "The old password no longer works and a static role has no version to restore: "
-                "fix the failed workloads so that they start with the new password.",
-            )
-        return Outcome(
-            summary=_done(written, results),
-            facts={
+                "fix the failed workloads so that they start with the new password."
+            ),
+            outcome_facts={
                 "path": path,
                 "role": role,
                 "username": facts["username"],
                 "last_vault_rotation": after.isoformat() if after is not None else None,
-                "consumers": results,
             },
         )
 
 
-class Restore:
+class Restore(_SecretKind):
     """The restore request kind: version N's data written as a new KV v2 version.
 
     Same collaborators as :class:`Rotate`. After the write, the workloads in the rule's
@@ -629,18 +652,6 @@ class Restore:
     reversible: ClassVar[bool] = False
     params_model: ClassVar[type[BaseModel]] = RestoreParams
 
-    def __init__(
-        self,
-        *,
-        vault: VaultPort,
-        restart_consumer: RestartConsumer,
-        clock: Callable[[], datetime],
-        check_consumer: ConsumerCheck = no_consumer_check,
-    ) -> None:
-        self._vault = vault
-        self._consumers = _Consumers(restart_consumer, check_consumer)
-        self._clock = clock
-
     def preview(self, params: BaseModel, *, target: Target) -> Preview:
         """Current version, target version and its age, the target's key names.
 
@@ -650,8 +661,7 @@ class Restore:
         """
         assert isinstance(params, RestoreParams)
         settings = RotateSettings.of(target)
-        workloads, namespace = _Consumers.plan((), None, settings, target)
-        workloads = self._consumers.resolve(workloads, namespace, target.kube_context)
+        workloads, namespace = self._consumers.plan((), None, settings, target)
         full_path = params.path.strip("/")
         mount, mount_name, inside = _split(self._vault, full_path)
         _require_kv2(mount, full_path, "restore")
@@ -718,45 +728,33 @@ class Restore:
         """
         assert isinstance(params, RestoreParams)
         facts = preview.facts
-        mount, inside, path = facts["mount"], facts["secret_path"], facts["path"]
-        read_version: int = facts["version"]
-        to_version: int = facts["to_version"]
-        try:
-            new_version = self._vault.kv_write_from_version(
-                mount, inside, base_version=to_version, cas=read_version
-            )
-        except Conflict as exc:
-            raise _conflict(
-                path, read_version, _current_version(self._vault, mount, inside)
-            ) from exc
-        except NotFound as exc:
-            raise Conflict(
+        path, read_version, to_version = facts["path"], facts["version"], facts["to_version"]
+        new_version = _write_kv(
+            self._vault,
+            facts,
+            base_version=to_version,
+            gone=(
                 f"version {to_version} of {path} can no longer be read (deleted or destroyed "
                 "since the preview); nothing was written"
-            ) from exc
-        results = self._consumers.restart_all(
-            facts["restart"], facts["namespace"], target.kube_context
+            ),
         )
         written = (
             f"restored {path} to the data of version {to_version}: new version {new_version} "
             f"(was {read_version})"
         )
-        if not all(r["ok"] for r in results):
-            raise _consumers_failed(
-                written,
-                results,
-                facts["namespace"],
-                f"The restored data stays in place. To go back to the data before the restore: "
-                f"`/ops restore {path} --to-version {read_version}`",
-            )
-        return Outcome(
-            summary=_done(written, results),
-            facts={
+        return self._consumers.finish(
+            written,
+            facts,
+            target.kube_context,
+            way_back=(
+                "The restored data stays in place. To go back to the data before the restore: "
+                f"`/ops restore {path} --to-version {read_version}`"
+            ),
+            outcome_facts={
                 "path": path,
                 "previous_version": read_version,
                 "restored_version": to_version,
                 "version": new_version,
                 "keys": facts["keys"],
-                "consumers": results,
             },
         )

@@ -155,19 +155,7 @@ class KubernetesBackend:
 
         Returns the object as the server stored it. ``dry_run`` sends ``dryRun=All``.
         """
-        suffix = _suffix(kind)
-        api = self._apps(context)
-        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
-        return self._call(
-            context,
-            f"patching {kind.lower()}/{name} in {namespace}",
-            getattr(api, f"patch_namespaced_{suffix}"),
-            name,
-            namespace,
-            patch,
-            _content_type=STRATEGIC_MERGE,
-            **extra,
-        )
+        return self._patch(context, kind, namespace, name, patch, STRATEGIC_MERGE, dry_run)
 
     def json_patch_workload(
         self,
@@ -184,17 +172,29 @@ class KubernetesBackend:
         Returns the object as the server stored it. ``dry_run`` sends ``dryRun=All``. A failed
         ``test`` operation is ``Invalid`` (422).
         """
+        return self._patch(context, kind, namespace, name, operations, JSON_PATCH, dry_run)
+
+    def _patch(
+        self,
+        context: str | None,
+        kind: str,
+        namespace: str,
+        name: str,
+        body: dict[str, Any] | list[dict[str, Any]],
+        content_type: str,
+        dry_run: bool,
+    ) -> dict[str, Any]:
+        """PATCH a workload with ``body`` of ``content_type``; ``dry_run`` sends ``dryRun=All``."""
         suffix = _suffix(kind)
-        api = self._apps(context)
         extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
         return self._call(
             context,
             f"patching {kind.lower()}/{name} in {namespace}",
-            getattr(api, f"patch_namespaced_{suffix}"),
+            getattr(self._apps(context), f"patch_namespaced_{suffix}"),
             name,
             namespace,
-            operations,
-            _content_type=JSON_PATCH,
+            body,
+            _content_type=content_type,
             **extra,
         )
 
