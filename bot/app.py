@@ -244,10 +244,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
                     services.slack, settings.slack_app_token.get_secret_value()
                 )
                 await run_in_threadpool(socket_handler.connect)
+            loaded = services.policy.current()
             log.info(
                 "opsgate ready: policy %s (sha256 %s), %s",
-                services.policy.current().source,
-                services.policy.current().sha256[:12],
+                loaded.source,
+                loaded.sha256[:12],
                 "Socket Mode" if settings.socket_mode else "HTTP mode on /slack/events",
             )
             yield

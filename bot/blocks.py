@@ -39,12 +39,40 @@ def _fit(text: str, limit: int = 3000) -> str:
     return text if len(text) <= limit else text[: limit - len(cut)] + cut
 
 
-def _section(text: str) -> dict[str, Any]:
+def section(text: str) -> dict[str, Any]:
+    """A mrkdwn section block, cut to Slack's 3000 characters."""
     return {"type": "section", "text": {"type": "mrkdwn", "text": _fit(text)}}
 
 
-def _context(text: str) -> dict[str, Any]:
+def context(text: str) -> dict[str, Any]:
+    """A context block of one mrkdwn element, cut to Slack's 3000 characters."""
     return {"type": "context", "elements": [{"type": "mrkdwn", "text": _fit(text)}]}
+
+
+def button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+    """A button element; ``value`` is an ID and nothing else."""
+    element: dict[str, Any] = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": text},
+        "action_id": action_id,
+        "value": value,
+    }
+    if style:
+        element["style"] = style
+    return element
+
+
+def decision_buttons(request_id: int, block_id: str = DECISION_BLOCK) -> dict[str, Any]:
+    """An actions block with Approve and Deny, each with ``value`` = the request ID."""
+    value = str(request_id)
+    return {
+        "type": "actions",
+        "block_id": block_id,
+        "elements": [
+            button("Approve", APPROVE_ACTION, value, "primary"),
+            button("Deny", DENY_ACTION, value, "danger"),
+        ],
+    }
 
 
 def title(view: RequestView) -> str:
@@ -127,45 +155,24 @@ def approval_message(view: RequestView) -> tuple[str, Blocks]:
     """The approval request: who, what (the preview), why, and Approve / Deny while pending."""
     text = f"{title(view)}, asked by <@{view.requester_id}>"
     blocks: Blocks = [
-        _section(f"*{title(view)}*\nAsked by <@{view.requester_id}>"),
-        _section("\n".join(view.preview_lines) or "(no preview)"),
-        _section(f"*Reason:* {view.reason}" if view.reason else "*Reason:* (none given)"),
+        section(f"*{title(view)}*\nAsked by <@{view.requester_id}>"),
+        section("\n".join(view.preview_lines) or "(no preview)"),
+        section(f"*Reason:* {view.reason}" if view.reason else "*Reason:* (none given)"),
     ]
     if view.incident and view.origin_channel_id:
         name = f" (#{view.incident_channel})" if view.incident_channel else ""
-        blocks.append(_section(f"*Incident channel:* <#{view.origin_channel_id}>{name}"))
-    context = f"{approvals_line(view)} · rule {view.rule or '?'}"
+        blocks.append(section(f"*Incident channel:* <#{view.origin_channel_id}>{name}"))
+    footer = f"{approvals_line(view)} · rule {view.rule or '?'}"
     if view.freeze:
-        context += f" · change freeze *{view.freeze}* in force"
+        footer += f" · change freeze *{view.freeze}* in force"
     if view.status == "pending" and view.expires_at is not None:
-        context += f" · expires <!date^{int(view.expires_at.timestamp())}^{{time}}|at "
-        context += f"{view.expires_at:%H:%M} UTC>"
-    blocks.append(_context(context))
+        footer += f" · expires <!date^{int(view.expires_at.timestamp())}^{{time}}|at "
+        footer += f"{view.expires_at:%H:%M} UTC>"
+    blocks.append(context(footer))
     if view.status == "pending":
-        blocks.append(
-            {
-                "type": "actions",
-                "block_id": DECISION_BLOCK,
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": APPROVE_ACTION,
-                        "text": {"type": "plain_text", "text": "Approve"},
-                        "style": "primary",
-                        "value": str(view.id),
-                    },
-                    {
-                        "type": "button",
-                        "action_id": DENY_ACTION,
-                        "text": {"type": "plain_text", "text": "Deny"},
-                        "style": "danger",
-                        "value": str(view.id),
-                    },
-                ],
-            }
-        )
+        blocks.append(decision_buttons(view.id))
     else:
-        blocks.append(_section(outcome_line(view)))
+        blocks.append(section(outcome_line(view)))
         text = f"{text}: {view.status}"
     return text, blocks
 
@@ -222,31 +229,23 @@ def break_glass_notice(view: RequestView) -> tuple[str, Blocks]:
         f"executed without approval"
     )
     blocks: Blocks = [
-        _section(f"*{text}*"),
-        _section("\n".join(view.preview_lines) or "(no preview)"),
-        _section(f"*Justification:* {view.reason or '(none given)'}"),
-        _context(f"rule {view.rule or '?'} · policy {str(view.policy_sha256 or '?')[:12]}"),
+        section(f"*{text}*"),
+        section("\n".join(view.preview_lines) or "(no preview)"),
+        section(f"*Justification:* {view.reason or '(none given)'}"),
+        context(f"rule {view.rule or '?'} · policy {str(view.policy_sha256 or '?')[:12]}"),
     ]
     if view.reviewed_by is None:
         groups = ", ".join(view.approver_groups) or "approvers"
-        blocks.append(_section(f"Needs review by *{groups}*; the request stays open until then."))
+        blocks.append(section(f"Needs review by *{groups}*; the request stays open until then."))
         blocks.append(
             {
                 "type": "actions",
                 "block_id": REVIEW_BLOCK,
-                "elements": [
-                    {
-                        "type": "button",
-                        "action_id": ACKNOWLEDGE_ACTION,
-                        "text": {"type": "plain_text", "text": "Acknowledge"},
-                        "style": "primary",
-                        "value": str(view.id),
-                    }
-                ],
+                "elements": [button("Acknowledge", ACKNOWLEDGE_ACTION, str(view.id), "primary")],
             }
         )
     else:
-        blocks.append(_section(f":white_check_mark: Reviewed by <@{view.reviewed_by}>."))
+        blocks.append(section(f":white_check_mark: Reviewed by <@{view.reviewed_by}>."))
         text += f" (reviewed by <@{view.reviewed_by}>)"
     return text, blocks
 

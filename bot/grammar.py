@@ -96,7 +96,7 @@ def _request(name: str, params: BaseModel, ns: argparse.Namespace, **extra: Any)
     return Command(
         name,
         params=params,
-        namespace=extra.pop("namespace", getattr(ns, "namespace", None)),
+        namespace=getattr(ns, "namespace", None),
         env=ns.env,
         reason=reason,
         break_glass=ns.break_glass,
@@ -227,7 +227,7 @@ def _restore_args(parser: argparse.ArgumentParser) -> None:
 def _restore_build(ns: argparse.Namespace) -> Command:
     path = ns.path.strip("/")
     params = RestoreParams(path=path, to_version=ns.to_version)
-    return _request("restore", params, ns, path=path, namespace=None)
+    return _request("restore", params, ns, path=path)
 
 
 def _status_args(parser: argparse.ArgumentParser) -> None:
@@ -308,15 +308,14 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _access_build,
     ),
     "rotate": Subcommand(
-        "/ops rotate <secret-path> [--key K] [--restart w1,w2 -n <namespace>] "
-        "[--reason TEXT] [--break-glass REASON]",
+        f"/ops rotate <secret-path> [--key K] [--restart w1,w2 -n <namespace>] {_REQ}",
         "write a new value to a Vault secret (KV v2) or rotate a database static role, "
         "then restart its consumers",
         _rotate_args,
         _rotate_build,
     ),
     "restore": Subcommand(
-        "/ops restore <secret-path> --to-version N [--reason TEXT]",
+        f"/ops restore <secret-path> --to-version N {_REQ}",
         "write version N of a KV v2 secret as a new version (history is kept)",
         _restore_args,
         _restore_build,

@@ -14,9 +14,7 @@ from typing import Any
 
 from actions.access import format_duration
 from approvals.notifier import GrantView, RequestView
-from bot.blocks import APPROVE_ACTION, DENY_ACTION, title
-
-Blocks = list[dict[str, Any]]
+from bot.blocks import Blocks, button, context, decision_buttons, section, title
 
 EXTEND_ACTION = "grant_extend"
 END_ACTION = "grant_end"
@@ -27,28 +25,8 @@ HOME_MAX_ITEMS = 15
 most two blocks, plus headers, stay within the 100 blocks a view may hold."""
 
 
-def _section(text: str) -> dict[str, Any]:
-    return {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}}
-
-
-def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text[:3000]}]}
-
-
 def _header(text: str) -> dict[str, Any]:
     return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
-
-
-def _button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
-    button: dict[str, Any] = {
-        "type": "button",
-        "text": {"type": "plain_text", "text": text},
-        "action_id": action_id,
-        "value": value,
-    }
-    if style:
-        button["style"] = style
-    return button
 
 
 def clock_time(moment: datetime) -> str:
@@ -86,7 +64,7 @@ def grant_line(grant: GrantView, now: datetime) -> str:
 
 def grant_buttons(grant: GrantView) -> dict[str, Any]:
     """An actions block: Extend and End now (with a confirmation), ``value`` = the grant ID."""
-    end = _button("End now", END_ACTION, str(grant.id), "danger")
+    end = button("End now", END_ACTION, str(grant.id), "danger")
     end["confirm"] = {
         "title": {"type": "plain_text", "text": "End this grant?"},
         "text": {
@@ -99,7 +77,7 @@ def grant_buttons(grant: GrantView) -> dict[str, Any]:
     return {
         "type": "actions",
         "block_id": f"{GRANT_ACTIONS_BLOCK}_{grant.id}",
-        "elements": [_button("Extend", EXTEND_ACTION, str(grant.id), "primary"), end],
+        "elements": [button("Extend", EXTEND_ACTION, str(grant.id), "primary"), end],
     }
 
 
@@ -119,9 +97,9 @@ def reminder_message(grant: GrantView, now: datetime) -> tuple[str, Blocks]:
             else "It cannot be extended further (the rule's maximum is reached)."
         )
     )
-    blocks: Blocks = [_section(f":alarm_clock: *{text}*")]
+    blocks: Blocks = [section(f":alarm_clock: *{text}*")]
     if room:
-        blocks.append(_context(room))
+        blocks.append(context(room))
     blocks.append(grant_buttons(grant))
     return text, blocks
 
@@ -154,9 +132,9 @@ def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Bloc
         reason=grant.revoke_reason or "no reason given",
         binding=grant.role_binding,
     )
-    blocks: Blocks = [_section(text)]
+    blocks: Blocks = [section(text)]
     if event == "drift_removed" and grant.kube_context:
-        blocks.append(_context(f"kube context {grant.kube_context}"))
+        blocks.append(context(f"kube context {grant.kube_context}"))
     if event in ("started", "extended"):
         blocks.append(grant_buttons(grant))
     return text, blocks
@@ -187,30 +165,21 @@ def home_view(
     blocks: Blocks = [_header("Your access grants")]
     if grants:
         for grant in list(grants)[:HOME_MAX_ITEMS]:
-            blocks.append(_section(grant_line(grant, now)))
+            blocks.append(section(grant_line(grant, now)))
             blocks.append(grant_buttons(grant))
     else:
-        blocks.append(_context("No active grants. Ask with `/ops access <namespace>`."))
+        blocks.append(context("No active grants. Ask with `/ops access <namespace>`."))
     blocks.append({"type": "divider"})
     blocks.append(_header("Your pending requests"))
     if pending_requests:
-        blocks.extend(_section(_request_line(v)) for v in list(pending_requests)[:HOME_MAX_ITEMS])
+        blocks.extend(section(_request_line(v)) for v in list(pending_requests)[:HOME_MAX_ITEMS])
     else:
-        blocks.append(_context("Nothing pending."))
+        blocks.append(context("Nothing pending."))
     if awaiting_my_approval:
         blocks.append({"type": "divider"})
         blocks.append(_header("Waiting on your approval"))
         for view in list(awaiting_my_approval)[:HOME_MAX_ITEMS]:
-            blocks.append(_section(_request_line(view)))
-            blocks.append(
-                {
-                    "type": "actions",
-                    "block_id": f"{HOME_DECISION_BLOCK}_{view.id}",
-                    "elements": [
-                        _button("Approve", APPROVE_ACTION, str(view.id), "primary"),
-                        _button("Deny", DENY_ACTION, str(view.id), "danger"),
-                    ],
-                }
-            )
-    blocks.append(_context(f"Updated {clock_time(now)}"))
+            blocks.append(section(_request_line(view)))
+            blocks.append(decision_buttons(view.id, f"{HOME_DECISION_BLOCK}_{view.id}"))
+    blocks.append(context(f"Updated {clock_time(now)}"))
     return {"type": "home", "blocks": blocks[:100]}

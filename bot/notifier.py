@@ -32,6 +32,37 @@ def _slack_error(exc: Exception) -> str:
     return str(exc)
 
 
+def _post(
+    client: WebClient,
+    what: str,
+    *,
+    channel: str,
+    text: str,
+    thread_ts: str | None = None,
+    message_blocks: blocks.Blocks | None = None,
+    level: int = logging.ERROR,
+) -> MessageRef | None:
+    """``chat.postMessage``; where the message went, or None after logging ``what`` failed."""
+    try:
+        response = client.chat_postMessage(
+            channel=channel, text=text, thread_ts=thread_ts, blocks=message_blocks
+        )
+    except SLACK_FAILURES as exc:
+        log.log(level, "%s failed: %s", what, _slack_error(exc))
+        return None
+    return MessageRef(str(response["channel"]), str(response["ts"]))
+
+
+def _update(
+    client: WebClient, what: str, ref: MessageRef, text: str, message_blocks: blocks.Blocks
+) -> None:
+    """``chat.update`` of the message at ``ref``; a failure is logged as ``what`` failed."""
+    try:
+        client.chat_update(channel=ref.channel_id, ts=ref.ts, text=text, blocks=message_blocks)
+    except SLACK_FAILURES as exc:
+        log.error("%s failed: %s", what, _slack_error(exc))
+
+
 class SlackNotifier:
     """Tells Slack what the gate did.
 
@@ -103,19 +134,15 @@ class SlackNotifier:
         channels = [policy.audit_channel, request.approval_channel, policy.approval_channel]
         text, message_blocks = blocks.break_glass_notice(request)
         for channel in dict.fromkeys(c for c in channels if c):
-            try:
-                response = self._client.chat_postMessage(
-                    channel=channel, text=text, blocks=message_blocks
-                )
-            except SLACK_FAILURES as exc:
-                log.error(
-                    "request #%s: break-glass notice to %s failed: %s",
-                    request.id,
-                    channel,
-                    _slack_error(exc),
-                )
-                continue
-            return MessageRef(str(response["channel"]), str(response["ts"]))
+            ref = _post(
+                self._client,
+                f"request #{request.id}: break-glass notice to {channel}",
+                channel=channel,
+                text=text,
+                message_blocks=message_blocks,
+            )
+            if ref is not None:
+                return ref
         return None
 
     def request_changed(self, request: RequestView, *, event: str) -> None:
@@ -125,28 +152,14 @@ class SlackNotifier:
         """
         if request.review is not None:
             text, message_blocks = blocks.break_glass_notice(request)
-            try:
-                self._client.chat_update(
-                    channel=request.review.channel_id,
-                    ts=request.review.ts,
-                    text=text,
-                    blocks=message_blocks,
-                )
-            except SLACK_FAILURES as exc:
-                log.error("request #%s: review update failed: %s", request.id, _slack_error(exc))
+            what = f"request #{request.id}: review update"
+            _update(self._client, what, request.review, text, message_blocks)
         if event == "reviewed":
             return
         if request.approval is not None:
             text, message_blocks = blocks.approval_message(request)
-            try:
-                self._client.chat_update(
-                    channel=request.approval.channel_id,
-                    ts=request.approval.ts,
-                    text=text,
-                    blocks=message_blocks,
-                )
-            except SLACK_FAILURES as exc:
-                log.error("request #%s: chat.update failed: %s", request.id, _slack_error(exc))
+            what = f"request #{request.id}: chat.update"
+            _update(self._client, what, request.approval, text, message_blocks)
         update = blocks.thread_update(request, event)
         if event == "escalated":
             self._escalate(request, update)
@@ -160,29 +173,33 @@ class SlackNotifier:
     def _escalate(self, request: RequestView, text: str) -> None:
         """Ping the escalation group in the approval message's thread (and the requester's)."""
         if request.approval is not None:
-            try:
-                self._client.chat_postMessage(
-                    channel=request.approval.channel_id, thread_ts=request.approval.ts, text=text
-                )
-            except SLACK_FAILURES as exc:
-                log.error("request #%s: escalation failed: %s", request.id, _slack_error(exc))
+            _post(
+                self._client,
+                f"request #{request.id}: escalation",
+                channel=request.approval.channel_id,
+                thread_ts=request.approval.ts,
+                text=text,
+            )
         if request.thread is not None:
-            try:
-                self._client.chat_postMessage(
-                    channel=request.thread.channel_id, thread_ts=request.thread.ts, text=text
-                )
-            except SLACK_FAILURES as exc:
-                log.warning("request #%s: escalation reply failed: %s", request.id, exc)
+            _post(
+                self._client,
+                f"request #{request.id}: escalation reply",
+                channel=request.thread.channel_id,
+                thread_ts=request.thread.ts,
+                text=text,
+                level=logging.WARNING,
+            )
 
     def _tell_requester(self, request: RequestView, text: str) -> None:
-        if request.thread is not None:
-            try:
-                self._client.chat_postMessage(
-                    channel=request.thread.channel_id, thread_ts=request.thread.ts, text=text
-                )
-                return
-            except SLACK_FAILURES as exc:
-                log.warning("request #%s: thread reply failed: %s", request.id, _slack_error(exc))
+        if request.thread is not None and _post(
+            self._client,
+            f"request #{request.id}: thread reply",
+            channel=request.thread.channel_id,
+            thread_ts=request.thread.ts,
+            text=text,
+            level=logging.WARNING,
+        ):
+            return
         if not self._respond(request, text):
             raise NotifyError(f"request #{request.id}: the requester could not be told")
 
@@ -204,12 +221,9 @@ class SlackNotifier:
 
     def _mirror_to_audit(self, request: RequestView, text: str) -> None:
         channel = self._policy().policy.audit_channel
-        if channel is None:
-            return
-        try:
-            self._client.chat_postMessage(channel=channel, text=f"[audit] {text}")
-        except SLACK_FAILURES as exc:
-            log.error("request #%s: audit channel post failed: %s", request.id, _slack_error(exc))
+        if channel is not None:
+            what = f"request #{request.id}: audit channel post"
+            _post(self._client, what, channel=channel, text=f"[audit] {text}")
 
 
 GRANT_AUDITED = frozenset({"started", "extended", "revoked", "expired", "drift_removed"})
@@ -238,27 +252,21 @@ class SlackGrantNotifier:
     def grant_changed(self, grant: GrantView, *, event: str) -> None:
         """Deliver ``event`` for ``grant``. Raises ``NotifyError`` when the grantee could not be
         told (the audit mirror's failure is only logged)."""
-        now = self._clock()
-        if event == "reminder":
-            text, message_blocks = grant_blocks.reminder_message(grant, now)
-        else:
-            text, message_blocks = grant_blocks.grant_notice(grant, event, now)
+        text, message_blocks = grant_blocks.grant_notice(grant, event, self._clock())
         told = True
         if grant.grantee_id:
-            try:
-                self._client.chat_postMessage(
-                    channel=grant.grantee_id, text=text, blocks=message_blocks
-                )
-            except SLACK_FAILURES as exc:
-                log.error("grant #%s: telling the grantee failed: %s", grant.id, _slack_error(exc))
-                told = False
+            told = None is not _post(
+                self._client,
+                f"grant #{grant.id}: telling the grantee",
+                channel=grant.grantee_id,
+                text=text,
+                message_blocks=message_blocks,
+            )
         if event in GRANT_AUDITED:
             channel = self._policy().policy.audit_channel
             if channel is not None:
-                try:
-                    self._client.chat_postMessage(channel=channel, text=f"[audit] {text}")
-                except SLACK_FAILURES as exc:
-                    log.error("grant #%s: audit post failed: %s", grant.id, _slack_error(exc))
+                what = f"grant #{grant.id}: audit post"
+                _post(self._client, what, channel=channel, text=f"[audit] {text}")
         if self._on_ended is not None and event in GRANT_ENDED and grant.grantee_id:
             self._on_ended(grant)
         if self._on_change is not None and grant.grantee_id:
@@ -268,15 +276,13 @@ class SlackGrantNotifier:
 
     def policy_reload_failed(self, error: str) -> None:
         """Report a policy reload that kept the previous policy in force to the audit channel."""
-        policy = self._policy().policy
-        channel = policy.audit_channel or policy.approval_channel
-        try:
-            self._client.chat_postMessage(
-                channel=channel,
-                text=(
-                    ":warning: The policy file changed but is invalid; the previous policy stays "
-                    f"in force (sha256 {self._policy().sha256[:12]}).\n```{error[:2500]}```"
-                ),
-            )
-        except SLACK_FAILURES as exc:
-            log.error("reporting the invalid policy failed: %s", _slack_error(exc))
+        loaded = self._policy()
+        _post(
+            self._client,
+            "reporting the invalid policy",
+            channel=loaded.policy.audit_channel or loaded.policy.approval_channel,
+            text=(
+                ":warning: The policy file changed but is invalid; the previous policy stays "
+                f"in force (sha256 {loaded.sha256[:12]}).\n```{error[:2500]}```"
+            ),
+        )

@@ -8,13 +8,15 @@ from typing import Any
 
 import pytest
 
-from approvals.notifier import MessageRef, RequestView
+from approvals.notifier import MessageRef, RequestView, StepView
 from bot.blocks import (
+    ACKNOWLEDGE_ACTION,
     APPROVE_ACTION,
     DECISION_BLOCK,
     DENY_ACTION,
     Blocks,
     approval_message,
+    break_glass_notice,
     error_message,
     outcome_line,
     requester_announcement,
@@ -376,3 +378,42 @@ def test_the_announcement_says_a_freeze_chose_the_approvers() -> None:
     assert text.endswith("from sre in <#C0APPROVALS> (change freeze year-end).")
     _, blocks = approval_message(make_view(freeze="year-end"))
     assert "change freeze *year-end* in force" in joined(blocks)
+
+
+def test_a_multi_step_request_shows_each_step_and_what_is_still_needed() -> None:
+    view = make_view(
+        min_approvals=2,
+        approver_groups=("sre", "security"),
+        approved_by=("U0SRE1",),
+        steps=(
+            StepView(("sre",), 1, ("U0SRE1",)),
+            StepView(("security",), 1),
+        ),
+    )
+    _, blocks = approval_message(view)
+    assert (
+        "Needs :white_check_mark: 1 from *sre* (1/1: <@U0SRE1>) and 1 from *security* (0/1)"
+        in joined(blocks)
+    )
+    assert requester_announcement(view).endswith(
+        "Waiting for 1 more from security in <#C0APPROVALS>."
+    )
+    assert thread_update(view, "approval_added") == (
+        "<@U0SRE1> approved request #12 (1/2); still needed: 1 more from security."
+    )
+
+
+def test_the_break_glass_notice_asks_for_review_until_someone_acknowledges() -> None:
+    view = make_view(break_glass=True, policy_sha256="ab" * 32)
+    text, blocks = break_glass_notice(view)
+    assert text.startswith(":rotating_light: BREAK-GLASS by <@U0DEV1>: Request #12: restart")
+    (actions,) = actions_blocks(blocks)
+    assert [(b["action_id"], b["value"]) for b in actions["elements"]] == [
+        (ACKNOWLEDGE_ACTION, "12")
+    ]
+    assert "policy abababababab" in joined(blocks)
+
+    text, blocks = break_glass_notice(make_view(break_glass=True, reviewed_by="U0SRE1"))
+    assert actions_blocks(blocks) == []
+    assert text.endswith("(reviewed by <@U0SRE1>)")
+    assert ":white_check_mark: Reviewed by <@U0SRE1>." in joined(blocks)

@@ -6,8 +6,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from actions.access import AccessParams
 from actions.restart import RestartParams
+from actions.rollback import RollbackParams
+from actions.rotate import RestoreParams, RotateParams
+from actions.scale import ScaleParams
 from actions.workloads import WorkloadKind
+from approvals.extend import ExtendParams
 from bot.grammar import Command, CommandError, help_text, parse, usage
 
 RESTART_USAGE = (
@@ -255,3 +260,62 @@ def test_property_restart_round_trips(kind: str, name: str, namespace: str, reas
     assert command.params.namespace == namespace == command.namespace
     assert command.reason == reason
     assert (command.params.kind is None) == (kind == "")
+
+
+def test_parse_the_other_request_kinds() -> None:
+    scale = parse("scale statefulset/db 3 -n payments --env prod")
+    assert scale.name == "scale"
+    assert scale.namespace == "payments"
+    assert scale.env == "prod"
+    assert scale.params == ScaleParams(
+        name="db", kind=WorkloadKind.STATEFULSET, namespace="payments", replicas=3
+    )
+    rollback = parse("rollback deploy/api --to-revision 4 -n payments")
+    assert rollback.params == RollbackParams(name="api", namespace="payments", to_revision=4)
+    assert parse("history api -n payments") == Command(
+        "history", namespace="payments", workload="api"
+    )
+    access = parse("access payments --role edit --for 1h30m --reason INC-7")
+    assert access.params == AccessParams(namespace="payments", role="edit", duration_seconds=5400)
+    assert (access.namespace, access.reason) == ("payments", "INC-7")
+    rotate = parse("rotate /secret/prod/db/ --restart api,worker -n payments")
+    assert rotate.path == "secret/prod/db"
+    assert rotate.params == RotateParams(
+        path="secret/prod/db", restart=("api", "worker"), namespace="payments"
+    )
+    restore = parse("restore /secret/prod/db --to-version 2")
+    assert (restore.path, restore.namespace) == ("secret/prod/db", None)
+    assert restore.params == RestoreParams(path="secret/prod/db", to_version=2)
+    assert parse("grants") == Command("grants")
+    assert parse("revoke #12 --reason done") == Command("revoke", grant_id=12, reason="done")
+    extend = parse("extend 12 30m")
+    assert (extend.grant_id, extend.params) == (12, ExtendParams(grant_id=12, seconds=1800))
+
+
+def test_a_break_glass_justification_is_the_reason_when_none_is_given() -> None:
+    parsed = parse('restart api -n payments --break-glass "site down"')
+    assert (parsed.break_glass, parsed.reason) == ("site down", "site down")
+    parsed = parse('restart api -n payments --reason leak --break-glass "site down"')
+    assert (parsed.break_glass, parsed.reason) == ("site down", "leak")
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("scale daemonset/agent 2 -n ns", ["a DaemonSet cannot be scaled"]),
+        ("scale api -1 -n ns", ["replicas cannot be negative"]),
+        ("scale api many -n ns", ["'many' is not a number of replicas"]),
+        ("rollback statefulset/db -n ns", ["only Deployments have a rollout history"]),
+        ("rollback api --to-revision 0 -n ns", ["revisions start at 1"]),
+        ("rotate secret/x --restart api", ["--restart needs the workloads' namespace"]),
+        ("access ns --for soon", ["soon"]),
+        ("revoke twelve", ["'twelve' is not a grant ID"]),
+    ],
+)
+def test_the_other_kinds_errors_say_what_and_show_usage(text: str, words: list[str]) -> None:
+    with pytest.raises(CommandError) as info:
+        parse(text)
+    message = str(info.value)
+    for word in words:
+        assert word in message
+    assert message.endswith(usage(text.split()[0]))

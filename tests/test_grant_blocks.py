@@ -190,3 +190,18 @@ def test_home_view_stays_within_slacks_100_blocks() -> None:
     many = [grant(id=i) for i in range(80)]
     view = grant_blocks.home_view(many, [request(i) for i in range(80)], [], NOW)
     assert len(view["blocks"]) <= 100
+
+
+def test_a_full_home_view_keeps_every_section_and_its_footer() -> None:
+    many = [grant(id=i) for i in range(80)]
+    requests = [request(i) for i in range(80)]
+    view = grant_blocks.home_view(many, requests, requests, NOW)
+    blocks = view["blocks"]
+    assert len(blocks) <= 100
+    headers = [b["text"]["text"] for b in blocks if b["type"] == "header"]
+    assert headers == ["Your access grants", "Your pending requests", "Waiting on your approval"]
+    # each section is capped, so the list is not merely cut at 100 blocks
+    assert blocks[-1]["elements"][0]["text"] == "Updated 2026-11-21 04:40 UTC"
+    assert len(buttons(blocks)) == 4 * grant_blocks.HOME_MAX_ITEMS
+    decisions = [b for b in blocks if b.get("block_id", "").startswith("home_decision_")]
+    assert [b["block_id"] for b in decisions[:2]] == ["home_decision_0", "home_decision_1"]

@@ -92,8 +92,8 @@ def _channel_name(client: WebClient, channel: str) -> str | None:
 def publish_home(gate: Gate, client: WebClient, user: str) -> None:
     """Publish ``user``'s App Home: active grants with time left, their pending requests, and
     for approvers the requests waiting on them (``views.publish``)."""
-    grants, _everyone = gate.active_grants(user)
-    mine = [g for g in grants if g.grantee_id == user]
+    # the user's own grants only: no need to resolve who approves grants (gate.active_grants)
+    mine = gate.grants.active(user) if gate.grants is not None else []
     view = grant_blocks.home_view(mine, gate.pending_of(user), gate.pending_for(user), gate.now())
     try:
         client.views_publish(user_id=user, view=view)
