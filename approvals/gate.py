@@ -28,7 +28,6 @@ from approvals.lifecycle import record as record_event
 from approvals.models import ActorKind, Approval, AuditEvent, Request, SlackEvent, Status
 from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView, StepView
 from approvals.policy import (
-    Decision,
     LoadedPolicy,
     NamespaceError,
     Outcome,
@@ -206,7 +205,6 @@ class Gate:
         )
         if decision.outcome is Outcome.DENY:
             raise Rejected(f"Not allowed: {decision.message}")
-        self._check_approvable(decision, sub.requester)
         consumers_namespace = (decision.settings.get("rotate") or {}).get("namespace")
         if context is None and consumers_namespace:
             # rotate/restore without -n: the rule's consumers run in the cluster of their
@@ -390,20 +388,6 @@ class Gate:
         if grant.grantee_id != sub.requester.id:
             raise Rejected(f"Grant #{grant_id} is not yours; only its grantee may extend it.")
         return grant.namespace, grant.environment
-
-    def _check_approvable(self, decision: Decision, requester: Actor) -> None:
-        if decision.outcome is not Outcome.APPROVAL:
-            return
-        others = sorted(decision.approvers - {requester.id})
-        satisfied, _ = count_satisfied(decision.steps, others, requester.id)
-        if not satisfied:
-            needed = " and ".join(
-                f"{step.min_approvals} from {', '.join(step.groups)}" for step in decision.steps
-            )
-            raise Rejected(
-                f"Not allowed: this request needs {needed}, but not enough people other than "
-                "you may approve it; ask the platform team to fix the policy"
-            )
 
     def _finish_unannounced(self, request_id: int, why: str) -> None:
         self._move(
