@@ -3,7 +3,7 @@
 kubectl sends a strategic merge patch that sets the pod template annotation
 ``kubectl.kubernetes.io/restartedAt`` to the current time (RFC 3339), and refuses a paused
 Deployment; this module does exactly that, for Deployments, StatefulSets and DaemonSets, then
-follows the rollout as ``kubectl rollout status`` does (:func:`actions.rollout.follow_rollout`).
+leaves the rollout to be followed as ``kubectl rollout status`` does (:mod:`actions.rollout`).
 
 ``preview`` validates the same patch with a server-side dry run (``dryRun=All``, issue 3 item 6):
 an admission webhook or policy engine that would refuse it is answered at once, before anyone is
@@ -93,11 +93,11 @@ class Restart(RolloutFollower):
         return Preview(target=state.ref, lines=lines, facts=facts)
 
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
-        """Patch ``spec.template.metadata.annotations[restartedAt]`` as kubectl does, then
-        follow the rollout.
+        """Patch ``spec.template.metadata.annotations[restartedAt]`` as kubectl does; the
+        Outcome's ``rollout`` is left to follow (:meth:`RolloutFollower.follow` or the gate's
+        job, which raise ``RolloutFailed`` when it does not complete).
 
-        Raises ``RolloutFailed`` (the restart WAS requested) when the rollout does not
-        complete, and the port's errors when the patch fails.
+        Raises the port's errors when the patch fails.
         """
         assert isinstance(params, RestartParams)
         kind, name = preview.facts["kind"], preview.facts["name"]
@@ -105,11 +105,8 @@ class Restart(RolloutFollower):
         restarted_at, patch = self._patch()
         obj = self._kube.patch_workload(context, kind, params.namespace, name, patch)
         generation = obj.get("metadata", {}).get("generation")
-        result = self._follow(context, kind, params.namespace, name)
         applied = f"restarted {preview.target} in {params.namespace} (restartedAt {restarted_at})"
-        facts = {
-            "restartedAt": restarted_at,
-            "generation": generation,
-            "rollout": result.as_facts(),
-        }
-        return self._outcome(applied, result, facts)
+        facts = {"restartedAt": restarted_at, "generation": generation}
+        return self._watch(
+            applied, facts, context=context, kind=kind, namespace=params.namespace, name=name
+        )

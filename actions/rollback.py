@@ -174,11 +174,11 @@ class Rollback(RolloutFollower):
 
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
         """Re-read the Deployment, check it is still at the previewed revision, send kubectl's
-        patch, then follow the rollout.
+        patch; the Outcome's ``rollout`` is left to follow (as
+        :meth:`Restart.execute <actions.restart.Restart.execute>`).
 
         Raises ``Conflict`` when the Deployment moved to another revision since the preview,
-        ``RolloutFailed`` (the template WAS replaced) when the rollout does not complete, and
-        the port's errors.
+        and the port's errors.
         """
         assert isinstance(params, RollbackParams)
         context = target.kube_context
@@ -194,7 +194,6 @@ class Rollback(RolloutFollower):
         self._kube.json_patch_workload(
             context, WorkloadKind.DEPLOYMENT, params.namespace, params.name, patch
         )
-        result = self._follow(context, WorkloadKind.DEPLOYMENT, params.namespace, params.name)
         applied = (
             f"rolled back {ref} in {params.namespace} from revision {now_at} to revision "
             f"{chosen.number} ({', '.join(chosen.images)})"
@@ -203,6 +202,12 @@ class Rollback(RolloutFollower):
             "from_revision": now_at,
             "to_revision": chosen.number,
             "images": list(chosen.images),
-            "rollout": result.as_facts(),
         }
-        return self._outcome(applied, result, facts)
+        return self._watch(
+            applied,
+            facts,
+            context=context,
+            kind=WorkloadKind.DEPLOYMENT,
+            namespace=params.namespace,
+            name=params.name,
+        )

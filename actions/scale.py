@@ -162,10 +162,10 @@ class Scale(RolloutFollower):
         return Preview(target=state.ref, lines=tuple(lines), facts=facts)
 
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
-        """PATCH the scale subresource, then follow the rollout.
+        """PATCH the scale subresource; the Outcome's ``rollout`` is left to follow (as
+        :meth:`Restart.execute <actions.restart.Restart.execute>`).
 
-        Raises ``RolloutFailed`` (the replicas WERE changed) when it does not complete, and
-        the port's errors when the change itself fails.
+        Raises the port's errors when the change itself fails.
         """
         assert isinstance(params, ScaleParams)
         kind, name = preview.facts["kind"], preview.facts["name"]
@@ -179,10 +179,10 @@ class Scale(RolloutFollower):
         )
         if before != asked_at:  # an autoscaler (or someone) moved it since the preview
             applied += f" ({asked_at} when it was asked for)"
-        result = self._follow(context, kind, params.namespace, name)
         facts = {
             "from_replicas": before,
             "replicas": int((scale.get("spec") or {}).get("replicas", params.replicas)),
-            "rollout": result.as_facts(),
         }
-        return self._outcome(applied, result, facts)
+        return self._watch(
+            applied, facts, context=context, kind=kind, namespace=params.namespace, name=name
+        )

@@ -41,6 +41,7 @@ from approvals.policy import (
     resolve_groups,
     step_members,
 )
+from approvals.rollouts import RolloutChecker, RolloutJob, rollout_state
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,9 @@ class Gate:
 
     ``sessions`` makes database sessions; ``policy`` returns the policy in force (it may be reloaded
     between calls); ``actions`` maps a command word to its request kind; ``clock`` returns an aware
-    UTC ``datetime``.
+    UTC ``datetime``; ``rollouts`` reads a rollout once (:class:`actions.rollout.RolloutReader`)
+    for :meth:`follow_rollouts`, which ends a request ``rollout_timeout`` seconds after its change
+    at the latest.
     """
 
     def __init__(
@@ -116,6 +119,8 @@ class Gate:
         directory: UsergroupDirectory | None = None,
         grants: GrantService | None = None,
         history: Callable[[str | None, str, str], list[str]] | None = None,
+        rollouts: RolloutChecker,
+        rollout_timeout: float = 300.0,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
@@ -125,6 +130,15 @@ class Gate:
         self._directory = directory
         self.grants = grants
         self._history = history
+        self._rollout_timeout = rollout_timeout
+        self._rollout_job = RolloutJob(
+            sessions=sessions,
+            checker=rollouts,
+            clock=clock,
+            finish=lambda rid, to, detail, result, error: self._finish(
+                rid, to, detail=detail, result=result, error=error
+            ),
+        )
 
     def now(self) -> datetime:
         """The gate's clock: an aware UTC datetime."""
@@ -796,9 +810,10 @@ class Gate:
 
         A request left ``approved`` never started, so it is executed now (the guarded
         transition keeps another instance from running it too). One ``executing`` for more than
-        ``stale_after`` seconds may or may not have taken effect: it is marked ``failed`` with a
-        message that says so, rather than run twice. Younger ones may belong to another live
-        instance and are left alone.
+        ``stale_after`` seconds, with no rollout being followed, may or may not have taken
+        effect: it is marked ``failed`` with a message that says so, rather than run twice.
+        Younger ones may belong to another live instance and are left alone. One whose change
+        was applied and whose rollout is being followed is left to :meth:`follow_rollouts`.
         """
         cutoff = self._clock() - timedelta(seconds=stale_after)
         with self._sessions() as session:
@@ -807,7 +822,9 @@ class Gate:
             ).all()
             interrupted = session.scalars(
                 select(Request.id).where(
-                    Request.status == Status.EXECUTING.value, Request.updated_at < cutoff
+                    Request.status == Status.EXECUTING.value,
+                    Request.updated_at < cutoff,
+                    Request.rollout.is_(None),
                 )
             ).all()
         for request_id in interrupted:
@@ -880,6 +897,13 @@ class Gate:
             )
             self._finish(request_id, Status.FAILED, error=why, detail={"error": why})
             return
+        if outcome.rollout is not None:
+            # applied; follow_rollouts ends the request when its rollout does
+            with self._sessions.begin() as session:
+                self._load(session, request_id).rollout = rollout_state(
+                    outcome, self._clock(), self._rollout_timeout
+                )
+            return
         if "grant" in outcome.facts and self.grants is not None:
             with self._sessions.begin() as session:
                 self._load(session, request_id).result = outcome.summary
@@ -896,6 +920,11 @@ class Gate:
             self._notify(request_id, "active")
             return
         self._finish(request_id, Status.SUCCEEDED, result=outcome.summary, detail=outcome.facts)
+
+    def follow_rollouts(self) -> list[int]:
+        """Read each rollout being followed once and finish the requests whose rollout ended
+        (:class:`approvals.rollouts.RolloutJob`); returns their IDs. Run periodically."""
+        return self._rollout_job.run()
 
     def _finish(
         self,

@@ -126,6 +126,10 @@ class Request(Base):
     decided_by: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    # a change applied whose rollout is still followed (status executing): what was applied,
+    # its facts, the workload (actions.base.RolloutWatch), when the change was made and the
+    # timeout in seconds; read by Gate.follow_rollouts, cleared when the request finishes
+    rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

@@ -33,6 +33,7 @@ from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
 from actions.history import render_history, rollout_history
 from actions.registry import build_registry
+from actions.rollout import RolloutReader
 from approvals.db import make_engine, make_sessionmaker, migrate, ping
 from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
@@ -47,6 +48,7 @@ from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
 from bot.settings import Settings
 from bot.usergroups import UsergroupDirectory
+from bot.work import Workers
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,14 @@ class Services:
     slack: App
     notifier: SlackGrantNotifier
     listener_executor: ThreadPoolExecutor
+    workers: Workers
 
     def close(self) -> None:
-        """Stop, finishing what was started: the listeners' work (an execution following its
-        rollout, say) and the scheduler's running jobs, then close every connection."""
+        """Stop, finishing what was started: the listeners, the work they handed off (an
+        execution, say; a rollout being followed is picked up again at the next start) and the
+        scheduler's running jobs, then close every connection."""
         self.listener_executor.shutdown(wait=True)
+        self.workers.shutdown(wait=True)
         self.scheduler.shutdown(wait=True)
         self.kube.close()
         if self.vault is not None:
@@ -166,6 +171,8 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
         grants=grants,
         history=history,
+        rollouts=RolloutReader(kube),
+        rollout_timeout=settings.rollout_timeout,
     )
     gate_ref.append(gate)
     scheduler = ExpiryScheduler(
@@ -179,6 +186,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
+    scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
@@ -191,7 +199,8 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         # our own executor, so that a stop lets the listeners finish what they started
         listener_executor=listener_executor,
     )
-    listeners.register(slack, gate)
+    workers = Workers(settings.workers)
+    listeners.register(slack, gate, workers)
     return Services(
         store,
         engine,
@@ -203,6 +212,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         slack,
         grant_notifier,
         listener_executor,
+        workers,
     )
 
 

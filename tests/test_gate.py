@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from actions.backends.kubernetes import KubernetesBackend
 from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
+from actions.rollout import RolloutReader
 from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import AlreadyDecided, Gate, NotAllowed, Origin, Rejected, Submission
 from approvals.lifecycle import Actor
@@ -86,6 +87,7 @@ def world(
         actions=build_registry(kube=backend, clock=clock),
         notifier=notifier,
         clock=clock,
+        rollouts=RolloutReader(backend),
     )
     yield World(gate, notifier, clock, sessions, kube)
     backend.close()
@@ -118,6 +120,9 @@ def test_times_come_from_the_injected_clock(world: World) -> None:
     assert view.created_at == world.clock.now
     world.clock.now += timedelta(minutes=7)
     view = world.gate.approve(view.id, Actor("U0SRE1"))
+    assert view.status == "executing"  # applied; its rollout is followed by a periodic job
+    assert world.gate.follow_rollouts() == [view.id]
+    view = world.gate.get(view.id)
     assert view.status == "succeeded"
     assert view.updated_at == world.clock.now
     obj = world.kube.get_object("apps/v1", "Deployment", "payments", "payments-api")
@@ -142,6 +147,7 @@ def test_recover_executes_approved_and_fails_stale_executing_requests(world: Wor
     set_status(world, third, Status.EXECUTING, world.clock.now - timedelta(seconds=30))
 
     assert sorted(world.gate.recover(stale_after=900)) == [first, second]
+    assert world.gate.follow_rollouts() == [first]
 
     assert world.gate.get(first).status == "succeeded"
     failed = world.gate.get(second)

@@ -1,4 +1,4 @@
-"""Slack listeners, one package per listener kind; each has ``register(app, gate)``."""
+"""Slack listeners, one package per listener kind; each has ``register(app, gate, workers)``."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from slack_bolt import App
 
 from approvals.gate import Gate
 from bot.listeners import actions, commands, events
+from bot.work import Workers
 
 
-def register(app: App, gate: Gate) -> None:
-    """Attach every listener to ``app``."""
-    commands.register(app, gate)
-    actions.register(app, gate)
-    events.register(app, gate)
+def register(app: App, gate: Gate, workers: Workers) -> None:
+    """Attach every listener to ``app``; their work runs on ``workers``."""
+    commands.register(app, gate, workers)
+    actions.register(app, gate, workers)
+    events.register(app, gate, workers)

@@ -1,7 +1,10 @@
-"""The ``/ops`` slash command: ack at once, parse, then hand the request to the gate.
+"""The ``/ops`` slash command: parse, ack at once, then hand the request to opsgate's workers.
 
-:func:`run` is shared with the ``app_mention`` listener (``@opsgate rollback …`` in an incident
-channel works like the slash command); ``reply`` answers the person who asked, alone.
+The listener only validates (the grammar, a redelivery of the same command) and acks; the gate's
+work (a preview from the cluster, an approval message, an execution) runs on
+:class:`bot.work.Workers`. :func:`run` is shared with the ``app_mention`` listener
+(``@opsgate rollback …`` in an incident channel works like the slash command); ``reply`` answers
+the person who asked, alone.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
 from bot import blocks, grant_blocks
 from bot.grammar import Command, CommandError, help_text, parse
+from bot.work import Workers, failure_answer, new_reference
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +29,18 @@ READS = frozenset({"help", "status", "history", "grants", "revoke"})
 """Commands answered at once, without a request (and without approval)."""
 
 
-def register(app: App, gate: Gate) -> None:
-    """Listen for ``/ops``."""
+def register(app: App, gate: Gate, workers: Workers) -> None:
+    """Listen for ``/ops``: validate and ack here, work on ``workers``."""
 
     def ops(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+        try:
+            _ops(ack, command, respond)
+        except Exception as exc:  # noqa: BLE001 - answered in the ack, logged once
+            text = (command.get("text") or "").strip()
+            answer = failure_answer(exc, f"`/ops {text}`", new_reference())
+            ack(response_type="ephemeral", text=blocks.error_message(answer))
+
+    def _ops(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         text = (command.get("text") or "").strip()
         try:
             parsed = parse(text)
@@ -38,6 +50,16 @@ def register(app: App, gate: Gate) -> None:
         if parsed.name == "help":
             ack(response_type="ephemeral", text=help_text())
             return
+        user = command.get("user_id")
+        trigger = command.get("trigger_id")
+        if not user:
+            ack(response_type="ephemeral", text=blocks.error_message("This command names no user."))
+            return
+        # a replay of the same signed command, or Slack's retry of it, makes nothing twice
+        if trigger and not gate.first_delivery(f"command:{trigger}"[:64]):
+            log.info("command %s was already delivered; ignoring the redelivery", trigger)
+            ack()
+            return
         if parsed.name in READS:
             ack(response_type="ephemeral")
         else:
@@ -46,16 +68,15 @@ def register(app: App, gate: Gate) -> None:
         def reply(message: str) -> None:
             respond(response_type="ephemeral", replace_original=False, text=message)
 
-        run(
-            gate,
-            parsed,
-            user=command["user_id"],
-            origin=Origin(
-                channel_id=command.get("channel_id"),
-                channel_name=command.get("channel_name"),
-                response_url=command.get("response_url"),
-            ),
-            reply=reply,
+        origin = Origin(
+            channel_id=command.get("channel_id"),
+            channel_name=command.get("channel_name"),
+            response_url=command.get("response_url"),
+        )
+        workers.submit(
+            lambda: run(gate, parsed, user=str(user), origin=origin, reply=reply),
+            answer=reply,
+            what=f"`/ops {text}`",
         )
 
     app.command("/ops")(ops)
