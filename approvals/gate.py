@@ -327,6 +327,11 @@ class Gate:
                 request = self._load(session, request_id)
                 request.approval_channel_id = ref.channel_id
                 request.approval_ts = ref.ts
+                decided = request.status != Status.PENDING.value
+            if decided:
+                # a click (or an expiry) came before the reference was stored, so its update
+                # found no message: whichever of the two comes second updates the card
+                self._notifier.card_changed(self.get(request_id))
 
         def thread_posted(ref: MessageRef) -> None:
             with self._sessions.begin() as session:

@@ -156,10 +156,7 @@ class SlackNotifier:
             _update(self._client, what, request.review, text, message_blocks)
         if event == "reviewed":
             return
-        if request.approval is not None:
-            text, message_blocks = blocks.approval_message(request)
-            what = f"request #{request.id}: chat.update"
-            _update(self._client, what, request.approval, text, message_blocks)
+        self.card_changed(request)
         update = blocks.thread_update(request, event)
         if event == "escalated":
             self._escalate(request, update)
@@ -169,6 +166,14 @@ class SlackNotifier:
         self._tell_requester(request, update)
         if event in AUDITED_EVENTS:
             self._mirror_to_audit(request, update)
+
+    def card_changed(self, request: RequestView) -> None:
+        """Update the approval message (``chat.update``), if it has been posted, to show
+        ``request`` as it is now. A failure is logged, never raised."""
+        if request.approval is not None:
+            text, message_blocks = blocks.approval_message(request)
+            what = f"request #{request.id}: chat.update"
+            _update(self._client, what, request.approval, text, message_blocks)
 
     def _escalate(self, request: RequestView, text: str) -> None:
         """Ping the escalation group in the approval message's thread (and the requester's)."""

@@ -57,6 +57,9 @@ class RecordingNotifier:
     def request_changed(self, request: RequestView, *, event: str) -> None:
         self.events.append((request.id, event, request.status))
 
+    def card_changed(self, request: RequestView) -> None:
+        self.events.append((request.id, "card", request.status))
+
 
 @dataclass
 class World:
@@ -203,3 +206,54 @@ def test_an_event_is_handled_once_and_forgotten_after_a_day(world: World) -> Non
     world.clock.now += timedelta(hours=2)
     assert world.gate.forget_events() == 2
     assert world.gate.first_delivery("Ev1")
+
+
+def test_a_decision_before_the_approval_message_is_stored_still_updates_the_card(
+    world: World,
+) -> None:
+    """Slack answers chat.postMessage, and a click on the new message can reach the bot before
+    the message's reference is stored: the decision's own update then finds no message, so the
+    storing of the reference updates the card (whichever comes second does)."""
+    gate = world.gate
+
+    class EarlyClick(RecordingNotifier):
+        def request_opened(
+            self,
+            request: RequestView,
+            *,
+            approval_posted: Callable[[MessageRef], None] | None = None,
+            thread_posted: Callable[[MessageRef], None] | None = None,
+        ) -> OpenedRefs:
+            ref = MessageRef("C0APPROVALS", f"{request.id}.1")
+            gate.deny(request.id, Actor("U0SRE1"))  # the click lands before the ts is stored
+            assert approval_posted is not None
+            approval_posted(ref)
+            return OpenedRefs(approval=ref, thread=None)
+
+    notifier = EarlyClick()
+    gate._notifier = notifier
+    view = gate.submit(restart())
+    assert view.status == "denied"
+    assert view.approval == MessageRef("C0APPROVALS", f"{view.id}.1")
+    assert notifier.events == [(view.id, "denied", "denied"), (view.id, "card", "denied")]
+
+
+def test_no_extra_card_update_when_the_reference_is_stored_first(world: World) -> None:
+    class InOrder(RecordingNotifier):
+        def request_opened(
+            self,
+            request: RequestView,
+            *,
+            approval_posted: Callable[[MessageRef], None] | None = None,
+            thread_posted: Callable[[MessageRef], None] | None = None,
+        ) -> OpenedRefs:
+            ref = MessageRef("C0APPROVALS", f"{request.id}.1")
+            assert approval_posted is not None
+            approval_posted(ref)
+            return OpenedRefs(approval=ref, thread=None)
+
+    notifier = InOrder()
+    world.gate._notifier = notifier
+    view = world.gate.submit(restart())
+    world.gate.deny(view.id, Actor("U0SRE1"))
+    assert notifier.events == [(view.id, "denied", "denied")]
