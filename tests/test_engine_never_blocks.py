@@ -12,7 +12,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, select
+import pytest
+from sqlalchemy import create_engine, make_url, select
 from sqlalchemy.orm import Session
 
 from actions.backends.kubernetes import KubernetesBackend
@@ -23,9 +24,10 @@ from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
 from bot.work import DATABASE_DOWN, Workers
-from tests.conftest import RunningBot, wait_for
+from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
+from tests.fakes.tcp_proxy import TcpProxy
 from tests.test_gate import World, restart
 from tests.test_gate import world as world
 from tests.test_restart_e2e import patches, responses, submit, wait_approval_message
@@ -231,3 +233,35 @@ def test_a_rollout_that_runs_out_of_time_fails_and_says_it_was_applied(world: Wo
             select(AuditEvent.event).where(AuditEvent.request_id == view.id)
         ).all()
     assert events[-1] == "failed"
+
+
+def test_a_database_that_goes_away_is_answered_and_readyz_says_503(
+    database_url: str, settings: Settings, fake_slack: slack.FakeSlack
+) -> None:
+    """PostgreSQL behind a proxy that the test cuts: commands and clicks are answered with
+    "cannot reach its database", /readyz says 503, and all is well once it is back."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "postgresql":
+        pytest.skip("needs a database server to take away (the suite on PostgreSQL runs it)")
+    proxy = TcpProxy(url.port or 5432)
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        with running_bot(settings.model_copy(update={"database_url": proxied}), fake_slack) as bot:
+            assert bot.http.get(f"{bot.url}/readyz").status_code == 200
+            proxy.cut()
+            ready = bot.http.get(f"{bot.url}/readyz")
+            assert ready.status_code == 503
+            assert ready.json()["database"].startswith("unreachable")
+            for text in ("status", "restart payments-api -n payments"):
+                answer, response_url = bot.command(text)
+                assert answer.status_code == 200, text
+                told = answer.json().get("text", "")
+                if DATABASE_DOWN not in told:  # answered after the ack, through response_url
+                    told = wait_for(lambda u=response_url: responses(fake_slack, u), what=text)[0]
+                assert DATABASE_DOWN in told, text
+            proxy.restore()
+            wait_for(lambda: bot.http.get(f"{bot.url}/readyz").status_code == 200, what="ready")
+            submit(bot, "restart payments-api -n payments")
+            wait_approval_message(bot)
+    finally:
+        proxy.cut()

@@ -38,20 +38,21 @@ def _button(names: str, handle: Clicked, workers: Workers) -> Listener:
 
     def listener(ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient) -> None:
         ack()
-        user = (body.get("user") or {}).get("id")
-        channel = (body.get("channel") or {}).get("id")
-        if not isinstance(user, str) or not user:
+        user = _id_of(body.get("user"))
+        channel = _id_of(body.get("channel"))
+        if user is None:
             log.warning("a click without a user; ignored")
-            return
-        try:
-            value = parse_id(str(action.get("value", "")), names)
-        except ValueError:
-            _tell(client, channel, user, f"This button does not name a {names}; nothing changed.")
             return
 
         def say(message: str) -> None:
             _say(client, channel, user, message)
 
+        try:
+            value = parse_id(str(action.get("value", "")), names)
+        except ValueError:
+            why = f"This button does not name a {names}; nothing changed."
+            workers.submit(lambda: _tell(client, channel, user, why), answer=say, what="a click")
+            return
         workers.submit(
             lambda: handle(value, user, channel), answer=say, what=f"your click on {names} #{value}"
         )
@@ -100,6 +101,12 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
 EXTEND_BUTTON_SECONDS = 3600
 """How much the reminder's Extend button asks for: the grant's duration, at most an hour, and
 at most what the rule's ``max_duration`` still allows."""
+
+
+def _id_of(field: object) -> str | None:
+    """The ``id`` of a payload's ``user`` or ``channel`` object, or None if it has none."""
+    value = field.get("id") if isinstance(field, dict) else None
+    return value if isinstance(value, str) and value else None
 
 
 def _tell(client: WebClient, channel: str | None, user: str, text: str) -> None:
