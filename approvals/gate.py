@@ -62,7 +62,7 @@ class AlreadyDecided(GateError):
 
 
 class UnknownRequest(GateError):
-    """No request has this ID."""
+    """No request has this ID (or none the person asking may see)."""
 
 
 @dataclass(frozen=True)
@@ -923,6 +923,45 @@ class Gate:
                 .order_by(Approval.id)
             ).all()
             return _view(request, tuple(approved_by))
+
+    def get_for(self, request_id: int, viewer: Actor) -> RequestView:
+        """Request ``request_id`` as :meth:`get` gives it, if ``viewer`` may see it: its requester
+        (automation sees only its own requests), the people who may approve it (its stored
+        approvers, those who decided it, and the current members of its approver groups) and
+        the members of the policy's ``audit_readers`` groups.
+
+        Raises :class:`UnknownRequest` with the same message for a request ``viewer`` may not
+        see as for one that does not exist, so that an ID's existence is not given away.
+        """
+        loaded = self._policy()
+        viewer = self.actor(viewer, loaded)
+        hidden = UnknownRequest(f"There is no request #{request_id}.")
+        with self._sessions() as session:
+            request = session.get(Request, request_id)
+            if request is None:
+                raise hidden
+            stored: dict[str, Any] = dict(request.approvers)
+        view = self.get(request_id)
+        if viewer.id == view.requester_id:
+            return view
+        if viewer.kind == ActorKind.AGENT:
+            raise hidden
+        people = {*stored.get("users", []), *view.approved_by, view.decided_by, view.reviewed_by}
+        if viewer.id in people:
+            return view
+        groups = {
+            *stored.get("groups", []),
+            *(g for step in stored.get("steps", []) for g in step["groups"]),
+            *loaded.policy.audit_readers,
+        }
+        if viewer.id in step_members(groups, self._groups(loaded), loaded.policy.agents):
+            return view
+        if self._directory is not None:  # someone just added to a Slack user group
+            self._directory.refresh()
+            if viewer.id in step_members(groups, self._groups(loaded), loaded.policy.agents):
+                return view
+        log.info("request #%s: not shown to %s, who may not see it", request_id, viewer.id)
+        raise hidden
 
     def pending_for(self, approver_id: str) -> list[RequestView]:
         """Pending requests that ``approver_id`` may approve (not their own), oldest first."""

@@ -405,6 +405,7 @@ class Policy(_Model):
     defaults: Defaults = Defaults()
     freezes: list[Freeze] = []
     rules: list[Rule]
+    audit_readers: StrList = []
 
 
 @dataclass(frozen=True)
@@ -541,6 +542,19 @@ def _cross_references(policy: Policy) -> list[tuple[Loc, str]]:
                             f"for {how}",
                         )
                     )
+
+    group_refs(("audit_readers",), policy.audit_readers)
+    for name in dict.fromkeys(policy.audit_readers):
+        group = policy.groups.get(name)
+        for j, user in enumerate(group.users if group is not None else []):
+            if user in policy.agents:
+                problems.append(
+                    (
+                        ("groups", name, "users", j),
+                        f"'{user}' is an agent (agents.{user}); automation only ever sees its "
+                        f"own requests, but audit_readers names group '{name}'",
+                    )
+                )
 
     default_ttl = policy.defaults.pending_ttl
     for i, freeze in enumerate(policy.freezes):
@@ -1417,7 +1431,7 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
                         f"{', '.join(m.namespace)}",
                     )
                 )
-    used: set[str] = set()
+    used: set[str] = set(policy.audit_readers)
     for rule in policy.rules:
         used |= _groups_used(rule)
     for name, group in policy.groups.items():
