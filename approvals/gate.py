@@ -41,6 +41,7 @@ from approvals.policy import (
     resolve_groups,
     step_members,
 )
+from approvals.ratelimit import RequestRateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,10 @@ class AlreadyDecided(GateError):
 
 class UnknownRequest(GateError):
     """No request has this ID (or none the person asking may see)."""
+
+
+class RateLimited(Rejected):
+    """The requester made as many new requests in the last minute as the policy allows."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,8 @@ class Gate:
 
     ``sessions`` makes database sessions; ``policy`` returns the policy in force (it may be reloaded
     between calls); ``actions`` maps a command word to its request kind; ``clock`` returns an aware
-    UTC ``datetime``.
+    UTC ``datetime``; ``rate_limiter`` counts each requester's new requests (default: one in this
+    process's memory, see :mod:`approvals.ratelimit`).
     """
 
     def __init__(
@@ -116,6 +122,7 @@ class Gate:
         directory: UsergroupDirectory | None = None,
         grants: GrantService | None = None,
         history: Callable[[str | None, str, str], list[str]] | None = None,
+        rate_limiter: RequestRateLimiter | None = None,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
@@ -125,6 +132,7 @@ class Gate:
         self._directory = directory
         self.grants = grants
         self._history = history
+        self._rate_limiter = rate_limiter or RequestRateLimiter()
 
     def now(self) -> datetime:
         """The gate's clock: an aware UTC datetime."""
@@ -154,15 +162,28 @@ class Gate:
         """Check, persist and announce a request; with ``approval: auto`` execute it at once.
 
         Raises :class:`Rejected` (and records a ``rejected`` audit event) when the namespace is not
-        in the policy, the target cannot be read, or the policy does not allow the request.
+        in the policy, the target cannot be read, or the policy does not allow the request;
+        :class:`RateLimited` (a ``Rejected``), before anything else is looked at, when the
+        requester already made the policy's ``rate_limit`` of requests in the last minute.
         """
         loaded = self._policy()
         submission = replace(submission, requester=self.actor(submission.requester, loaded))
         try:
+            self._check_rate(submission.requester, loaded)
             return self._submit(submission, loaded)
         except Rejected as exc:
             self._audit_rejection(submission, loaded, str(exc))
             raise
+
+    def _check_rate(self, requester: Actor, loaded: LoadedPolicy) -> None:
+        """Count a new request of ``requester``; raise :class:`RateLimited` when the policy's
+        ``rate_limit`` for their kind is used up (the refused request is not counted)."""
+        limit = loaded.policy.rate_limit.per_minute(agent=requester.kind == ActorKind.AGENT)
+        if not self._rate_limiter.hit(requester, limit):
+            raise RateLimited(
+                f"You have made {limit} requests in the last minute; opsgate allows {limit} per "
+                "minute. Wait a moment and try again; nothing was changed."
+            )
 
     def _submit(self, sub: Submission, loaded: LoadedPolicy) -> RequestView:
         kind = self._actions.get(sub.action)
