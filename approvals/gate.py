@@ -41,6 +41,7 @@ from approvals.policy import (
     resolve_groups,
     step_members,
 )
+from approvals.ratelimit import RequestRateLimiter
 from approvals.rollouts import RolloutChecker, RolloutJob, rollout_state
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,11 @@ class AlreadyDecided(GateError):
 
 
 class UnknownRequest(GateError):
-    """No request has this ID."""
+    """No request has this ID (or none the person asking may see)."""
+
+
+class RateLimited(Rejected):
+    """The requester made as many new requests in the last minute as the policy allows."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,8 @@ class Gate:
     between calls); ``actions`` maps a command word to its request kind; ``clock`` returns an aware
     UTC ``datetime``; ``rollouts`` reads a rollout once (:class:`actions.rollout.RolloutReader`)
     for :meth:`follow_rollouts`, which ends a request ``rollout_timeout`` seconds after its change
-    at the latest.
+    at the latest; ``rate_limiter`` counts each requester's new requests (default: one in this
+    process's memory, see :mod:`approvals.ratelimit`).
     """
 
     def __init__(
@@ -121,6 +127,7 @@ class Gate:
         history: Callable[[str | None, str, str], list[str]] | None = None,
         rollouts: RolloutChecker,
         rollout_timeout: float = 300.0,
+        rate_limiter: RequestRateLimiter | None = None,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
@@ -139,6 +146,7 @@ class Gate:
                 rid, to, detail=detail, result=result, error=error
             ),
         )
+        self._rate_limiter = rate_limiter or RequestRateLimiter()
 
     def now(self) -> datetime:
         """The gate's clock: an aware UTC datetime."""
@@ -168,15 +176,28 @@ class Gate:
         """Check, persist and announce a request; with ``approval: auto`` execute it at once.
 
         Raises :class:`Rejected` (and records a ``rejected`` audit event) when the namespace is not
-        in the policy, the target cannot be read, or the policy does not allow the request.
+        in the policy, the target cannot be read, or the policy does not allow the request;
+        :class:`RateLimited` (a ``Rejected``), before anything else is looked at, when the
+        requester already made the policy's ``rate_limit`` of requests in the last minute.
         """
         loaded = self._policy()
         submission = replace(submission, requester=self.actor(submission.requester, loaded))
         try:
+            self._check_rate(submission.requester, loaded)
             return self._submit(submission, loaded)
         except Rejected as exc:
             self._audit_rejection(submission, loaded, str(exc))
             raise
+
+    def _check_rate(self, requester: Actor, loaded: LoadedPolicy) -> None:
+        """Count a new request of ``requester``; raise :class:`RateLimited` when the policy's
+        ``rate_limit`` for their kind is used up (the refused request is not counted)."""
+        limit = loaded.policy.rate_limit.per_minute(agent=requester.kind == ActorKind.AGENT)
+        if not self._rate_limiter.hit(requester, limit):
+            raise RateLimited(
+                f"You have made {limit} requests in the last minute; opsgate allows {limit} per "
+                "minute. Wait a moment and try again; nothing was changed."
+            )
 
     def _submit(self, sub: Submission, loaded: LoadedPolicy) -> RequestView:
         kind = self._actions.get(sub.action)
@@ -957,6 +978,45 @@ class Gate:
                 .order_by(Approval.id)
             ).all()
             return _view(request, tuple(approved_by))
+
+    def get_for(self, request_id: int, viewer: Actor) -> RequestView:
+        """Request ``request_id`` as :meth:`get` gives it, if ``viewer`` may see it: its requester
+        (automation sees only its own requests), the people who may approve it (its stored
+        approvers, those who decided it, and the current members of its approver groups) and
+        the members of the policy's ``audit_readers`` groups.
+
+        Raises :class:`UnknownRequest` with the same message for a request ``viewer`` may not
+        see as for one that does not exist, so that an ID's existence is not given away.
+        """
+        loaded = self._policy()
+        viewer = self.actor(viewer, loaded)
+        hidden = UnknownRequest(f"There is no request #{request_id}.")
+        with self._sessions() as session:
+            request = session.get(Request, request_id)
+            if request is None:
+                raise hidden
+            stored: dict[str, Any] = dict(request.approvers)
+        view = self.get(request_id)
+        if viewer.id == view.requester_id:
+            return view
+        if viewer.kind == ActorKind.AGENT:
+            raise hidden
+        people = {*stored.get("users", []), *view.approved_by, view.decided_by, view.reviewed_by}
+        if viewer.id in people:
+            return view
+        groups = {
+            *stored.get("groups", []),
+            *(g for step in stored.get("steps", []) for g in step["groups"]),
+            *loaded.policy.audit_readers,
+        }
+        if viewer.id in step_members(groups, self._groups(loaded), loaded.policy.agents):
+            return view
+        if self._directory is not None:  # someone just added to a Slack user group
+            self._directory.refresh()
+            if viewer.id in step_members(groups, self._groups(loaded), loaded.policy.agents):
+                return view
+        log.info("request #%s: not shown to %s, who may not see it", request_id, viewer.id)
+        raise hidden
 
     def pending_for(self, approver_id: str) -> list[RequestView]:
         """Pending requests that ``approver_id`` may approve (not their own), oldest first."""

@@ -124,7 +124,7 @@ def _status(gate: Gate, request_id: int | None, user_id: str, reply: Reply) -> N
     if request_id is None:
         views = gate.latest(requester_id=user_id, limit=STATUS_LIMIT)
     else:
-        views = [gate.get(request_id)]
+        views = [gate.get_for(request_id, Actor(user_id))]
     reply(blocks.status_list(views))
 
 
