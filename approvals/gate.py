@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
-from actions.errors import ActionError, RolloutFailed
+from actions.errors import ActionError, OutcomeUnknown, RolloutFailed
 from approvals.grants import GrantError, GrantService, GrantView
 from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition
 from approvals.lifecycle import record as record_event
@@ -827,7 +827,8 @@ class Gate:
         return [*interrupted, *approved]
 
     def _execute(self, request_id: int) -> None:
-        """Run an approved request exactly once: approved → executing → succeeded | failed."""
+        """Run an approved request exactly once: approved → executing → succeeded | failed |
+        unknown."""
         with self._sessions.begin() as session:
             request = self._load(session, request_id)
             if not transition(
@@ -858,6 +859,12 @@ class Gate:
         self._notify(request_id, "executing")
         try:
             outcome = kind.execute(params, target=target, preview=preview)
+        except OutcomeUnknown as exc:  # sent, unanswered, and the read-back could not tell
+            log.warning("request #%s may have taken effect: %s", request_id, exc)
+            self._finish(
+                request_id, Status.UNKNOWN, error=str(exc), detail={**exc.facts, "error": str(exc)}
+            )
+            return
         except ActionError as exc:
             log.warning("request #%s failed: %s", request_id, exc)
             # a RolloutFailed change WAS applied: its facts (what, the rollout) go to the audit
