@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
-from actions.errors import ActionError, RolloutFailed
+from actions.errors import ActionError, OutcomeUnknown, RolloutFailed
 from approvals.grants import GrantError, GrantService, GrantView
 from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition
 from approvals.lifecycle import record as record_event
@@ -837,7 +837,7 @@ class Gate:
         A request left ``approved`` never started, so it is executed now (the guarded
         transition keeps another instance from running it too). One ``executing`` for more than
         ``stale_after`` seconds, with no rollout being followed, may or may not have taken
-        effect: it is marked ``failed`` with a message that says so, rather than run twice.
+        effect: it is marked ``unknown`` with a message that says so, rather than run twice.
         Younger ones may belong to another live instance and are left alone. One whose change
         was applied and whose rollout is being followed is left to :meth:`follow_rollouts`.
         """
@@ -857,10 +857,10 @@ class Gate:
             log.warning("request #%s was interrupted while executing", request_id)
             self._finish(
                 request_id,
-                Status.FAILED,
+                Status.UNKNOWN,
                 error=(
-                    "opsgate stopped while executing this request; whether it took effect is "
-                    "unknown: check the target before asking again"
+                    "opsgate stopped while executing this request; it may have taken effect: "
+                    "check the target before asking again"
                 ),
                 detail={"interrupted": True},
             )
@@ -870,7 +870,8 @@ class Gate:
         return [*interrupted, *approved]
 
     def _execute(self, request_id: int) -> None:
-        """Run an approved request exactly once: approved → executing → succeeded | failed."""
+        """Run an approved request exactly once: approved → executing → succeeded | failed |
+        unknown."""
         with self._sessions.begin() as session:
             request = self._load(session, request_id)
             if not transition(
@@ -901,6 +902,12 @@ class Gate:
         self._notify(request_id, "executing")
         try:
             outcome = kind.execute(params, target=target, preview=preview)
+        except OutcomeUnknown as exc:  # sent, unanswered, and the read-back could not tell
+            log.warning("request #%s may have taken effect: %s", request_id, exc)
+            self._finish(
+                request_id, Status.UNKNOWN, error=str(exc), detail={**exc.facts, "error": str(exc)}
+            )
+            return
         except ActionError as exc:
             log.warning("request #%s failed: %s", request_id, exc)
             # a RolloutFailed change WAS applied: its facts (what, the rollout) go to the audit
@@ -919,9 +926,9 @@ class Gate:
             )
             why = (
                 f"opsgate hit an unexpected error ({type(exc).__name__}) while executing; "
-                "whether it took effect is unknown: check the target before asking again"
+                "it may have taken effect: check the target before asking again"
             )
-            self._finish(request_id, Status.FAILED, error=why, detail={"error": why})
+            self._finish(request_id, Status.UNKNOWN, error=why, detail={"error": why})
             return
         if outcome.rollout is not None:
             # applied; follow_rollouts ends the request when its rollout does

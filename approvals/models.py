@@ -66,6 +66,7 @@ class Status(StrEnum):
     EXECUTING = "executing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    UNKNOWN = "unknown"  # sent, unanswered, and reading it back could not tell: check the target
     DENIED = "denied"
     EXPIRED = "expired"
     CANCELLED = "cancelled"

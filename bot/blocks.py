@@ -25,6 +25,7 @@ _STATUS_EMOJI = {
     "executing": ":gear:",
     "succeeded": ":white_check_mark:",
     "failed": ":x:",
+    "unknown": ":warning:",
     "denied": ":no_entry:",
     "expired": ":alarm_clock:",
     "cancelled": ":heavy_multiplication_x:",
@@ -137,6 +138,8 @@ def outcome_line(view: RequestView) -> str:
         return f"{emoji} Approved{by}. Done: {view.result}"
     if view.status == "failed":
         return f"{emoji} Approved{by}. *Failed*: {view.error}"
+    if view.status == "unknown":
+        return f"{emoji} Approved{by}. *May have taken effect: check before retrying*: {view.error}"
     if view.status == "denied":
         return f"{emoji} Denied{by}. Nothing was changed."
     if view.status == "cancelled":

@@ -17,10 +17,10 @@ from bot import blocks, grant_blocks
 log = logging.getLogger(__name__)
 
 FINAL_EVENTS = frozenset(
-    {"succeeded", "failed", "denied", "cancelled", "expired", "active", "revoked"}
+    {"succeeded", "failed", "unknown", "denied", "cancelled", "expired", "active", "revoked"}
 )
 AUDITED_EVENTS = frozenset(
-    {"approved", "denied", "cancelled", "succeeded", "failed", "expired", "active"}
+    {"approved", "denied", "cancelled", "succeeded", "failed", "unknown", "expired", "active"}
 )
 SLACK_FAILURES = (SlackApiError, SlackRequestError, OSError)
 """What a Web API call raises when Slack says no or cannot be reached (urllib's URLError)."""

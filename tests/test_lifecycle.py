@@ -60,10 +60,21 @@ def test_the_table_matches_design_md() -> None:
         Status.CANCELLED,
     }
     assert TRANSITIONS[Status.APPROVED] == {Status.EXECUTING}
-    assert TRANSITIONS[Status.EXECUTING] == {Status.SUCCEEDED, Status.FAILED, Status.ACTIVE}
+    assert TRANSITIONS[Status.EXECUTING] == {
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.UNKNOWN,
+        Status.ACTIVE,
+    }
     assert TRANSITIONS[Status.ACTIVE] == {Status.REVOKED}
     assert set(TRANSITIONS) == set(Status)
-    assert {Status.SUCCEEDED, Status.FAILED, Status.DENIED, Status.REVOKED} <= TERMINAL
+    assert {
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.UNKNOWN,
+        Status.DENIED,
+        Status.REVOKED,
+    } <= TERMINAL
     assert Status.PENDING not in TERMINAL
 
 
