@@ -182,7 +182,7 @@ def test_parse_status() -> None:
         ),
         pytest.param(
             "status abc",
-            ["request_id", "invalid int value: 'abc'"],
+            ["request_id", "'abc' is not a request ID"],
             STATUS_USAGE,
             id="status-not-a-number",
         ),
