@@ -339,47 +339,7 @@ class Gate:
             )
             request_id = request.id
 
-        view = self.get(request_id)
-
-        def approval_posted(ref: MessageRef) -> None:
-            # stored at once, so that a click arriving before request_opened returns already
-            # finds the message it must update
-            with self._sessions.begin() as session:
-                request = self._load(session, request_id)
-                request.approval_channel_id = ref.channel_id
-                request.approval_ts = ref.ts
-                decided = request.status != Status.PENDING.value
-            if decided:
-                # a click (or an expiry) came before the reference was stored, so its update
-                # found no message: whichever of the two comes second updates the card
-                self._notifier.card_changed(self.get(request_id))
-
-        def thread_posted(ref: MessageRef) -> None:
-            with self._sessions.begin() as session:
-                request = self._load(session, request_id)
-                request.thread_channel_id = ref.channel_id
-                request.thread_ts = ref.ts
-
-        try:
-            refs = self._notifier.request_opened(
-                view, approval_posted=approval_posted, thread_posted=thread_posted
-            )
-        except NotifyError as exc:
-            self._finish_unannounced(request_id, str(exc))
-            self._notify(request_id, "cancelled")
-            raise Rejected(
-                f"Request #{request_id} was cancelled: the approval message could not be "
-                f"posted ({exc}). Nothing was changed."
-            ) from exc
-        with self._sessions.begin() as session:
-            request = self._load(session, request_id)
-            if refs.approval is not None:
-                request.approval_channel_id = refs.approval.channel_id
-                request.approval_ts = refs.approval.ts
-            if refs.thread is not None:
-                request.thread_channel_id = refs.thread.channel_id
-                request.thread_ts = refs.thread.ts
-
+        self._announce(self.get(request_id))
         if decision.outcome is Outcome.AUTO:
             self._move(
                 request_id,
@@ -393,6 +353,65 @@ class Gate:
         elif break_glass:
             self._break_glass(request_id, sub)
         return self.get(request_id)
+
+    def _announce(self, view: RequestView) -> None:
+        """Post the requester's announcement, then the approval message, and store where each
+        is, so that every later update finds them.
+
+        The approval message's reference is stored the moment it exists, with the thread's in
+        the same write (a click can only come once the approval message exists); without an
+        approval message, the thread's is stored alone. A decision that lands before the
+        reference is stored is shown on the card when it is stored. Raises :class:`Rejected`
+        (the request is cancelled, and its requester told) when the approval message cannot be
+        posted.
+        """
+        request_id = view.id
+        waiting: list[MessageRef] = []  # the thread's reference, stored with the approval's
+        stored: set[str] = set()
+
+        def store(approval: MessageRef | None, thread: MessageRef | None) -> bool:
+            """Store the references; True when the request is no longer pending."""
+            with self._sessions.begin() as session:
+                request = self._load(session, request_id)
+                if approval is not None:
+                    request.approval_channel_id = approval.channel_id
+                    request.approval_ts = approval.ts
+                if thread is not None:
+                    request.thread_channel_id = thread.channel_id
+                    request.thread_ts = thread.ts
+                return request.status != Status.PENDING.value
+
+        def thread_posted(ref: MessageRef) -> None:
+            stored.add("thread")
+            if view.needs_approval and view.approval_channel is not None:
+                waiting.append(ref)
+            else:
+                store(None, ref)
+
+        def approval_posted(ref: MessageRef) -> None:
+            stored.add("approval")
+            if store(ref, waiting.pop() if waiting else None):
+                # a click (or an expiry) came before the reference was stored, so its update
+                # found no message: whichever of the two comes second updates the card
+                self._notifier.card_changed(self.get(request_id))
+
+        try:
+            refs = self._notifier.request_opened(
+                view, approval_posted=approval_posted, thread_posted=thread_posted
+            )
+        except NotifyError as exc:
+            if waiting:  # the requester hears of the cancellation in their thread
+                store(None, waiting.pop())
+            self._finish_unannounced(request_id, str(exc))
+            self._notify(request_id, "cancelled")
+            raise Rejected(
+                f"Request #{request_id} was cancelled: the approval message could not be "
+                f"posted ({exc}). Nothing was changed."
+            ) from exc
+        approval = refs.approval if "approval" not in stored else None
+        thread = waiting.pop() if waiting else (refs.thread if "thread" not in stored else None)
+        if approval is not None or thread is not None:
+            store(approval, thread)
 
     def _break_glass(self, request_id: int, sub: Submission) -> None:
         """Execute at once, loudly: the audit channel gets a notice and a review item."""
