@@ -1,10 +1,10 @@
 """The ``/ops`` slash command: parse, ack at once, then hand the request to opsgate's workers.
 
-The listener only validates (the grammar, a redelivery of the same command) and acks; the gate's
-work (a preview from the cluster, an approval message, an execution) runs on
-:class:`bot.work.Workers`. :func:`run` is shared with the ``app_mention`` listener
-(``@opsgate rollback …`` in an incident channel works like the slash command); ``reply`` answers
-the person who asked, alone.
+The listener only validates (the grammar) and acks, touching neither the database nor Slack; the
+rest (forgetting a redelivery of the same command, a preview from the cluster, an approval
+message, an execution) runs on :class:`bot.work.Workers`. :func:`run` is shared with the
+``app_mention`` listener (``@opsgate rollback …`` in an incident channel works like the slash
+command); ``reply`` answers the person who asked, alone.
 """
 
 from __future__ import annotations
@@ -55,11 +55,6 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
         if not user:
             ack(response_type="ephemeral", text=blocks.error_message("This command names no user."))
             return
-        # a replay of the same signed command, or Slack's retry of it, makes nothing twice
-        if trigger and not gate.first_delivery(f"command:{trigger}"[:64]):
-            log.info("command %s was already delivered; ignoring the redelivery", trigger)
-            ack()
-            return
         if parsed.name in READS:
             ack(response_type="ephemeral")
         else:
@@ -73,11 +68,15 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
             channel_name=command.get("channel_name"),
             response_url=command.get("response_url"),
         )
-        workers.submit(
-            lambda: run(gate, parsed, user=str(user), origin=origin, reply=reply),
-            answer=reply,
-            what=f"`/ops {text}`",
-        )
+
+        def work() -> None:
+            # a replay of the same signed command, or Slack's retry of it, makes nothing twice
+            if trigger and not gate.first_delivery(f"command:{trigger}"[:64]):
+                log.info("command %s was already delivered; ignoring the redelivery", trigger)
+                return
+            run(gate, parsed, user=str(user), origin=origin, reply=reply)
+
+        workers.submit(work, answer=reply, what=f"`/ops {text}`")
 
     app.command("/ops")(ops)
 
