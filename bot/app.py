@@ -198,6 +198,9 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         request_verification_enabled=not settings.socket_mode,
         # our own executor, so that a stop lets the listeners finish what they started
         listener_executor=listener_executor,
+        # every listener only validates, acks and hands off to the workers: run it before
+        # answering, so that the ack is its answer (no thread hop, no polling for the ack)
+        process_before_response=True,
     )
     workers = Workers(settings.workers)
     listeners.register(slack, gate, workers)

@@ -6,6 +6,7 @@ Slack and the fake Kubernetes API over real HTTP.
 
 from __future__ import annotations
 
+import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from slack_sdk import WebClient
 from sqlalchemy import create_engine, make_url, select
 from sqlalchemy.orm import Session
 
@@ -22,6 +24,7 @@ from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import Gate
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Request
+from bot.listeners import listener_failed
 from bot.settings import Settings
 from bot.work import DATABASE_DOWN, Workers
 from tests.conftest import RunningBot, running_bot, wait_for
@@ -265,3 +268,32 @@ def test_a_database_that_goes_away_is_answered_and_readyz_says_503(
             wait_approval_message(bot)
     finally:
         proxy.cut()
+
+
+def test_a_listener_that_raises_is_acked_200_and_answered_with_its_reference(
+    fake_slack: slack.FakeSlack, caplog: pytest.LogCaptureFixture
+) -> None:
+    workers = Workers(1)
+    client = WebClient(token=slack.BOT_TOKEN, base_url=fake_slack.api_url)
+    try:
+        command = listener_failed(
+            KeyError("secret-ish"), {"command": "/ops", "text": "status"}, client, workers
+        )
+        assert command.status == 200
+        text = json.loads(command.body)["text"]
+        assert "unexpected error (KeyError)" in text
+        assert "secret-ish" not in text
+        response_url = fake_slack.response_url()
+        click = listener_failed(
+            ValueError("x"),
+            {"type": "block_actions", "user": {"id": "U0SRE1"}, "response_url": response_url},
+            client,
+            workers,
+        )
+        assert click.status == 200
+        [told] = wait_for(lambda: responses(fake_slack, response_url), what="the clicker told")
+        assert "unexpected error (ValueError)" in told
+    finally:
+        workers.shutdown()
+    failures = [r for r in caplog.records if "failed unexpectedly" in r.getMessage()]
+    assert len(failures) == 2  # logged once each

@@ -19,7 +19,7 @@ from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
 from bot import blocks, grant_blocks
 from bot.grammar import Command, CommandError, help_text, parse
-from bot.work import Workers, failure_answer, new_reference
+from bot.work import Workers
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +33,6 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
     """Listen for ``/ops``: validate and ack here, work on ``workers``."""
 
     def ops(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
-        try:
-            _ops(ack, command, respond)
-        except Exception as exc:  # noqa: BLE001 - answered in the ack, logged once
-            text = (command.get("text") or "").strip()
-            answer = failure_answer(exc, f"`/ops {text}`", new_reference())
-            ack(response_type="ephemeral", text=blocks.error_message(answer))
-
-    def _ops(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         text = (command.get("text") or "").strip()
         try:
             parsed = parse(text)
