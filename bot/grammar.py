@@ -23,6 +23,7 @@ from actions.scale import ScaleParams
 from actions.workloads import WorkloadKind, parse_workload
 from approvals.extend import ExtendParams
 from approvals.policy import parse_duration
+from bot.mrkdwn import unescape
 
 # Slack turns straight quotes into typographic ones on many keyboards; shlex needs straight ones.
 _DOUBLE_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
@@ -393,8 +394,10 @@ def help_text() -> str:
 
 
 def parse(text: str) -> Command:
-    """Parse the text after ``/ops``. Raises :class:`CommandError` with the usage line."""
-    words = _split(text)
+    """Parse the text after ``/ops`` as Slack delivers it (``&``, ``<`` and ``>`` escaped as
+    ``&amp;``, ``&lt;`` and ``&gt;``: the command holds what the person typed). Raises
+    :class:`CommandError` with the usage line."""
+    words = _split(unescape(text))
     if not words or words[0] == "help":
         return Command("help")
     name, rest = words[0], words[1:]

@@ -13,6 +13,7 @@ from slack_sdk.webhook import WebhookClient
 from approvals.notifier import GrantView, MessageRef, NotifyError, OpenedRefs, RequestView
 from approvals.policy import LoadedPolicy
 from bot import blocks, grant_blocks
+from bot.mrkdwn import escape
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,9 @@ class SlackNotifier:
                     channel=request.approval_channel, text=text, blocks=message_blocks
                 )
             except SLACK_FAILURES as exc:
+                # plain text: the gate quotes it in answers and records, which bot/ escapes
                 raise NotifyError(
-                    f"posting to <#{request.approval_channel}> failed: {_slack_error(exc)}"
+                    f"posting to channel {request.approval_channel} failed: {_slack_error(exc)}"
                 ) from exc
             approval = MessageRef(str(response["channel"]), str(response["ts"]))
             if approval_posted is not None:
@@ -288,6 +290,6 @@ class SlackGrantNotifier:
             channel=loaded.policy.audit_channel or loaded.policy.approval_channel,
             text=(
                 ":warning: The policy file changed but is invalid; the previous policy stays "
-                f"in force (sha256 {loaded.sha256[:12]}).\n```{error[:2500]}```"
+                f"in force (sha256 {loaded.sha256[:12]}).\n```{escape(error[:2500])}```"
             ),
         )

@@ -50,7 +50,7 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
         if parsed.name in READS:
             ack(response_type="ephemeral")
         else:
-            ack(response_type="ephemeral", text=f":hourglass_flowing_sand: Checking `/ops {text}`…")
+            ack(response_type="ephemeral", text=blocks.checking(text))
 
         def reply(message: str) -> None:
             respond(response_type="ephemeral", replace_original=False, text=message)
@@ -84,7 +84,7 @@ def run(gate: Gate, parsed: Command, *, user: str, origin: Origin, reply: Reply)
             assert parsed.namespace is not None
             assert parsed.workload is not None
             lines = gate.history(parsed.namespace, parsed.env, parsed.workload)
-            reply("\n".join(lines))
+            reply(blocks.history_lines(lines))
         elif parsed.name == "grants":
             _grants(gate, user, reply)
         elif parsed.name == "revoke":
