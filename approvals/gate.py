@@ -47,6 +47,10 @@ from approvals.rollouts import RolloutChecker, RolloutJob, rollout_state
 log = logging.getLogger(__name__)
 
 
+STRANDED_AFTER = 300.0
+"""Seconds after which a pending request that was never put to its approvers is stranded."""
+
+
 class GateError(Exception):
     """An answer for the person who asked or clicked; ``str()`` is the message to show them."""
 
@@ -807,6 +811,41 @@ class Gate:
                 self._notify(request_id, "expired")
         return expired
 
+    def cancel_stranded(self, *, older_than: float = STRANDED_AFTER) -> list[int]:
+        """Cancel every request left ``pending`` by a bot that stopped between filing it and
+        putting it to its approvers (no approval message after ``older_than`` seconds; an
+        auto-approved or break-glass request is pending for milliseconds only), and tell its
+        requester that nothing was changed. Returns their IDs.
+
+        Idempotent, and safe with several instances: each is a guarded transition.
+        """
+        cutoff = self._clock() - timedelta(seconds=older_than)
+        with self._sessions() as session:
+            stranded = session.scalars(
+                select(Request.id).where(
+                    Request.status == Status.PENDING.value,
+                    Request.approval_ts.is_(None),
+                    Request.created_at < cutoff,
+                )
+            ).all()
+        cancelled = []
+        for request_id in stranded:
+            if self._move(
+                request_id,
+                Status.PENDING,
+                Status.CANCELLED,
+                event="stranded",
+                detail={"reason": "opsgate stopped before the request was put to its approvers"},
+                error=(
+                    "opsgate stopped before this request was put to its approvers or run; "
+                    "nothing was changed: ask again"
+                ),
+            ):
+                log.warning("request #%s was stranded by a stop; cancelled", request_id)
+                cancelled.append(request_id)
+                self._notify(request_id, "cancelled")
+        return cancelled
+
     def escalate_due(self) -> list[int]:
         """Ping the ``escalate_to`` group of every pending request nobody has decided in
         ``escalate_after`` seconds, once; returns their IDs."""
@@ -858,7 +897,9 @@ class Gate:
         ``stale_after`` seconds, with no rollout being followed, may or may not have taken
         effect: it is marked ``unknown`` with a message that says so, rather than run twice.
         Younger ones may belong to another live instance and are left alone. One whose change
-        was applied and whose rollout is being followed is left to :meth:`follow_rollouts`.
+        was applied and whose rollout is being followed is left to :meth:`follow_rollouts`. One
+        left ``pending`` before it was put to its approvers is cancelled
+        (:meth:`cancel_stranded`).
         """
         cutoff = self._clock() - timedelta(seconds=stale_after)
         with self._sessions() as session:
@@ -886,7 +927,7 @@ class Gate:
         for request_id in approved:
             log.info("request #%s was approved before a restart; executing it now", request_id)
             self._execute(request_id)
-        return [*interrupted, *approved]
+        return [*interrupted, *approved, *self.cancel_stranded()]
 
     def _execute(self, request_id: int) -> None:
         """Run an approved request exactly once: approved → executing → succeeded | failed |

@@ -185,6 +185,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     )
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
     secret = settings.slack_signing_secret

@@ -16,7 +16,15 @@ from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
 from actions.rollout import RolloutReader
 from approvals.db import make_engine, make_sessionmaker, migrate
-from approvals.gate import AlreadyDecided, Gate, NotAllowed, Origin, Rejected, Submission
+from approvals.gate import (
+    STRANDED_AFTER,
+    AlreadyDecided,
+    Gate,
+    NotAllowed,
+    Origin,
+    Rejected,
+    Submission,
+)
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Request, Status
 from approvals.notifier import MessageRef, NotifyError, OpenedRefs, RequestView
@@ -259,3 +267,33 @@ def test_no_extra_card_update_when_the_reference_is_stored_first(world: World) -
     view = world.gate.submit(restart())
     world.gate.deny(view.id, Actor("U0SRE1"))
     assert notifier.events == [(view.id, "denied", "denied")]
+
+
+def test_a_request_stranded_before_its_announcement_is_cancelled_and_its_requester_told(
+    world: World,
+) -> None:
+    """A bot killed between filing a request and posting its approval message leaves it
+    pending with no message; after STRANDED_AFTER seconds it is cancelled, never executed."""
+    view = world.gate.submit(restart())
+    with world.sessions.begin() as session:  # as a stop before the approval post leaves it
+        request = session.get(Request, view.id)
+        assert request is not None
+        request.approval_ts = None
+        request.approval_channel_id = None
+    young = world.gate.submit(restart("cart", "checkout"))
+    with world.sessions.begin() as session:
+        request = session.get(Request, young.id)
+        assert request is not None
+        request.approval_ts = None
+    world.clock.now += timedelta(seconds=STRANDED_AFTER - 1)
+    assert world.gate.cancel_stranded() == []
+    world.clock.now += timedelta(seconds=2)
+    assert world.gate.recover() == [view.id, young.id]
+    cancelled = world.gate.get(view.id)
+    assert cancelled.status == "cancelled"
+    assert cancelled.error is not None
+    assert "nothing was changed" in cancelled.error
+    assert (view.id, "cancelled", "cancelled") in world.notifier.events
+    assert world.gate.cancel_stranded() == []  # once
+    applied = world.kube.requests_matching("PATCH", "payments-api")
+    assert [r for r in applied if "dryRun" not in r.query] == []
