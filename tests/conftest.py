@@ -153,6 +153,7 @@ class RunningBot:
     url: str
     fake_slack: slack.FakeSlack
     http: httpx.Client
+    database_url: str | None = None
 
     def post(self, body: str, headers: dict[str, str] | None = None) -> httpx.Response:
         return self.http.post(
@@ -179,8 +180,11 @@ class RunningBot:
         return self.post(body), response_url
 
     def click(self, action_id: str, value: str, *, user: str) -> httpx.Response:
-        """Send a signed click on the approval message's button ``action_id``."""
+        """Send a signed click on the approval message's button ``action_id``, once the bot
+        has stored that message's reference (as a person can only click a message Slack
+        shows; the product copes with an earlier click too, see test_gate)."""
         approval = self.approval_message()
+        self.wait_stored(self.approval_ts())
         body = slack.block_action_body(
             action_id,
             value,
@@ -198,6 +202,24 @@ class RunningBot:
 
     def approval_ts(self) -> str:
         return str(self.approval_message().response["ts"])
+
+    def wait_stored(self, ts: str) -> None:
+        """Wait until a request's approval message reference ``ts`` is in the database."""
+        if self.database_url is None:
+            return
+        engine = create_engine(self.database_url)
+        try:
+
+            def stored() -> bool:
+                with engine.connect() as connection:
+                    found = connection.execute(
+                        text("SELECT 1 FROM requests WHERE approval_ts = :ts"), {"ts": ts}
+                    ).first()
+                return found is not None
+
+            wait_for(stored, what=f"the approval message {ts} to be stored")
+        finally:
+            engine.dispose()
 
 
 def serve_in_thread(
@@ -226,7 +248,7 @@ def running_bot(
     server, thread, url = serve_in_thread(app)
     with httpx.Client(timeout=10) as http:
         try:
-            yield RunningBot(url, fake_slack, http)
+            yield RunningBot(url, fake_slack, http, settings.database_url)
         finally:
             server.should_exit = True
             thread.join(timeout=10)
