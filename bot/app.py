@@ -224,13 +224,35 @@ START_JOIN_TIMEOUT = 60.0
 """Seconds a stop waits for the start's recovery and first sweep to finish."""
 
 
-def _start_background(services: Services) -> None:
+START_RETRY_MAX = 30.0
+"""Seconds, at most, between two tries of the start's recovery while the database is down."""
+
+
+def _start_background(services: Services, stopping: threading.Event) -> None:
     """What a start does off the event loop: finish the requests a previous run left approved
-    or executing, then start the expiry scheduler (which first revokes every overdue grant)."""
-    try:
-        services.gate.recover()
-    finally:
-        services.scheduler.start()
+    or executing, then start the expiry scheduler (which first revokes every overdue grant).
+
+    While the database cannot be reached, both are tried again (after 1 s, 2 s, … at most
+    :data:`START_RETRY_MAX`) until they succeed or ``stopping`` is set: a bot that starts during
+    a database outage still recovers and revokes on time once it is back.
+    """
+    delay = 1.0
+    recovered = False
+    while not stopping.is_set():
+        try:
+            if not recovered:
+                services.gate.recover()
+                recovered = True
+            services.scheduler.start()
+            return
+        except SQLAlchemyError as exc:
+            log.error(
+                "start: the database cannot be reached (%s); trying again in %.0f s",
+                type(exc).__name__,
+                delay,
+            )
+            stopping.wait(delay)
+            delay = min(delay * 2, START_RETRY_MAX)
 
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -239,7 +261,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     socket_handler: SocketModeHandler | None = None
     stop_watching = threading.Event()
     starter = threading.Thread(
-        target=_start_background, args=(services,), name="opsgate-start", daemon=True
+        target=_start_background, args=(services, stop_watching), name="opsgate-start", daemon=True
     )
 
     @asynccontextmanager

@@ -7,6 +7,7 @@ Slack and the fake Kubernetes API over real HTTP.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -262,8 +263,18 @@ def test_a_database_that_goes_away_is_answered_and_readyz_says_503(
                 if DATABASE_DOWN not in told:  # answered after the ack, through response_url
                     told = wait_for(lambda u=response_url: responses(fake_slack, u), what=text)[0]
                 assert DATABASE_DOWN in told, text
+            time.sleep(0.5)  # the scheduler's loop reads its job table many times meanwhile
             proxy.restore()
             wait_for(lambda: bot.http.get(f"{bot.url}/readyz").status_code == 200, what="ready")
+            # the scheduler survived the outage (APScheduler 3 lets one failed read of its job
+            # table end its thread for good, and grants would no longer be revoked on time),
+            # or was started once the database came back (a start during an outage retries)
+            wait_for(
+                lambda: [t for t in threading.enumerate() if t.name == "APScheduler"],
+                what="the scheduler's thread",
+            )
+            time.sleep(0.3)
+            assert [t for t in threading.enumerate() if t.name == "APScheduler"]
             submit(bot, "restart payments-api -n payments")
             wait_approval_message(bot)
     finally:
