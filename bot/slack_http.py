@@ -38,6 +38,7 @@ from slack_bolt.adapter.starlette.handler import to_starlette_response
 from slack_bolt.middleware.middleware_error_handler import MiddlewareErrorHandler
 from slack_bolt.request import payload_utils
 from slack_sdk.signature import SignatureVerifier
+from starlette.requests import ClientDisconnect
 
 from bot import slack_payloads
 from bot.slack_payloads import Malformed, Payload
@@ -93,18 +94,30 @@ def _header_problem(request: Request) -> str | None:
     return None
 
 
-async def _read_body(request: Request) -> bytes | None:
-    """The body, or None when it is larger than :data:`MAX_BODY_BYTES`."""
+class _Unread(Exception):
+    """The body was not read: ``status`` and a reason for the log."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body. Raises :class:`_Unread` when it is larger than :data:`MAX_BODY_BYTES` (413) or
+    the client went away before sending all of it (400, which nobody receives)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
+        raise _Unread(413, f"body over {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise _Unread(413, f"body over {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _Unread(400, "the client went away before sending its body") from None
     return b"".join(chunks)
 
 
@@ -132,10 +145,11 @@ class SlackEndpoint:
         if problem is not None:
             log.info("refused an unsigned request from %s: %s", peer, problem)
             return _refuse(401, "invalid_signature")
-        body = await _read_body(request)
-        if body is None:
-            log.warning("refused a request from %s: body over %d bytes", peer, MAX_BODY_BYTES)
-            return _refuse(413, "body_too_large")
+        try:
+            body = await _read_body(request)
+        except _Unread as exc:
+            log.info("refused a request from %s: %s", peer, exc)
+            return _refuse(exc.status, "body_not_read")
         timestamp = request.headers["x-slack-request-timestamp"]
         if not self._verifier.is_valid(body, timestamp, request.headers["x-slack-signature"]):
             log.info("refused a request from %s: bad or expired signature", peer)

@@ -8,6 +8,7 @@ nothing reaches the database; a 5xx from slack-bolt never leaves the endpoint.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
 from urllib.parse import urlencode
@@ -220,6 +221,26 @@ def test_a_body_over_the_limit_is_not_read(bot: RunningBot, logs: pytest.LogCapt
     body = b"a=" + b"x" * (1024 * 1024)
     answer = post(bot, body, sign(body, FORM))
     assert answer.status_code == 413
+    assert tracebacks(logs.records) == []
+
+
+def test_a_client_that_goes_away_mid_body_logs_one_line(
+    bot: RunningBot, logs: pytest.LogCaptureFixture
+) -> None:
+    host, port = bot.url.removeprefix("http://").split(":")
+    headers = sign(b"x" * 100, JSON)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    with socket.create_connection((host, int(port))) as raw:
+        raw.sendall(
+            f"POST /slack/events HTTP/1.1\r\nHost: {host}\r\n{head}Content-Length: 100\r\n\r\n"
+            "0123456789".encode()
+        )
+        time.sleep(0.2)
+    line = wait_for(
+        lambda: [r for r in logs.records if r.name == "bot.slack_http"], what="the log line"
+    )
+    assert "went away" in line[0].getMessage()
+    time.sleep(0.2)
     assert tracebacks(logs.records) == []
 
 
