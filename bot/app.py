@@ -23,7 +23,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,6 +46,7 @@ from bot.listeners.events import publish_home
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
 from bot.settings import Settings
+from bot.slack_http import SlackEndpoint
 from bot.usergroups import UsergroupDirectory
 from bot.work import Workers
 
@@ -300,17 +300,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
 
     api = FastAPI(title="opsgate", lifespan=lifespan)
 
-    async def slack_events(request: Request) -> Response:
-        body = await request.body()
-        bolt_response = await run_in_threadpool(
-            services.slack.dispatch, to_bolt_request(request, body)
-        )
-        return to_starlette_response(bolt_response)
-
     # In Socket Mode requests are not signed (request verification is off and no signing secret
     # is needed), so an HTTP endpoint would dispatch anyone's forged command or click.
     if not settings.socket_mode:
-        api.post("/slack/events")(slack_events)
+        assert settings.slack_signing_secret is not None  # settings.require_slack()
+        endpoint = SlackEndpoint(services.slack, settings.slack_signing_secret.get_secret_value())
+
+        @api.post("/slack/events")
+        async def slack_events(request: Request) -> Response:
+            return await endpoint(request)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
