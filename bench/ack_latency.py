@@ -182,6 +182,7 @@ def serve_bare(port: int, slack_api_url: str) -> None:
         signing_secret=slack.SIGNING_SECRET,
         token_verification_enabled=False,
         listener_executor=ThreadPoolExecutor(max_workers=10),
+        process_before_response=True,  # as opsgate's App: the listener's ack is the answer
     )
 
     @bolt.command("/ops")
