@@ -67,6 +67,45 @@ def test_the_table_matches_design_md() -> None:
     assert Status.PENDING not in TERMINAL
 
 
+FINAL = {
+    Status.SUCCEEDED,
+    Status.FAILED,
+    Status.DENIED,
+    Status.EXPIRED,
+    Status.CANCELLED,
+    Status.REVOKED,
+}
+
+
+def test_every_terminal_state_is_final(sessions: sessionmaker[Session]) -> None:
+    """No transition leaves a terminal state: each one is refused before anything is written."""
+    assert TERMINAL == FINAL
+    assert {s for s, allowed in TRANSITIONS.items() if not allowed} == FINAL
+    request_id = new_request(sessions)
+    for terminal in sorted(FINAL):
+        assert TRANSITIONS[terminal] == frozenset(), terminal
+        with sessions.begin() as session:
+            request = session.get(Request, request_id)
+            assert request is not None
+            request.status = terminal.value
+        for to in Status:
+            with sessions.begin() as session:
+                request = session.get(Request, request_id)
+                assert request is not None
+                with pytest.raises(InvalidTransition, match=f"{terminal} → {to}"):
+                    transition(
+                        session,
+                        request,
+                        expected=terminal,
+                        to=to,
+                        actor=Actor("U0SRE1"),
+                        now=NOW,
+                    )
+        with sessions() as session:
+            assert session.get(Request, request_id).status == terminal.value  # type: ignore[union-attr]
+    assert audit_count(sessions) == 0
+
+
 def test_a_transition_happens_once_and_writes_its_audit_event(
     sessions: sessionmaker[Session],
 ) -> None:
