@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -32,6 +33,14 @@ from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 pytest_plugins = ["tests.fixtures_vault"]
 
 TEST_DATABASE_ENV = "OPSGATE_TEST_DATABASE_URL"
+
+# Hypothesis: with CI set (or ``--hypothesis-profile=ci``) every property runs the same examples
+# on every run (``derandomize``: they derive from the test's name), so that a red run can be
+# replayed and ``make mutation`` kills a mutant or not the same way each time; elsewhere the
+# properties explore new random examples on each run.
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 POLICY = """\
 version: 1
