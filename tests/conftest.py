@@ -29,6 +29,7 @@ from bot.app import create_app
 from bot.settings import Settings
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
+from tests.required_tools import require_kubectl
 
 pytest_plugins = ["tests.fixtures_vault"]
 
@@ -67,6 +68,13 @@ rules:
   - match: {action: restart, environment: prod}
     approvers: [sre]
 """
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``kubectl`` runs the real binary: skipped where it is missing, failed in CI
+    (see :mod:`tests.required_tools`)."""
+    if item.get_closest_marker("kubectl") is not None:
+        require_kubectl()
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
