@@ -20,7 +20,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 import approvals.gate
@@ -38,7 +39,7 @@ from approvals.gate import (
     UnknownRequest,
 )
 from approvals.lifecycle import Actor
-from approvals.models import ActorKind, Approval, AuditEvent, Status
+from approvals.models import ActorKind, Approval, AuditEvent, Request, Status
 from approvals.notifier import RequestView
 from approvals.policy import Refusal, approval_refusal, parse_policy
 from tests.conftest import wait_for
@@ -332,9 +333,42 @@ def test_every_click_asks_the_policy_and_follows_its_answer(
     assert world.gate.get(request_id).status == "cancelled"
 
 
+def test_deciding_a_request_locks_it_until_the_decision_ends(world: World) -> None:
+    """While one decision is open, another transaction can neither lock the same request
+    (PostgreSQL: ``FOR UPDATE NOWAIT`` on its row) nor write (SQLite: the writer lock)."""
+    request_id = submit(world)
+    engine = world.sessions.kw["bind"]
+    sqlite = engine.dialect.name == "sqlite"
+    # a second engine whose SQLite connections give up after 50 ms instead of 30 s
+    other = create_engine(engine.url, connect_args={"timeout": 0.05} if sqlite else {})
+
+    def other_decision() -> None:
+        with other.begin() as conn:
+            if sqlite:
+                conn.execute(update(Request).where(Request.id == request_id).values(rule="x"))
+            else:
+                conn.execute(
+                    select(Request.id).where(Request.id == request_id).with_for_update(nowait=True)
+                )
+
+    try:
+        with world.sessions.begin() as session:
+            locked = Gate._locked(session, request_id)
+            assert (locked.id, locked.status) == (request_id, "pending")
+            locked_out = "database is locked" if sqlite else "could not obtain lock"
+            with pytest.raises(OperationalError, match=locked_out):
+                other_decision()
+        other_decision()  # once the decision has ended
+    finally:
+        other.dispose()
+    with world.sessions.begin() as session, pytest.raises(UnknownRequest, match="#4242"):
+        Gate._locked(session, 4242)
+
+
 # --- exactly once under concurrency -----------------------------------------------------------
 
 
+@pytest.mark.race
 def test_two_approvers_at_the_same_instant_execute_exactly_once(world: World) -> None:
     trials = 50
     stamps = []
@@ -356,6 +390,7 @@ def test_two_approvers_at_the_same_instant_execute_exactly_once(world: World) ->
     assert sorted(applied_restarts(world.kube)) == stamps  # one PATCH per request, none twice
 
 
+@pytest.mark.race
 def test_twenty_approvers_at_once_make_one_quorum_and_one_execution(world: World) -> None:
     for trial in range(5):
         world.clock.now += timedelta(minutes=1)
@@ -373,6 +408,7 @@ def test_twenty_approvers_at_once_make_one_quorum_and_one_execution(world: World
     assert len(applied_restarts(world.kube)) == 5
 
 
+@pytest.mark.race
 @pytest.mark.parametrize("namespace", ["checkout", "payments"])
 def test_approve_racing_deny_ends_one_way_only(world: World, namespace: str) -> None:
     name = "cart" if namespace == "checkout" else "payments-api"
@@ -406,6 +442,7 @@ def test_approve_racing_deny_ends_one_way_only(world: World, namespace: str) -> 
     assert len(applied_restarts(world.kube)) == executed
 
 
+@pytest.mark.race
 def test_reviewers_acknowledging_at_once_review_a_break_glass_request_once(
     world: World,
 ) -> None:
