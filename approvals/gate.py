@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -554,7 +554,7 @@ class Gate:
         if refusal is Refusal.AGENT:
             raise NotAllowed("Automation cannot approve or deny requests.")
         if refusal is Refusal.NOT_AN_APPROVER:
-            groups = ", ".join(request.approvers.get("groups", [])) or "nobody"
+            groups = ", ".join(request.approvers.get("groups", []))
             raise NotAllowed(
                 f"Only members of {groups} may decide request #{request_id}; nothing was changed."
             )
@@ -572,19 +572,15 @@ class Gate:
         """Request ``request_id``, locked until ``session``'s transaction ends: whoever decides it
         next waits, then sees this decision (the approvals it added, the status it set).
 
-        PostgreSQL: ``SELECT … FOR UPDATE`` on its row. SQLite has no row locks: a guarded
-        write that changes nothing takes the database's writer lock first, as ``BEGIN
-        IMMEDIATE`` would, so the reads that follow are of the latest commit and nobody else
-        writes before this transaction ends. Raises :class:`UnknownRequest`.
+        PostgreSQL: ``SELECT … FOR UPDATE`` on its row. SQLite has no row locks: the
+        transaction starts with ``BEGIN IMMEDIATE``, which takes the database's writer lock, so
+        the reads that follow are of the latest commit and nobody else writes before it ends
+        (it must be the first statement of ``session``'s transaction). Raises
+        :class:`UnknownRequest`.
         """
         if session.get_bind().dialect.name == "sqlite":
-            session.execute(
-                update(Request)
-                .where(Request.id == request_id)
-                .values(updated_at=Request.updated_at)
-                .execution_options(synchronize_session=False)
-            )
-        request = session.get(Request, request_id, with_for_update=True, populate_existing=True)
+            session.execute(text("BEGIN IMMEDIATE"))
+        request = session.get(Request, request_id, with_for_update=True)
         if request is None:
             raise UnknownRequest(f"There is no request #{request_id}.")
         return request
@@ -657,7 +653,7 @@ class Gate:
             if refusal is Refusal.REQUESTER:
                 raise NotAllowed("You cannot review your own break-glass request.")
             if refusal is Refusal.NOT_AN_APPROVER:
-                groups = ", ".join(request.approvers.get("groups", [])) or "the approvers"
+                groups = ", ".join(request.approvers.get("groups", []))
                 raise NotAllowed(f"Only members of {groups} may review request #{request_id}.")
             done = rows_changed(
                 session,
