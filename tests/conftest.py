@@ -37,9 +37,14 @@ TEST_DATABASE_ENV = "OPSGATE_TEST_DATABASE_URL"
 
 # Hypothesis: with CI set (or ``--hypothesis-profile=ci``) every property runs the same examples
 # on every run (``derandomize``: they derive from the test's name), so that a red run can be
-# replayed and ``make mutation`` kills a mutant or not the same way each time; elsewhere the
-# properties explore new random examples on each run.
-hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+# replayed; elsewhere the properties explore new random examples on each run. ``make mutation``
+# runs the same derandomized properties with fewer examples (the examples tests carry the edges).
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True, max_examples=250
+)
+hypothesis_settings.register_profile(
+    "mutation", hypothesis_settings.get_profile("ci"), max_examples=40
+)
 if os.environ.get("CI"):
     hypothesis_settings.load_profile("ci")
 

@@ -2177,9 +2177,8 @@ def load(data: dict[str, Any]) -> LoadedPolicy:
     return parse_policy(yaml.safe_dump(data, sort_keys=False))
 
 
-PROPERTY_SETTINGS = settings(
-    max_examples=250, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow]
-)
+# the number of examples comes from the profile (tests/conftest.py): 250 in CI
+PROPERTY_SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def reference_decision(
