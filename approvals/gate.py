@@ -554,7 +554,7 @@ class Gate:
         if refusal is Refusal.AGENT:
             raise NotAllowed("Automation cannot approve or deny requests.")
         if refusal is Refusal.NOT_AN_APPROVER:
-            groups = ", ".join(request.approvers.get("groups", []))
+            groups = ", ".join(request.approvers["groups"])
             raise NotAllowed(
                 f"Only members of {groups} may decide request #{request_id}; nothing was changed."
             )
@@ -653,7 +653,7 @@ class Gate:
             if refusal is Refusal.REQUESTER:
                 raise NotAllowed("You cannot review your own break-glass request.")
             if refusal is Refusal.NOT_AN_APPROVER:
-                groups = ", ".join(request.approvers.get("groups", []))
+                groups = ", ".join(request.approvers["groups"])
                 raise NotAllowed(f"Only members of {groups} may review request #{request_id}.")
             done = rows_changed(
                 session,

@@ -68,6 +68,7 @@ rules:
     steps:
       - {{approvers: [sre]}}
       - {{approvers: [finance]}}
+    break_glass: [oncall]
 """
 
 
@@ -149,13 +150,13 @@ def submit(
     ).id
 
 
-def break_glass(world: World) -> int:
+def break_glass(world: World, namespace: str = "payments", name: str = "payments-api") -> int:
     view = world.gate.submit(
         Submission(
             action="restart",
-            params=RestartParams(name="payments-api", namespace="payments"),
+            params=RestartParams(name=name, namespace=namespace),
             requester=Actor("U0ONCALL"),
-            namespace="payments",
+            namespace=namespace,
             reason="payments down, pager storm",
             break_glass="payments down, pager storm",
             origin=Origin("C0DEV", "dev", None),
@@ -330,6 +331,12 @@ def test_only_an_approver_other_than_the_requester_reviews_a_break_glass(world: 
         AlreadyDecided, match=exactly(f"Request #{request_id} was already reviewed.")
     ):
         world.gate.acknowledge(request_id, Actor(SRE[2]))
+    billing = break_glass(world, "billing", "ledger")
+    with pytest.raises(
+        NotAllowed, match=exactly(f"Only members of sre, finance may review request #{billing}.")
+    ):
+        world.gate.acknowledge(billing, Actor("U0DEV1"))
+    assert world.gate.acknowledge(billing, Actor("U0FIN1")).reviewed_by == "U0FIN1"
 
 
 def test_every_click_asks_the_policy_and_follows_its_answer(
