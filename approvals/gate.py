@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -31,9 +31,11 @@ from approvals.policy import (
     LoadedPolicy,
     NamespaceError,
     Outcome,
+    Refusal,
     RequestContext,
     Step,
     agent_of,
+    approval_refusal,
     count_satisfied,
     decide,
     is_incident_channel,
@@ -507,9 +509,12 @@ class Gate:
     def approve(self, request_id: int, approver: Actor) -> RequestView:
         """Record ``approver``'s approval; execute once every step has enough distinct approvers.
 
-        Raises :class:`UnknownRequest`, :class:`NotAllowed` (not an approver, the requester, an
-        agent) or :class:`AlreadyDecided` (no longer pending, or already approved by them). A
-        double click or a Slack retry executes nothing twice.
+        Raises :class:`UnknownRequest`, :class:`NotAllowed` (the policy's
+        :func:`~approvals.policy.approval_refusal`: an agent, the requester, not an approver) or
+        :class:`AlreadyDecided` (no longer pending, or already approved by them). The request's
+        row is locked while the approval is counted (see :meth:`_decidable`), so of approvers
+        clicking at once exactly one completes the quorum; a double click or a Slack retry
+        executes nothing twice.
         """
         loaded = self._policy()
         approver = self.actor(approver, loaded)
@@ -517,8 +522,8 @@ class Gate:
         approved = False
         try:
             with self._sessions.begin() as session:
-                request = self._decidable(session, request_id, approver, loaded)
-                if request.requester_id == approver.id:
+                request, refusal = self._decidable(session, request_id, approver, loaded)
+                if refusal is Refusal.REQUESTER:
                     raise NotAllowed("You cannot approve your own request.")
                 session.add(
                     Approval(request_id=request_id, approver_id=approver.id, created_at=now)
@@ -568,14 +573,15 @@ class Gate:
     def deny(self, request_id: int, actor: Actor) -> RequestView:
         """Deny a pending request, or cancel it when ``actor`` is its requester.
 
-        Raises :class:`UnknownRequest`, :class:`NotAllowed` or :class:`AlreadyDecided`.
+        Raises :class:`UnknownRequest`, :class:`NotAllowed` (an agent, not an approver) or
+        :class:`AlreadyDecided`; the request's row is locked as for :meth:`approve`.
         """
         loaded = self._policy()
         actor = self.actor(actor, loaded)
         now = self._clock()
         with self._sessions.begin() as session:
-            request = self._decidable(session, request_id, actor, loaded)
-            to = Status.CANCELLED if request.requester_id == actor.id else Status.DENIED
+            request, refusal = self._decidable(session, request_id, actor, loaded)
+            to = Status.CANCELLED if refusal is Refusal.REQUESTER else Status.DENIED
             if not transition(
                 session,
                 request,
@@ -591,10 +597,15 @@ class Gate:
 
     def _decidable(
         self, session: Session, request_id: int, actor: Actor, loaded: LoadedPolicy
-    ) -> Request:
-        request = session.get(Request, request_id)
-        if request is None:
-            raise UnknownRequest(f"There is no request #{request_id}.")
+    ) -> tuple[Request, Refusal | None]:
+        """The pending request ``request_id``, locked (:meth:`_locked`), that ``actor`` may
+        decide, and :attr:`Refusal.REQUESTER` when ``actor`` is its requester (who may only
+        withdraw it; None otherwise).
+
+        Raises :class:`UnknownRequest`, :class:`AlreadyDecided` (not pending, or ``actor``
+        already approved it) or :class:`NotAllowed` (an agent, not an approver).
+        """
+        request = self._locked(session, request_id)
         if request.status != Status.PENDING:
             by = (
                 f" by <@{request.decided_by}>"
@@ -602,17 +613,11 @@ class Gate:
                 else ""
             )
             raise AlreadyDecided(f"Request #{request_id} is already {request.status}{by}.")
-        if actor.kind == ActorKind.AGENT:
+        refusal = self._refusal(request, actor, loaded)
+        if refusal is Refusal.AGENT:
             raise NotAllowed("Automation cannot approve or deny requests.")
-        if actor.id == request.requester_id:
-            return request
-        members_of = request.approvers.get("members_policy_sha256", request.policy_sha256)
-        if members_of != loaded.sha256:
-            self._refresh_approvers(request, loaded, reloaded=True)
-        if actor.id not in request.approvers.get("users", []):
-            self._refresh_approvers(request, loaded)
-        if actor.id not in request.approvers.get("users", []):
-            groups = ", ".join(request.approvers.get("groups", [])) or "nobody"
+        if refusal is Refusal.NOT_AN_APPROVER:
+            groups = ", ".join(request.approvers["groups"])
             raise NotAllowed(
                 f"Only members of {groups} may decide request #{request_id}; nothing was changed."
             )
@@ -623,7 +628,45 @@ class Gate:
         )
         if already is not None:
             raise AlreadyDecided(f"You have already approved request #{request_id}.")
+        return request, refusal
+
+    @staticmethod
+    def _locked(session: Session, request_id: int) -> Request:
+        """Request ``request_id``, locked until ``session``'s transaction ends: whoever decides it
+        next waits, then sees this decision (the approvals it added, the status it set).
+
+        PostgreSQL: ``SELECT … FOR UPDATE`` on its row. SQLite has no row locks: the
+        transaction starts with ``BEGIN IMMEDIATE``, which takes the database's writer lock, so
+        the reads that follow are of the latest commit and nobody else writes before it ends
+        (it must be the first statement of ``session``'s transaction). Raises
+        :class:`UnknownRequest`.
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("BEGIN IMMEDIATE"))
+        request = session.get(Request, request_id, with_for_update=True)
+        if request is None:
+            raise UnknownRequest(f"There is no request #{request_id}.")
         return request
+
+    def _refusal(self, request: Request, actor: Actor, loaded: LoadedPolicy) -> Refusal | None:
+        """What the policy (:func:`~approvals.policy.approval_refusal`) has against ``actor``
+        deciding ``request``, over the request's steps with their members brought up to date:
+        those of the policy in force after a reload, and the user groups asked again when
+        ``actor`` is not among the approvers known so far."""
+        members_of = request.approvers.get("members_policy_sha256", request.policy_sha256)
+        if members_of != loaded.sha256:
+            self._refresh_approvers(request, loaded, reloaded=True)
+
+        def refusal() -> Refusal | None:
+            return approval_refusal(
+                _steps(request), actor.id, requester=request.requester_id, actor_kind=actor.kind
+            )
+
+        first = refusal()
+        if first is not Refusal.NOT_AN_APPROVER:
+            return first
+        self._refresh_approvers(request, loaded)
+        return refusal()
 
     def _refresh_approvers(
         self, request: Request, loaded: LoadedPolicy, *, reloaded: bool = False
@@ -655,24 +698,25 @@ class Gate:
     def acknowledge(self, request_id: int, actor: Actor) -> RequestView:
         """Review a break-glass request: one of its rule's approvers acknowledges it.
 
-        Raises :class:`UnknownRequest`, :class:`NotAllowed` (not an approver, its requester, an
-        agent) or :class:`AlreadyDecided` (already reviewed).
+        Raises :class:`UnknownRequest`, :class:`NotAllowed` (not a break-glass request, or the
+        policy's :func:`~approvals.policy.approval_refusal`: an agent, its requester, not an
+        approver) or :class:`AlreadyDecided` (already reviewed). The request's row is locked as
+        for :meth:`approve`.
         """
         loaded = self._policy()
         actor = self.actor(actor, loaded)
         now = self._clock()
         with self._sessions.begin() as session:
-            request = self._load(session, request_id)
+            request = self._locked(session, request_id)
             if not request.break_glass:
                 raise NotAllowed(f"Request #{request_id} is not a break-glass request.")
-            if actor.kind == ActorKind.AGENT:
+            refusal = self._refusal(request, actor, loaded)
+            if refusal is Refusal.AGENT:
                 raise NotAllowed("Automation cannot review break-glass requests.")
-            if actor.id == request.requester_id:
+            if refusal is Refusal.REQUESTER:
                 raise NotAllowed("You cannot review your own break-glass request.")
-            if actor.id not in request.approvers.get("users", []):
-                self._refresh_approvers(request, loaded)
-            if actor.id not in request.approvers.get("users", []):
-                groups = ", ".join(request.approvers.get("groups", [])) or "the approvers"
+            if refusal is Refusal.NOT_AN_APPROVER:
+                groups = ", ".join(request.approvers["groups"])
                 raise NotAllowed(f"Only members of {groups} may review request #{request_id}.")
             done = rows_changed(
                 session,
@@ -1094,7 +1138,7 @@ class Gate:
             ids = [
                 r.id
                 for r in pending
-                if approver_id in r.approvers.get("users", []) and r.requester_id != approver_id
+                if approval_refusal(_steps(r), approver_id, requester=r.requester_id) is None
             ]
         return [self.get(request_id) for request_id in ids]
 

@@ -985,14 +985,41 @@ class Decision:
         return sum(step.min_approvals for step in self.steps)
 
     def may_approve(self, user_id: str, *, requester: str, actor_kind: str = "human") -> bool:
-        """True when ``user_id`` may approve (or, for break-glass, review): an approver of a step,
-        not the requester, not automation (``actor_kind == "agent"``)."""
+        """True when ``user_id`` may approve (or, for break-glass, review) a request this decision
+        sends to people: :func:`approval_refusal` finds nothing against it."""
         return (
             self.outcome in (Outcome.APPROVAL, Outcome.BREAK_GLASS)
-            and actor_kind != "agent"
-            and user_id != requester
-            and user_id in self.approvers
+            and approval_refusal(self.steps, user_id, requester=requester, actor_kind=actor_kind)
+            is None
         )
+
+
+class Refusal(StrEnum):
+    """Why someone may not approve a request; see :func:`approval_refusal`."""
+
+    AGENT = "agent"
+    REQUESTER = "requester"
+    NOT_AN_APPROVER = "not_an_approver"
+
+
+def approval_refusal(
+    steps: Sequence[Step], user_id: str, *, requester: str, actor_kind: str = "human"
+) -> Refusal | None:
+    """Why ``user_id`` may not approve a request whose approval steps are ``steps`` (for a
+    break-glass request: review it), or None when they may.
+
+    Automation (``actor_kind == "agent"``) never may, nor the ``requester`` (who may only
+    withdraw their request), nor anyone who is not among the approvers of some step. This is
+    the one statement of who may approve: :meth:`Decision.may_approve` and the gate, for every
+    click and acknowledgement, ask it.
+    """
+    if actor_kind == "agent":
+        return Refusal.AGENT
+    if user_id == requester:
+        return Refusal.REQUESTER
+    if not any(user_id in step.approvers for step in steps):
+        return Refusal.NOT_AN_APPROVER
+    return None
 
 
 def count_satisfied(

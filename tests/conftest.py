@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -28,10 +29,24 @@ from bot.app import create_app
 from bot.settings import Settings
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
+from tests.required_tools import require_kubectl
 
 pytest_plugins = ["tests.fixtures_vault"]
 
 TEST_DATABASE_ENV = "OPSGATE_TEST_DATABASE_URL"
+
+# Hypothesis: with CI set (or ``--hypothesis-profile=ci``) every property runs the same examples
+# on every run (``derandomize``: they derive from the test's name), so that a red run can be
+# replayed; elsewhere the properties explore new random examples on each run. ``make mutation``
+# runs the same derandomized properties with fewer examples (the examples tests carry the edges).
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True, max_examples=250
+)
+hypothesis_settings.register_profile(
+    "mutation", hypothesis_settings.get_profile("ci"), max_examples=40
+)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 POLICY = """\
 version: 1
@@ -58,6 +73,13 @@ rules:
   - match: {action: restart, environment: prod}
     approvers: [sre]
 """
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``kubectl`` runs the real binary: skipped where it is missing, failed in CI
+    (see :mod:`tests.required_tools`)."""
+    if item.get_closest_marker("kubectl") is not None:
+        require_kubectl()
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:

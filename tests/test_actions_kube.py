@@ -706,10 +706,6 @@ def kubectl(kubeconfig: Path, tmp_path: Path, *args: str) -> subprocess.Complete
 
 
 @pytest.mark.kubectl
-@pytest.mark.skipif(
-    KUBECTL is None,
-    reason="kubectl is not installed; it ships with the machine image and cannot be reinstalled",
-)
 @pytest.mark.parametrize("to_revision", [None, 1])
 def test_the_bot_rolls_back_exactly_as_kubectl_rollout_undo_does(
     cluster: FakeKubernetes,
@@ -772,10 +768,6 @@ def anonymised(value: Any, name: str) -> Any:
 
 
 @pytest.mark.kubectl
-@pytest.mark.skipif(
-    KUBECTL is None,
-    reason="kubectl is not installed; it ships with the machine image and cannot be reinstalled",
-)
 def test_history_lists_what_kubectl_rollout_history_lists(
     cluster: FakeKubernetes, backend: KubernetesBackend, kubeconfig: Path, tmp_path: Path
 ) -> None:
