@@ -23,6 +23,7 @@ import approvals.gate
 from actions.backends.kubernetes import KubernetesBackend
 from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
+from actions.rollout import RolloutReader
 from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import (
     AlreadyDecided,
@@ -34,6 +35,7 @@ from approvals.gate import (
 )
 from approvals.lifecycle import Actor
 from approvals.models import ActorKind, Approval, AuditEvent, Request
+from approvals.notifier import RequestView
 from approvals.policy import LoadedPolicy, Refusal, approval_refusal, parse_policy
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.test_gate import Clock
@@ -44,6 +46,7 @@ NEWCOMER = "U0SRENEW"  # in sre only through the S0SRE user group
 
 POLICY = f"""\
 version: 1
+rate_limit: {{requests_per_minute: 1000}}  # the races file many requests in a minute
 approval_channel: C0APPROVALS
 audit_channel: C0AUDIT
 groups:
@@ -117,6 +120,7 @@ def gate_world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Itera
         notifier=notifier,
         clock=clock,
         directory=directory,
+        rollouts=RolloutReader(backend),
     )
     try:
         yield World(gate, clock, sessions, kube, notifier, directory, policies)
@@ -150,6 +154,12 @@ def submit(
     ).id
 
 
+def finished(world: World, request_id: int) -> RequestView:
+    """``request_id`` after the periodic job has read its rollout (the fake's is done)."""
+    world.gate.follow_rollouts()
+    return world.gate.get(request_id)
+
+
 def break_glass(world: World, namespace: str = "payments", name: str = "payments-api") -> int:
     view = world.gate.submit(
         Submission(
@@ -163,7 +173,7 @@ def break_glass(world: World, namespace: str = "payments", name: str = "payments
         )
     )
     assert view.break_glass
-    assert view.status == "succeeded"
+    assert finished(world, view.id).status == "succeeded"
     return view.id
 
 
@@ -267,7 +277,8 @@ def test_automation_may_not_decide(world: World, decide: str, agent: Actor) -> N
 
 def test_a_decided_request_refuses_every_further_click(world: World) -> None:
     request_id = submit(world, "checkout", "cart")
-    assert world.gate.approve(request_id, Actor(SRE[0])).status == "succeeded"
+    assert world.gate.approve(request_id, Actor(SRE[0])).status == "executing"
+    assert finished(world, request_id).status == "succeeded"
     message = f"Request #{request_id} is already succeeded by <@{SRE[0]}>."
     for decide, who in [("approve", SRE[1]), ("deny", SRE[1]), ("deny", "U0DEV1")]:
         with pytest.raises(AlreadyDecided, match=exactly(message)):
@@ -396,6 +407,7 @@ def test_each_approval_is_audited_and_announced_until_the_quorum(world: World) -
     world.gate.approve(request_id, Actor(SRE[4]))
     assert announced(world, request_id) == ["approval_added"]
     world.gate.approve(request_id, Actor(SRE[2]))
+    finished(world, request_id)
     assert announced(world, request_id) == [
         "approval_added",
         "approved",
@@ -455,7 +467,8 @@ def test_members_are_only_added_between_reloads(world: World) -> None:
     assert {"U0SRENEW2", NEWCOMER} <= set(users)
     assert "U0SREBOT" not in users
     assert world.gate.pending_for("U0SREBOT") == []
-    assert world.gate.approve(request_id, Actor(NEWCOMER)).status == "succeeded"
+    assert world.gate.approve(request_id, Actor(NEWCOMER)).status == "executing"
+    assert finished(world, request_id).status == "succeeded"
 
 
 def test_after_a_reload_the_members_are_those_of_the_new_policy_once(world: World) -> None:
@@ -476,7 +489,8 @@ def test_after_a_reload_the_members_are_those_of_the_new_policy_once(world: Worl
     with pytest.raises(NotAllowed):
         world.gate.approve(request_id, Actor("U0DEV2"))  # a stranger: the groups are asked again
     assert world.directory.refreshed == 2
-    assert world.gate.approve(request_id, Actor(NEWCOMER)).status == "succeeded"
+    assert world.gate.approve(request_id, Actor(NEWCOMER)).status == "executing"
+    assert finished(world, request_id).status == "succeeded"
 
 
 # --- the lock a decision holds ----------------------------------------------------------------

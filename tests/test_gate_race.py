@@ -79,10 +79,13 @@ def approve(world: World, request_id: int, who: str) -> Callable[[], RequestView
 
 def settled(world: World, request_id: int) -> RequestView:
     """The request once it is in a final state (execution may finish after the click returns)."""
-    return wait_for(
-        lambda: (view := world.gate.get(request_id)).status in TERMINAL and view,
-        what=f"request #{request_id} to settle",
-    )
+
+    def final() -> RequestView | None:
+        world.gate.follow_rollouts()  # the periodic job's work: the fake's rollouts are done
+        view = world.gate.get(request_id)
+        return view if view.status in TERMINAL else None
+
+    return wait_for(final, what=f"request #{request_id} to settle")
 
 
 def losers(outcomes: list[Outcome]) -> list[GateError]:
