@@ -88,6 +88,7 @@ def test_the_table_matches_design_md() -> None:
 FINAL = {
     Status.SUCCEEDED,
     Status.FAILED,
+    Status.UNKNOWN,
     Status.DENIED,
     Status.EXPIRED,
     Status.CANCELLED,
