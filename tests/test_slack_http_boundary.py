@@ -145,7 +145,10 @@ MALFORMED: dict[str, tuple[bytes, str]] = {
     "url_verification without challenge": (b'{"type": "url_verification", "token": "t"}', JSON),
     "a JSON body with a command": (json.dumps({"command": "/ops", "user_id": "U1"}).encode(), JSON),
     "a slash command without user_id": (command(user_id=...), FORM),
-    "a slash command with a user_id too long for the database": (command(user_id="U" * 65), FORM),
+    "a slash command with a user_id too long for the database": (
+        command(user_id="U" + "A" * 64),
+        FORM,
+    ),
     "a slash command whose response_url is not a URL": (command(response_url="nowhere"), FORM),
     "a slash command with an event field": (command(event="app_mention"), FORM),
     "a slash command with a type field": (command(type="workflow_step_edit"), FORM),
