@@ -54,7 +54,7 @@ from approvals.lifecycle import (
 from approvals.lifecycle import record as record_event
 from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
 from approvals.notifier import GrantNotifier, GrantView, NotifyError
-from approvals.paging import PAGE_SIZE, Page, chunks, page_window
+from approvals.paging import PAGE_SIZE, Page, among, chunks, page_window
 
 __all__ = [
     "ExtensionRefused",
@@ -123,7 +123,7 @@ class _Removal:
 
 
 _GRANTS = Grant.metadata.tables[Grant.__tablename__]
-_REQUESTS = Request.metadata.tables[Request.__tablename__]
+_AUDIT = AuditEvent.metadata.tables[AuditEvent.__tablename__]
 
 
 class GrantService:
@@ -222,7 +222,7 @@ class GrantService:
                 for grant, approvers in session.execute(
                     select(Grant, Request.approvers)
                     .join(Request, Request.id == Grant.id)
-                    .where(Grant.id.in_(chunk))
+                    .where(among(session, Grant.id, chunk))
                 ):
                     found[grant.id] = _view(grant, approvers)
         return found
@@ -455,10 +455,10 @@ class GrantService:
             more = True
             while more or inflight:
                 if more and inflight < self._batch_size:
-                    selected, claimed = self._claim_overdue(now)
+                    claimed = self._claim_overdue(now)
                     # a short batch is the last (what others took, they finish)
-                    more = selected >= self._batch_size
-                    for grant in self._claimed(claimed):
+                    more = len(claimed) >= self._batch_size
+                    for grant in claimed:
                         pool.submit(self._remove, grant).add_done_callback(completed.put)
                         inflight += 1
                     continue
@@ -473,8 +473,11 @@ class GrantService:
         self._announce(ended)
         return [e.grant_id for e in ended]
 
-    def _claim_overdue(self, now: datetime) -> tuple[int, list[int]]:
-        """Claim up to ``batch_size`` overdue grants: (how many were selected, the IDs claimed)."""
+    def _claim_overdue(self, now: datetime) -> list[Grant]:
+        """Claim up to ``batch_size`` overdue grants; returns the rows claimed, as the claim
+        left them. Fewer than ``batch_size``: no other overdue grant was free. (Two statements:
+        PostgreSQL may run a ``LIMIT … FOR UPDATE SKIP LOCKED`` subquery of an ``UPDATE`` more
+        than once, and claim more than the limit.)"""
         with self._sessions.begin() as session:
             ids = session.scalars(
                 select(Grant.id)
@@ -484,18 +487,18 @@ class GrantService:
                 .with_for_update(skip_locked=True)
             ).all()
             if not ids:
-                return 0, []
-            return len(ids), list(
+                return []
+            return list(
                 session.scalars(
                     update(Grant)
-                    .where(Grant.id.in_(ids), Grant.status == GrantStatus.ACTIVE.value)
+                    .where(among(session, Grant.id, ids), Grant.status == GrantStatus.ACTIVE.value)
                     .values(
                         status=GrantStatus.REVOKING.value,
                         revoked_by=SYSTEM.id,
                         revoke_reason=EXPIRED,
                         updated_at=now,
                     )
-                    .returning(Grant.id)
+                    .returning(Grant)
                     .execution_options(synchronize_session=False)
                 ).all()
             )
@@ -537,7 +540,10 @@ class GrantService:
             return list(
                 session.scalars(
                     select(Grant)
-                    .where(Grant.id.in_(grant_ids), Grant.status == GrantStatus.REVOKING.value)
+                    .where(
+                        among(session, Grant.id, grant_ids),
+                        Grant.status == GrantStatus.REVOKING.value,
+                    )
                     .order_by(Grant.id)
                 ).all()
             )
@@ -563,7 +569,10 @@ class GrantService:
                 done = sorted(
                     session.scalars(
                         update(Grant)
-                        .where(Grant.id.in_(removed), Grant.status == GrantStatus.REVOKING.value)
+                        .where(
+                            among(session, Grant.id, list(removed)),
+                            Grant.status == GrantStatus.REVOKING.value,
+                        )
                         .values(status=GrantStatus.REVOKED.value)
                         .returning(Grant.id)
                         .execution_options(synchronize_session=False)
@@ -583,7 +592,9 @@ class GrantService:
                 requests = {
                     request.id: request
                     for request in session.scalars(
-                        select(Request).where(Request.id.in_([r.grant.id for r in failed]))
+                        select(Request).where(
+                            among(session, Request.id, [r.grant.id for r in failed])
+                        )
                     )
                 }
                 for r in failed:
@@ -611,26 +622,23 @@ class GrantService:
         grant was removed, with when and how late (``lag_seconds`` after ``expires_at``)."""
         if Status.REVOKED not in TRANSITIONS[Status.ACTIVE]:
             raise InvalidTransition(f"{Status.ACTIVE} → {Status.REVOKED} is not allowed")
-        at = {r.grant.id: r.at for r in removals}
+        # updated_at: the revoked_at just written to each grant, read by the same statement
+        revoked_at = select(Grant.revoked_at).where(Grant.id == Request.id).scalar_subquery()
         moved = {
             row.id: row
             for row in session.execute(
                 update(Request)
-                .where(Request.id.in_(at), Request.status == Status.ACTIVE.value)
-                .values(status=Status.REVOKED.value)
+                .where(
+                    among(session, Request.id, [r.grant.id for r in removals]),
+                    Request.status == Status.ACTIVE.value,
+                )
+                .values(status=Status.REVOKED.value, updated_at=revoked_at)
                 .returning(
                     Request.id, Request.action, Request.target, Request.rule, Request.policy_sha256
                 )
                 .execution_options(synchronize_session=False)
             )
         }
-        if moved:
-            session.connection().execute(
-                update(_REQUESTS)
-                .where(_REQUESTS.c.id == bindparam("request_id"))
-                .values(updated_at=bindparam("at")),
-                [{"request_id": i, "at": at[i]} for i in sorted(moved)],
-            )
         ended: list[_Ended] = []
         events: list[dict[str, Any]] = []
         for r in removals:
@@ -668,7 +676,7 @@ class GrantService:
                 }
             )
         if events:
-            session.execute(insert(AuditEvent), events)
+            session.connection().execute(insert(_AUDIT), events)
         return ended
 
     def _remove(self, grant: Grant) -> _Removal:
@@ -755,7 +763,10 @@ class GrantService:
                 claimed.extend(
                     session.scalars(
                         update(Grant)
-                        .where(Grant.id.in_(chunk), Grant.status == GrantStatus.ACTIVE.value)
+                        .where(
+                            among(session, Grant.id, chunk),
+                            Grant.status == GrantStatus.ACTIVE.value,
+                        )
                         .values(
                             status=GrantStatus.REVOKING.value,
                             revoked_by=SYSTEM.id,
