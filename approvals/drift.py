@@ -32,7 +32,7 @@ from approvals.lifecycle import SYSTEM
 from approvals.lifecycle import record as record_event
 from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
 from approvals.notifier import GrantView
-from approvals.paging import chunks
+from approvals.paging import among, chunks
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +226,7 @@ class DriftCheck:
                     )
                     .select_from(Request)
                     .outerjoin(Grant, Grant.id == Request.id)
-                    .where(Request.id.in_(chunk))
+                    .where(among(session, Request.id, chunk))
                 ):
                     found[row[0]] = _State(row[1], row[2], row[3], row[4])
         return found
@@ -252,7 +252,10 @@ class DriftCheck:
             requests: dict[int, Request] = {}
             for chunk in chunks(ids):
                 requests.update(
-                    (r.id, r) for r in session.scalars(select(Request).where(Request.id.in_(chunk)))
+                    (r.id, r)
+                    for r in session.scalars(
+                        select(Request).where(among(session, Request.id, chunk))
+                    )
                 )
             for binding, why in deleted:
                 detail = binding.detail(why)

@@ -64,20 +64,10 @@ REMINDER_JOB = "opsgate-next-reminder"
 
 _INSTANCES: dict[str, ExpiryScheduler] = {}
 _INSTANCES_LOCK = threading.Lock()
-_IN_JOB = threading.local()
-"""Set while a scheduler job runs: its thread must not call back into the scheduler, whose
-``shutdown(wait=True)`` holds the job store lock while it waits for running jobs."""
-
-
-def _as_job(func: Callable[[], object]) -> Callable[[], None]:
-    def run() -> None:
-        _IN_JOB.active = True
-        try:
-            func()
-        finally:
-            _IN_JOB.active = False
-
-    return run
+SKEW_TOLERANCE = timedelta(seconds=1)
+"""A wake-up the database puts further in the past than this (by the wall clock) is not set: the
+service's clock is behind the wall clock (an injected one), and it would run again at once, in a
+loop; the periodic sweep covers it."""
 
 
 def fire_expiry(instance: str, grant_id: int | None = None) -> None:
@@ -88,7 +78,7 @@ def fire_expiry(instance: str, grant_id: int | None = None) -> None:
     if scheduler is None:
         log.warning("expiry wake-up: scheduler %r is not running", instance)
         return
-    _as_job(scheduler._expiry_due)()
+    scheduler._expiry_due()
 
 
 def fire_reminder(instance: str, grant_id: int | None = None) -> None:
@@ -98,7 +88,7 @@ def fire_reminder(instance: str, grant_id: int | None = None) -> None:
     if scheduler is None:
         log.warning("reminder wake-up: scheduler %r is not running", instance)
         return
-    _as_job(scheduler._reminder_due)()
+    scheduler._reminder_due()
 
 
 class _SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
@@ -171,7 +161,7 @@ class ExpiryScheduler:
         """Run ``func()`` every ``seconds`` (in memory: add it again at each start). A second call
         with the same ``name`` replaces the first."""
         self._scheduler.add_job(
-            _as_job(func),
+            func,
             "interval",
             seconds=seconds,
             id=name,
@@ -262,7 +252,8 @@ class ExpiryScheduler:
     def _wake_at(self, job_id: str, func: str, when: Callable[[], datetime | None]) -> None:
         """Set job ``job_id`` to run at ``when()`` (read from the database under the same lock
         as :meth:`_wake_by`, so a grant activated meanwhile is never left without a wake-up), or
-        remove it when nothing is ahead.
+        remove it when nothing is ahead (or only a moment already past by the wall clock:
+        see :data:`SKEW_TOLERANCE`).
 
         Called from a job's own thread too: once :meth:`shutdown` has begun (``_stopping``, set
         under the same lock) it does nothing, since the scheduler's ``shutdown(wait=True)`` holds
@@ -273,7 +264,7 @@ class ExpiryScheduler:
                 if self._stopping:
                     return
                 at = when()
-                if at is not None:
+                if at is not None and at >= datetime.now(UTC) - SKEW_TOLERANCE:
                     self._set(job_id, func, at)
                     return
                 with contextlib.suppress(JobLookupError):

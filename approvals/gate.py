@@ -29,7 +29,7 @@ from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition, transit
 from approvals.lifecycle import record as record_event
 from approvals.models import ActorKind, Approval, AuditEvent, Request, SlackEvent, Status
 from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView, StepView
-from approvals.paging import PAGE_SIZE, Page, chunks, page_window
+from approvals.paging import PAGE_SIZE, Page, among, chunks, page_window
 from approvals.policy import (
     LoadedPolicy,
     NamespaceError,
@@ -945,7 +945,9 @@ class Gate:
         found: dict[int, RequestView] = {}
         with self._sessions() as session:
             for chunk in chunks(sorted(set(request_ids))):
-                requests = session.scalars(select(Request).where(Request.id.in_(chunk))).all()
+                requests = session.scalars(
+                    select(Request).where(among(session, Request.id, chunk))
+                ).all()
                 found.update((view.id, view) for view in _views(session, requests))
         return [found[i] for i in request_ids if i in found]
 
@@ -1008,7 +1010,7 @@ def _views(session: Session, requests: Sequence[Request]) -> list[RequestView]:
     if requests:
         for request_id, approver_id in session.execute(
             select(Approval.request_id, Approval.approver_id)
-            .where(Approval.request_id.in_([r.id for r in requests]))
+            .where(among(session, Approval.request_id, [r.id for r in requests]))
             .order_by(Approval.id)
         ):
             approved_by[request_id].append(approver_id)

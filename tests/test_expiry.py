@@ -8,6 +8,7 @@ database, with a real OpenBao holding the Vault side of the grant.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -245,3 +246,33 @@ def test_crash_then_restart_after_the_expiry_revokes_within_the_start(
     assert world.notifier.of(grant.id) == ["started", "expired"]
     with world.sessions() as session:
         assert session.get(Grant, grant.id) is not None
+
+
+def test_a_clock_behind_the_wall_clock_does_not_wake_the_sweep_in_a_loop(
+    tmp_path: Path,
+    database_url: str,
+    kube: FakeKubernetes,
+    schedulers: Started,
+) -> None:
+    """With an injected clock an hour behind the wall clock, a grant's end is already past by
+    the wall clock: its wake-up runs at once, finds nothing due by the service's clock, and is
+    not set again in the past (which would run it again at once, for ever)."""
+    clock = Clock(datetime.now(UTC) - timedelta(hours=2))
+    world = schedulers.world(tmp_path, database_url, kube, clock=clock)
+    sweeps: list[int] = []
+    grants = world.service()
+    sweep = grants.sweep
+
+    def counted() -> list[int]:
+        sweeps.append(1)
+        return sweep()
+
+    grants.sweep = counted  # type: ignore[method-assign]
+    scheduler = scheduler_for(world, schedulers, grants=grants, instance="behind")
+    scheduler.start()
+    grant = world.grant(duration=3600, grants=grants)  # ends an hour ago, by the wall clock
+    wait_for(lambda: len(sweeps) >= 2, what="the expiry wake-up")
+    time.sleep(0.5)
+    assert len(sweeps) == 2  # the start's, and the wake-up's, once
+    assert world.row(grant.id).status == "active"
+    assert EXPIRY_JOB not in jobs(world, "behind")
