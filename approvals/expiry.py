@@ -3,11 +3,15 @@
 The database decides what ends when (:class:`approvals.grants.GrantService`); the scheduler only
 wakes the service at the right moments:
 
-* one ``date`` job per grant at ``expires_at`` that runs :meth:`GrantService.sweep`, and one at
-  ``expires_at - reminder_before`` that runs :meth:`GrantService.remind_due`. They live in a
-  ``SQLAlchemyJobStore`` on the bot's own database, so a restarted bot still has them; with
-  ``coalesce`` and no ``misfire_grace_time`` a job missed while the bot was down runs as soon as it
-  is back;
+* two ``date`` jobs, whatever the number of grants: one at the soonest ``expires_at`` of the active
+  grants that runs :meth:`GrantService.sweep`, one at the soonest reminder moment
+  (``expires_at - reminder_before``) that runs :meth:`GrantService.remind_due`. After each run the
+  job is set again from the database (:meth:`GrantService.next_expiry`,
+  :meth:`GrantService.next_reminder`); activating or extending a grant only moves a job earlier.
+  So 1,000 grants that end in the same second wake one sweep, not 1,000 (each would load, run and
+  delete its own job, and sweep). The jobs live in a ``SQLAlchemyJobStore`` on the bot's own
+  database; with ``coalesce`` and no ``misfire_grace_time`` a job missed while the bot was down
+  runs as soon as it is back;
 * a periodic sweep (every ``sweep_interval`` seconds: overdue grants, stale claims, reminders) and
   a periodic drift check (every ``drift_interval``), both also run once, synchronously, by
   :meth:`ExpiryScheduler.start`. So a grant whose job was lost is revoked at the next start or
@@ -16,9 +20,10 @@ wakes the service at the right moments:
 
 Persistent jobs must survive the process: they are stored as the textual reference of a
 module-level function (``approvals.expiry:fire_expiry``) with JSON-simple arguments (the instance
-name and the grant ID). The function finds the live scheduler, and through it the service, in the
-module-level registry :data:`_INSTANCES`, keyed by the ``instance`` name given to the scheduler
-(``opsgate`` unless several bots share a database). Each instance keeps its jobs in a table of its
+name; jobs stored by earlier versions, one per grant, also carry the grant ID). The function
+finds the live scheduler, and through it the service, in the module-level registry
+:data:`_INSTANCES`, keyed by the ``instance`` name given to the scheduler (``opsgate`` unless
+several bots share a database). Each instance keeps its jobs in a table of its
 own (``opsgate_jobs_<instance>``), because APScheduler 3 does not support two schedulers on one
 job store (its documentation warns of duplicate and missed runs); the jobs of an instance that
 never comes back are covered by the other instances' sweeps, which select from the shared
@@ -27,8 +32,10 @@ never comes back are covered by the other instances' sweeps, which select from t
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -50,40 +57,39 @@ log = logging.getLogger(__name__)
 GRANT_STORE = "grants"
 """The persistent job store's alias; periodic jobs live in the in-memory ``default`` store."""
 
+EXPIRY_JOB = "opsgate-next-expiry"
+"""The persistent job that wakes the sweep at the soonest ``expires_at`` of the active grants."""
+
+REMINDER_JOB = "opsgate-next-reminder"
+"""The persistent job that wakes the reminders at the soonest reminder moment."""
+
 _INSTANCES: dict[str, ExpiryScheduler] = {}
 _INSTANCES_LOCK = threading.Lock()
-_IN_JOB = threading.local()
-"""Set while a scheduler job runs: its thread must not call back into the scheduler, whose
-``shutdown(wait=True)`` holds the job store lock while it waits for running jobs."""
+SKEW_TOLERANCE = timedelta(seconds=1)
+"""A wake-up the database puts further in the past than this (by the wall clock) is not set: the
+service's clock is behind the wall clock (an injected one), and it would run again at once, in a
+loop; the periodic sweep covers it."""
 
 
-def _as_job(func: Callable[[], object]) -> Callable[[], None]:
-    def run() -> None:
-        _IN_JOB.active = True
-        try:
-            func()
-        finally:
-            _IN_JOB.active = False
-
-    return run
-
-
-def fire_expiry(instance: str, grant_id: int) -> None:
-    """Persistent job at a grant's ``expires_at``: sweep (which revokes it, and any other due)."""
+def fire_expiry(instance: str, grant_id: int | None = None) -> None:
+    """Persistent job at the soonest ``expires_at``: sweep (which revokes every grant due), then
+    set the job again at the next one. ``grant_id`` is that of a job stored by an earlier
+    version (one job per grant)."""
     scheduler = _INSTANCES.get(instance)
     if scheduler is None:
-        log.warning("expiry of grant #%s: scheduler %r is not running", grant_id, instance)
+        log.warning("expiry wake-up: scheduler %r is not running", instance)
         return
-    _as_job(scheduler.grants.sweep)()
+    scheduler._expiry_due()
 
 
-def fire_reminder(instance: str, grant_id: int) -> None:
-    """Persistent job ``reminder_before`` seconds before a grant ends: send due reminders."""
+def fire_reminder(instance: str, grant_id: int | None = None) -> None:
+    """Persistent job at the soonest reminder moment: send every due reminder, then set the job
+    again at the next one (``grant_id``: as for :func:`fire_expiry`)."""
     scheduler = _INSTANCES.get(instance)
     if scheduler is None:
-        log.warning("reminder of grant #%s: scheduler %r is not running", grant_id, instance)
+        log.warning("reminder wake-up: scheduler %r is not running", instance)
         return
-    _as_job(scheduler.grants.remind_due)()
+    scheduler._reminder_due()
 
 
 STORE_RETRY_SECONDS = 5.0
@@ -174,6 +180,8 @@ class ExpiryScheduler:
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
             timezone=UTC,
         )
+        self._wake_lock = threading.Lock()
+        self._stopping = False
         self.add_periodic("opsgate-grant-sweep", self._periodic_sweep, sweep_interval)
         self.add_periodic("opsgate-drift-check", self.grants.drift_check, drift_interval)
         grants.attach(self)
@@ -186,7 +194,7 @@ class ExpiryScheduler:
         """Run ``func()`` every ``seconds`` (in memory: add it again at each start). A second call
         with the same ``name`` replaces the first."""
         self._scheduler.add_job(
-            _as_job(func),
+            func,
             "interval",
             seconds=seconds,
             id=name,
@@ -196,7 +204,8 @@ class ExpiryScheduler:
         )
 
     def start(self) -> None:
-        """Sweep overdue grants, send due reminders and check drift now, then start the clock.
+        """Sweep overdue grants, send due reminders and check drift now, set the two wake-ups
+        from the database, then start the clock.
 
         Raises ``RuntimeError`` if another scheduler of this ``instance`` name is running in this
         process.
@@ -206,15 +215,26 @@ class ExpiryScheduler:
             if other is not None and other is not self:
                 raise RuntimeError(f"an expiry scheduler named {self.instance!r} is running")
             _INSTANCES[self.instance] = self
+        began = time.monotonic()
         revoked = self.grants.sweep()
         if revoked:
             log.warning("revoked %d overdue grant(s) at start: %s", len(revoked), revoked[:20])
         self.grants.remind_due()
         self.grants.drift_check()
+        self._stopping = False
         self._scheduler.start()
+        self._wake_at(EXPIRY_JOB, "approvals.expiry:fire_expiry", self.grants.next_expiry)
+        self._wake_at(REMINDER_JOB, "approvals.expiry:fire_reminder", self.grants.next_reminder)
+        log.info(
+            "expiry scheduler %r running: first sweep, reminders and drift check done in %.2f s",
+            self.instance,
+            time.monotonic() - began,
+        )
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop the scheduler (jobs in the database stay for the next start)."""
+        with self._wake_lock:
+            self._stopping = True
         if self._scheduler.running:
             # APScheduler 3 marks itself stopped before it takes the job store lock, so a pass
             # over due jobs still running then fails to remove the jobs it ran (JobLookupError
@@ -232,50 +252,84 @@ class ExpiryScheduler:
     # --- GrantScheduling ----------------------------------------------------------------------
 
     def grant_scheduled(self, grant: GrantView) -> None:
-        """(Re)schedule the expiry job and, when it is still ahead, the reminder job."""
+        """Make sure the expiry wake-up (and, when the grant gets one, the reminder wake-up) comes
+        no later than this grant needs: a job set later is moved earlier, one set earlier is left
+        (when it runs, it is set again from the database). A grant already reminded needs no
+        reminder wake-up."""
         try:
-            self._add(
-                f"grant-{grant.id}-expiry", "approvals.expiry:fire_expiry", grant, grant.expires_at
-            )
-            remind_at = grant.expires_at - timedelta(seconds=self.grants.reminder_before)
-            if grant.duration_seconds > self.grants.reminder_before:
-                self._add(
-                    f"grant-{grant.id}-reminder", "approvals.expiry:fire_reminder", grant, remind_at
-                )
+            self._wake_by(EXPIRY_JOB, "approvals.expiry:fire_expiry", grant.expires_at)
+            if grant.reminded_at is None and grant.duration_seconds > self.grants.reminder_before:
+                remind_at = grant.expires_at - timedelta(seconds=self.grants.reminder_before)
+                self._wake_by(REMINDER_JOB, "approvals.expiry:fire_reminder", remind_at)
         except SQLAlchemyError as exc:  # the periodic sweep covers it
             log.error(
                 "grant #%s: could not schedule its expiry (%s); the sweep will", grant.id, exc
             )
 
     def grant_ended(self, grant_id: int) -> None:
-        """Remove the grant's jobs (those already run are gone already).
+        """Nothing to forget: the wake-ups are shared by every grant, and one that finds nothing
+        due only sets itself again from the database."""
 
-        Skipped inside a scheduler job (a sweep): a leftover job only wakes a sweep that finds
-        nothing to do, while calling into the scheduler from its own job could deadlock with
-        ``shutdown``.
+    # --- the two wake-ups ---------------------------------------------------------------------
+
+    def _wake_by(self, job_id: str, func: str, when: datetime) -> None:
+        """Set job ``job_id`` to run at ``when`` unless it is already set to run by then."""
+        with self._wake_lock:
+            if self._stopping:
+                return
+            job = self._scheduler.get_job(job_id, jobstore=GRANT_STORE)
+            if job is not None and job.next_run_time is not None and job.next_run_time <= when:
+                return
+            self._set(job_id, func, when)
+
+    def _wake_at(self, job_id: str, func: str, when: Callable[[], datetime | None]) -> None:
+        """Set job ``job_id`` to run at ``when()`` (read from the database under the same lock
+        as :meth:`_wake_by`, so a grant activated meanwhile is never left without a wake-up), or
+        remove it when nothing is ahead (or only a moment already past by the wall clock:
+        see :data:`SKEW_TOLERANCE`).
+
+        Called from a job's own thread too: once :meth:`shutdown` has begun (``_stopping``, set
+        under the same lock) it does nothing, since the scheduler's ``shutdown(wait=True)`` holds
+        the job store lock while it waits for running jobs. The next start sets it again.
         """
-        if getattr(_IN_JOB, "active", False):
-            return
-        for job_id in (f"grant-{grant_id}-expiry", f"grant-{grant_id}-reminder"):
-            try:
-                self._scheduler.remove_job(job_id, jobstore=GRANT_STORE)
-            except JobLookupError:
-                pass
-            except SQLAlchemyError as exc:
-                log.warning("grant #%s: could not remove job %s: %s", grant_id, job_id, exc)
+        try:
+            with self._wake_lock:
+                if self._stopping:
+                    return
+                at = when()
+                if at is not None and at >= datetime.now(UTC) - SKEW_TOLERANCE:
+                    self._set(job_id, func, at)
+                    return
+                with contextlib.suppress(JobLookupError):
+                    self._scheduler.remove_job(job_id, jobstore=GRANT_STORE)
+        except SQLAlchemyError as exc:  # the periodic sweep covers it
+            log.error("could not set the wake-up %s (%s); the periodic sweep will", job_id, exc)
 
-    def _add(self, job_id: str, func: str, grant: GrantView, run_date: datetime) -> None:
-        kwargs: dict[str, Any] = {"run_date": run_date}
+    def _set(self, job_id: str, func: str, run_date: datetime) -> None:
         self._scheduler.add_job(
             func,
             "date",
-            args=[self.instance, grant.id],
+            args=[self.instance],
             id=job_id,
             name=job_id,
             jobstore=GRANT_STORE,
             replace_existing=True,
-            **kwargs,
+            run_date=run_date,
         )
+
+    def _expiry_due(self) -> None:
+        """The expiry wake-up: sweep, then wake again at the next ``expires_at``."""
+        try:
+            self.grants.sweep()
+        finally:
+            self._wake_at(EXPIRY_JOB, "approvals.expiry:fire_expiry", self.grants.next_expiry)
+
+    def _reminder_due(self) -> None:
+        """The reminder wake-up: send what is due, then wake again at the next reminder."""
+        try:
+            self.grants.remind_due()
+        finally:
+            self._wake_at(REMINDER_JOB, "approvals.expiry:fire_reminder", self.grants.next_reminder)
 
     def _periodic_sweep(self) -> None:
         self.grants.sweep()

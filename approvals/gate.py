@@ -10,23 +10,26 @@ can be shown as it is.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import ColumnElement, cast, delete, exists, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
 from actions.errors import ActionError, OutcomeUnknown, RolloutFailed
 from approvals.grants import GrantError, GrantService, GrantView
-from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition
+from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition, transition_many
 from approvals.lifecycle import record as record_event
 from approvals.models import ActorKind, Approval, AuditEvent, Request, SlackEvent, Status
 from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView, StepView
+from approvals.paging import PAGE_SIZE, Page, among, chunks, page_window
 from approvals.policy import (
     LoadedPolicy,
     NamespaceError,
@@ -762,13 +765,16 @@ class Gate:
                     names.update(step.approvers)
         return frozenset(u for name in names for u in groups.get(name, frozenset()))
 
-    def active_grants(self, user_id: str) -> tuple[list[GrantView], bool]:
-        """``user_id``'s active grants, or every active grant when they approve grants; the
-        flag says which."""
+    def active_grants(
+        self, user_id: str, *, page: int = 1, size: int = PAGE_SIZE
+    ) -> tuple[Page[GrantView], bool]:
+        """Page ``page`` of ``user_id``'s active grants, or of every active grant when they
+        approve grants (the flag says which), the soonest to end first, with how many there are.
+        Raises ``ValueError`` for a page out of range."""
         if self.grants is None:
-            return [], False
+            return Page((), 0, page, size), False
         everyone = user_id in self.grant_approvers()
-        return self.grants.active(None if everyone else user_id), everyone
+        return self.grants.active(None if everyone else user_id, page=page, size=size), everyone
 
     def revoke_grant(self, grant_id: int, actor: Actor, *, reason: str | None = None) -> GrantView:
         """End grant ``grant_id`` now: its grantee or an approver may, without approval.
@@ -831,28 +837,24 @@ class Gate:
     def expire_pending(self) -> list[int]:
         """Expire every pending request whose TTL has passed; returns their IDs.
 
-        Idempotent, and safe with several instances: each expiry is a guarded transition.
+        Idempotent, and safe with several instances: one guarded ``UPDATE … WHERE status =
+        'pending' AND expires_at <= now RETURNING`` decides which requests this call expires
+        (:func:`~approvals.lifecycle.transition_many`), in one transaction with their audit
+        events; then each is announced. A bounded number of queries, however many are due.
         """
         now = self._clock()
-        with self._sessions() as session:
-            due = session.scalars(
-                select(Request.id).where(
-                    Request.status == Status.PENDING.value,
-                    Request.expires_at.is_not(None),
-                    Request.expires_at <= now,
-                )
-            ).all()
-        expired = []
-        for request_id in due:
-            if self._move(
-                request_id,
-                Status.PENDING,
-                Status.EXPIRED,
+        with self._sessions.begin() as session:
+            expired = transition_many(
+                session,
+                [Request.expires_at.is_not(None), Request.expires_at <= now],
+                expected=Status.PENDING,
+                to=Status.EXPIRED,
+                actor=SYSTEM,
+                now=now,
                 event="expired",
                 detail={"reason": "nobody decided before the pending TTL ran out"},
-            ):
-                expired.append(request_id)
-                self._notify(request_id, "expired")
+            )
+        self._notify_many(expired, "expired")
         return expired
 
     def cancel_stranded(self, *, older_than: float = STRANDED_AFTER) -> list[int]:
@@ -892,43 +894,56 @@ class Gate:
 
     def escalate_due(self) -> list[int]:
         """Ping the ``escalate_to`` group of every pending request nobody has decided in
-        ``escalate_after`` seconds, once; returns their IDs."""
+        ``escalate_after`` seconds, once; returns their IDs.
+
+        One guarded ``UPDATE … SET escalated_at … WHERE escalated_at IS NULL RETURNING`` marks
+        them (so each is escalated once, whatever the number of instances), in one transaction
+        with their audit events; then each is announced.
+        """
         now = self._clock()
-        with self._sessions() as session:
-            due = session.scalars(
-                select(Request.id).where(
+        with self._sessions.begin() as session:
+            rows = session.execute(
+                update(Request)
+                .where(
                     Request.status == Status.PENDING.value,
                     Request.escalate_at.is_not(None),
                     Request.escalate_at <= now,
                     Request.escalated_at.is_(None),
                 )
+                .values(escalated_at=now, updated_at=now)
+                .returning(
+                    Request.id,
+                    Request.action,
+                    Request.target,
+                    Request.rule,
+                    Request.policy_sha256,
+                    Request.approvers,
+                )
+                .execution_options(synchronize_session=False)
             ).all()
-        escalated = []
-        for request_id in due:
-            with self._sessions.begin() as session:
-                done = rows_changed(
-                    session,
-                    update(Request)
-                    .where(
-                        Request.id == request_id,
-                        Request.status == Status.PENDING.value,
-                        Request.escalated_at.is_(None),
-                    )
-                    .values(escalated_at=now, updated_at=now),
+            if rows:
+                session.execute(
+                    insert(AuditEvent),
+                    [
+                        {
+                            "request_id": row.id,
+                            "event": "escalated",
+                            "from_status": Status.PENDING.value,
+                            "to_status": Status.PENDING.value,
+                            "actor_id": SYSTEM.id,
+                            "actor_kind": SYSTEM.kind,
+                            "action": row.action,
+                            "target": row.target,
+                            "rule": row.rule,
+                            "policy_sha256": row.policy_sha256,
+                            "detail": {"escalate_to": (row.approvers or {}).get("escalate_to")},
+                            "created_at": now,
+                        }
+                        for row in rows
+                    ],
                 )
-                if done != 1:
-                    continue
-                request = self._load(session, request_id)
-                record_event(
-                    session,
-                    request,
-                    event="escalated",
-                    actor=SYSTEM,
-                    now=now,
-                    detail={"escalate_to": request.approvers.get("escalate_to")},
-                )
-            escalated.append(request_id)
-            self._notify(request_id, "escalated")
+        escalated = sorted(row.id for row in rows)
+        self._notify_many(escalated, "escalated")
         return escalated
 
     # --- execution ----------------------------------------------------------------------------
@@ -1129,39 +1144,47 @@ class Gate:
         log.info("request #%s: not shown to %s, who may not see it", request_id, viewer.id)
         raise hidden
 
-    def pending_for(self, approver_id: str) -> list[RequestView]:
-        """Pending requests that ``approver_id`` may approve (not their own), oldest first."""
+    def views(self, request_ids: Sequence[int]) -> list[RequestView]:
+        """The requests ``request_ids`` (unknown IDs left out), in that order: two queries per
+        :data:`~approvals.paging.IN_CHUNK` IDs (the requests, then their approvals)."""
+        found: dict[int, RequestView] = {}
         with self._sessions() as session:
-            pending = session.scalars(
-                select(Request).where(Request.status == Status.PENDING.value).order_by(Request.id)
-            ).all()
-            ids = [
-                r.id
-                for r in pending
-                if approval_refusal(_steps(r), approver_id, requester=r.requester_id) is None
+            for chunk in chunks(sorted(set(request_ids))):
+                requests = session.scalars(
+                    select(Request).where(among(session, Request.id, chunk))
+                ).all()
+                found.update((view.id, view) for view in _views(session, requests))
+        return [found[i] for i in request_ids if i in found]
+
+    def pending_for(
+        self, approver_id: str, *, page: int = 1, size: int = PAGE_SIZE
+    ) -> Page[RequestView]:
+        """Page ``page`` of the pending requests that ``approver_id`` may approve (not their
+        own), oldest first, with how many there are: three queries (a ``COUNT``, the page, its
+        approvals). Raises ``ValueError`` for a page out of range."""
+        with self._sessions() as session:
+            where = [
+                Request.status == Status.PENDING.value,
+                Request.requester_id != approver_id,
+                _lists_approver(session, approver_id),
             ]
-        return [self.get(request_id) for request_id in ids]
+            return _page(session, where, Request.id, page, size)
 
-    def pending_of(self, requester_id: str) -> list[RequestView]:
-        """``requester_id``'s pending requests, oldest first."""
+    def pending_of(
+        self, requester_id: str, *, page: int = 1, size: int = PAGE_SIZE
+    ) -> Page[RequestView]:
+        """Page ``page`` of ``requester_id``'s pending requests, oldest first, with how many
+        there are (three queries). Raises ``ValueError`` for a page out of range."""
         with self._sessions() as session:
-            ids = session.scalars(
-                select(Request.id)
-                .where(Request.status == Status.PENDING.value, Request.requester_id == requester_id)
-                .order_by(Request.id)
-            ).all()
-        return [self.get(request_id) for request_id in ids]
+            where = [Request.status == Status.PENDING.value, Request.requester_id == requester_id]
+            return _page(session, where, Request.id, page, size)
 
-    def latest(self, *, requester_id: str, limit: int) -> list[RequestView]:
-        """The ``limit`` most recent requests of ``requester_id``, newest first."""
+    def latest(self, *, requester_id: str, limit: int, page: int = 1) -> Page[RequestView]:
+        """Page ``page`` (``limit`` per page) of ``requester_id``'s requests, newest first, with
+        how many there are (three queries). Raises ``ValueError`` for a page out of range."""
         with self._sessions() as session:
-            ids = session.scalars(
-                select(Request.id)
-                .where(Request.requester_id == requester_id)
-                .order_by(Request.id.desc())
-                .limit(limit)
-            ).all()
-        return [self.get(request_id) for request_id in ids]
+            where = [Request.requester_id == requester_id]
+            return _page(session, where, Request.id.desc(), page, limit)
 
     @staticmethod
     def _load(session: Session, request_id: int) -> Request:
@@ -1176,6 +1199,53 @@ class Gate:
         except NotifyError as exc:
             # The change itself is committed and audited; only its announcement failed.
             log.error("request #%s: could not announce '%s': %s", request_id, event, exc)
+
+    def _notify_many(self, request_ids: Sequence[int], event: str) -> None:
+        """:meth:`_notify` of each request, their views read together (:meth:`views`)."""
+        for view in self.views(request_ids):
+            try:
+                self._notifier.request_changed(view, event=event)
+            except NotifyError as exc:
+                log.error("request #%s: could not announce '%s': %s", view.id, event, exc)
+
+
+def _views(session: Session, requests: Sequence[Request]) -> list[RequestView]:
+    """Views of ``requests`` with their approvals, read in one query (not one per request)."""
+    approved_by: dict[int, list[str]] = defaultdict(list)
+    if requests:
+        for request_id, approver_id in session.execute(
+            select(Approval.request_id, Approval.approver_id)
+            .where(among(session, Approval.request_id, [r.id for r in requests]))
+            .order_by(Approval.id)
+        ):
+            approved_by[request_id].append(approver_id)
+    return [_view(request, tuple(approved_by[request.id])) for request in requests]
+
+
+def _page(
+    session: Session,
+    where: Sequence[ColumnElement[bool]],
+    order: ColumnElement[Any] | InstrumentedAttribute[int],
+    number: int,
+    size: int,
+) -> Page[RequestView]:
+    """Page ``number`` of the requests matching ``where`` in ``order``: a ``COUNT``, the page
+    (``LIMIT``/``OFFSET``) and its approvals."""
+    offset, limit = page_window(number, size)
+    total = session.scalar(select(func.count()).select_from(Request).where(*where)) or 0
+    requests = session.scalars(
+        select(Request).where(*where).order_by(order).offset(offset).limit(limit)
+    ).all()
+    return Page(tuple(_views(session, requests)), total, number, size)
+
+
+def _lists_approver(session: Session, user_id: str) -> ColumnElement[bool]:
+    """SQL for "``user_id`` is in the request's ``approvers.users``" (a JSON list):
+    ``jsonb @>`` on PostgreSQL, ``json_each`` on SQLite."""
+    if session.get_bind().dialect.name == "postgresql":
+        return cast(Request.approvers, JSONB)["users"].contains([user_id])
+    users = func.json_each(Request.approvers, "$.users").table_valued("value")
+    return exists().where(users.c.value == user_id)
 
 
 def _steps(request: Request) -> tuple[Step, ...]:

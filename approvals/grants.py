@@ -26,23 +26,23 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from queue import SimpleQueue
 from typing import Any, Protocol
 
-from sqlalchemy import case, insert, literal, select, update
+from sqlalchemy import bindparam, case, func, insert, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.access import (
-    EXPIRES_AT_ANNOTATION,
-    GRANT_ID_ANNOTATION,
     Access,
     format_duration,
     parse_rfc3339,
     rfc3339,
 )
 from actions.errors import ActionError
+from approvals.drift import DRIFT_REMOVED, DriftCheck
 from approvals.lifecycle import (
     SYSTEM,
     TRANSITIONS,
@@ -54,6 +54,7 @@ from approvals.lifecycle import (
 from approvals.lifecycle import record as record_event
 from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
 from approvals.notifier import GrantNotifier, GrantView, NotifyError
+from approvals.paging import PAGE_SIZE, Page, among, chunks, page_window
 
 __all__ = [
     "ExtensionRefused",
@@ -71,7 +72,6 @@ log = logging.getLogger(__name__)
 
 EXPIRED = "expired"
 REVOKED = "revoked"
-DRIFT_REMOVED = "drift_removed"
 
 
 class GrantError(Exception):
@@ -122,6 +122,10 @@ class _Removal:
     error: ActionError | None
 
 
+_GRANTS = Grant.metadata.tables[Grant.__tablename__]
+_AUDIT = AuditEvent.metadata.tables[AuditEvent.__tablename__]
+
+
 class GrantService:
     """Grants in the database and in the backends, kept in step.
 
@@ -157,6 +161,15 @@ class GrantService:
         self._batch_size = batch_size
         self._workers = workers
         self._scheduling: GrantScheduling | None = None
+        self._drift = DriftCheck(
+            sessions=sessions,
+            access=access,
+            clock=clock,
+            kube_contexts=kube_contexts,
+            revoke=self._revoke_drifted,
+            views=self.views,
+            notify=self._notify,
+        )
 
     def attach(self, scheduling: GrantScheduling | None) -> None:
         """Use ``scheduling`` to wake expiry and reminders on time (None: only sweeps do)."""
@@ -176,18 +189,69 @@ class GrantService:
                 raise UnknownGrant(f"There is no grant #{grant_id}.")
             return _view(row[0], row[1])
 
-    def active(self, user_id: str | None = None) -> list[GrantView]:
-        """Active grants (of ``user_id``, or everyone's), the soonest to end first."""
-        query = (
-            select(Grant, Request.approvers)
-            .join(Request, Request.id == Grant.id)
-            .where(Grant.status == GrantStatus.ACTIVE.value)
-            .order_by(Grant.expires_at, Grant.id)
-        )
+    def active(
+        self, user_id: str | None = None, *, page: int = 1, size: int = PAGE_SIZE
+    ) -> Page[GrantView]:
+        """Page ``page`` (1-based, ``size`` per page) of the active grants (of ``user_id``, or
+        everyone's), the soonest to end first, with how many there are in all: two queries
+        (the page, and a ``COUNT``). Raises ``ValueError`` for a page out of range."""
+        offset, limit = page_window(page, size)
+        where = [Grant.status == GrantStatus.ACTIVE.value]
         if user_id is not None:
-            query = query.where(Grant.grantee_id == user_id)
+            where.append(Grant.grantee_id == user_id)
         with self._sessions() as session:
-            return [_view(grant, approvers) for grant, approvers in session.execute(query)]
+            total = session.scalar(select(func.count()).select_from(Grant).where(*where)) or 0
+            rows = session.execute(
+                select(Grant, Request.approvers)
+                .join(Request, Request.id == Grant.id)
+                .where(*where)
+                .order_by(Grant.expires_at, Grant.id)
+                .offset(offset)
+                .limit(limit)
+            ).all()
+            items = tuple(_view(grant, approvers) for grant, approvers in rows)
+        return Page(items, total, page, size)
+
+    def views(self, grant_ids: Iterable[int]) -> dict[int, GrantView]:
+        """The grants ``grant_ids`` by ID (unknown IDs are left out): one query per
+        :data:`~approvals.paging.IN_CHUNK` IDs."""
+        ids = sorted(set(grant_ids))
+        found: dict[int, GrantView] = {}
+        with self._sessions() as session:
+            for chunk in chunks(ids):
+                for grant, approvers in session.execute(
+                    select(Grant, Request.approvers)
+                    .join(Request, Request.id == Grant.id)
+                    .where(among(session, Grant.id, chunk))
+                ):
+                    found[grant.id] = _view(grant, approvers)
+        return found
+
+    def next_expiry(self) -> datetime | None:
+        """The soonest ``expires_at`` still ahead among active grants (None: there is none);
+        one query."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(func.min(Grant.expires_at)).where(
+                    Grant.status == GrantStatus.ACTIVE.value, Grant.expires_at > self._clock()
+                )
+            )
+
+    def next_reminder(self) -> datetime | None:
+        """The soonest moment still ahead at which :meth:`remind_due` has a reminder to send
+        (``expires_at - reminder_before`` of an active grant not reminded yet), or None; one
+        query."""
+        before = timedelta(seconds=self.reminder_before)
+        with self._sessions() as session:
+            soonest = session.scalar(
+                select(func.min(Grant.expires_at)).where(
+                    Grant.status == GrantStatus.ACTIVE.value,
+                    Grant.reminded_at.is_(None),
+                    Grant.duration_seconds > self.reminder_before,
+                    Grant.expires_at > self._clock() + before,
+                )
+            )
+        return soonest - before if soonest is not None else None
 
     def may_revoke(self, grant_id: int, user_id: str) -> bool:
         """True for the grantee and for the approvers of the grant's request."""
@@ -375,22 +439,45 @@ class GrantService:
         unfinished for ``retry_after`` seconds; returns the IDs revoked by this call.
 
         Idempotent and safe to run from several instances at once: each grant is revoked once.
+        The work is a pipeline: batches of ``batch_size`` grants are claimed while earlier ones
+        are still being removed (at most about two batches in flight, so other instances still
+        get a share), ``workers`` threads remove them from the backends, and their ends are
+        recorded a batch at a time as the removals finish, while the next ones go on.
         """
         now = self._clock()
         ended: list[_Ended] = []
-        while True:
-            selected, claimed = self._claim_overdue(now)
-            ended.extend(self._finish_many(claimed))
-            if selected < self._batch_size:  # the last batch (what others took, they finish)
-                break
+        completed: SimpleQueue[Future[_Removal]] = SimpleQueue()
+        with ThreadPoolExecutor(
+            max_workers=max(self._workers, 1), thread_name_prefix="revoke"
+        ) as pool:
+            inflight = 0
+            finished: list[_Removal] = []
+            more = True
+            while more or inflight:
+                if more and inflight < self._batch_size:
+                    claimed = self._claim_overdue(now)
+                    # a short batch is the last (what others took, they finish)
+                    more = len(claimed) >= self._batch_size
+                    for grant in claimed:
+                        pool.submit(self._remove, grant).add_done_callback(completed.put)
+                        inflight += 1
+                    continue
+                finished.append(completed.get().result())
+                inflight -= 1
+                if len(finished) >= self._batch_size or not (more or inflight):
+                    ended.extend(self._record(finished))
+                    finished = []
         ended.extend(self._finish_many(self._claim_stale(now)))
         # People are told once every overdue grant is gone: Slack's latency (several calls per
         # grant) must not hold up the next batch's revocation.
         self._announce(ended)
         return [e.grant_id for e in ended]
 
-    def _claim_overdue(self, now: datetime) -> tuple[int, list[int]]:
-        """Claim up to ``batch_size`` overdue grants: (how many were selected, the IDs claimed)."""
+    def _claim_overdue(self, now: datetime) -> list[Grant]:
+        """Claim up to ``batch_size`` overdue grants; returns the rows claimed, as the claim
+        left them. Fewer than ``batch_size``: no other overdue grant was free. (Two statements:
+        PostgreSQL may run a ``LIMIT … FOR UPDATE SKIP LOCKED`` subquery of an ``UPDATE`` more
+        than once, and claim more than the limit.)"""
         with self._sessions.begin() as session:
             ids = session.scalars(
                 select(Grant.id)
@@ -400,18 +487,18 @@ class GrantService:
                 .with_for_update(skip_locked=True)
             ).all()
             if not ids:
-                return 0, []
-            return len(ids), list(
+                return []
+            return list(
                 session.scalars(
                     update(Grant)
-                    .where(Grant.id.in_(ids), Grant.status == GrantStatus.ACTIVE.value)
+                    .where(among(session, Grant.id, ids), Grant.status == GrantStatus.ACTIVE.value)
                     .values(
                         status=GrantStatus.REVOKING.value,
                         revoked_by=SYSTEM.id,
                         revoke_reason=EXPIRED,
                         updated_at=now,
                     )
-                    .returning(Grant.id)
+                    .returning(Grant)
                     .execution_options(synchronize_session=False)
                 ).all()
             )
@@ -430,27 +517,10 @@ class GrantService:
             )
 
     def _finish_many(self, grant_ids: Sequence[int], *, actor: Actor = SYSTEM) -> list[_Ended]:
-        """Remove claimed (``revoking``) grants from the backends and record their ends.
-
-        One read of the claimed rows, the backend removals on ``workers`` threads, then one
-        transaction for the whole batch: a guarded ``UPDATE grants SET status = 'revoked' … WHERE
-        id IN (…) AND status = 'revoking' RETURNING id`` decides which ends this call records (a
-        grant another instance finished first is left out), then each request's ``active →
-        revoked`` transition and audit event, and a ``revoke_failed`` event for each removal
-        that failed (that grant stays ``revoking`` and is retried after ``retry_after``
-        seconds). ``revoked_at`` is the moment the backends confirmed the removal. ``actor`` is
-        who ended the grants when they were revoked early.
-        """
-        if not grant_ids:
-            return []
-        with self._sessions() as session:
-            grants = list(
-                session.scalars(
-                    select(Grant)
-                    .where(Grant.id.in_(grant_ids), Grant.status == GrantStatus.REVOKING.value)
-                    .order_by(Grant.id)
-                ).all()
-            )
+        """Remove claimed (``revoking``) grants from the backends (on ``workers`` threads) and
+        record their ends (:meth:`_record`). ``actor`` is who ended the grants when they were
+        revoked early."""
+        grants = self._claimed(grant_ids)
         if not grants:
             return []
         if len(grants) == 1 or self._workers <= 1:
@@ -460,31 +530,61 @@ class GrantService:
                 max_workers=min(self._workers, len(grants)), thread_name_prefix="revoke"
             ) as pool:
                 removals = list(pool.map(self._remove, grants))
+        return self._record(removals, actor)
+
+    def _claimed(self, grant_ids: Sequence[int]) -> list[Grant]:
+        """The rows of the grants ``grant_ids`` that are still ``revoking`` (one query)."""
+        if not grant_ids:
+            return []
+        with self._sessions() as session:
+            return list(
+                session.scalars(
+                    select(Grant)
+                    .where(
+                        among(session, Grant.id, grant_ids),
+                        Grant.status == GrantStatus.REVOKING.value,
+                    )
+                    .order_by(Grant.id)
+                ).all()
+            )
+
+    def _record(self, removals: Sequence[_Removal], actor: Actor = SYSTEM) -> list[_Ended]:
+        """Record what removing claimed grants from the backends gave, in one transaction.
+
+        A guarded ``UPDATE grants SET status = 'revoked' … WHERE id IN (…) AND status =
+        'revoking' RETURNING id`` decides which ends this call records (a grant another instance
+        finished first is left out), then each request's ``active → revoked`` transition and
+        audit event, and a ``revoke_failed`` event for each removal that failed (that grant stays
+        ``revoking`` and is retried after ``retry_after`` seconds). ``revoked_at`` is the moment
+        the backends confirmed the removal.
+        """
+        if not removals:
+            return []
         removed = {r.grant.id: r for r in removals if r.error is None}
         failed = [r for r in removals if r.error is not None]
         ended: list[_Ended] = []
         with self._sessions.begin() as session:
             done: list[int] = []
             if removed:
-                revoked_at = case(
-                    *(
-                        (Grant.id == grant_id, literal(r.at, Grant.revoked_at.type))
-                        for grant_id, r in removed.items()
-                    ),
-                    else_=Grant.revoked_at,
-                )
                 done = sorted(
                     session.scalars(
                         update(Grant)
-                        .where(Grant.id.in_(removed), Grant.status == GrantStatus.REVOKING.value)
-                        .values(
-                            status=GrantStatus.REVOKED.value,
-                            revoked_at=revoked_at,
-                            updated_at=revoked_at,
+                        .where(
+                            among(session, Grant.id, list(removed)),
+                            Grant.status == GrantStatus.REVOKING.value,
                         )
+                        .values(status=GrantStatus.REVOKED.value)
                         .returning(Grant.id)
                         .execution_options(synchronize_session=False)
                     ).all()
+                )
+            if done:
+                # each at its own moment: one executemany, not a CASE of as many branches
+                session.connection().execute(
+                    update(_GRANTS)
+                    .where(_GRANTS.c.id == bindparam("grant_id"))
+                    .values(revoked_at=bindparam("at"), updated_at=bindparam("at")),
+                    [{"grant_id": i, "at": removed[i].at} for i in done],
                 )
             if done:
                 ended = self._end_requests(session, [removed[grant_id] for grant_id in done], actor)
@@ -492,7 +592,9 @@ class GrantService:
                 requests = {
                     request.id: request
                     for request in session.scalars(
-                        select(Request).where(Request.id.in_([r.grant.id for r in failed]))
+                        select(Request).where(
+                            among(session, Request.id, [r.grant.id for r in failed])
+                        )
                     )
                 }
                 for r in failed:
@@ -520,17 +622,17 @@ class GrantService:
         grant was removed, with when and how late (``lag_seconds`` after ``expires_at``)."""
         if Status.REVOKED not in TRANSITIONS[Status.ACTIVE]:
             raise InvalidTransition(f"{Status.ACTIVE} → {Status.REVOKED} is not allowed")
-        at = {r.grant.id: r.at for r in removals}
-        updated_at = case(
-            *((Request.id == i, literal(t, Request.updated_at.type)) for i, t in at.items()),
-            else_=Request.updated_at,
-        )
+        # updated_at: the revoked_at just written to each grant, read by the same statement
+        revoked_at = select(Grant.revoked_at).where(Grant.id == Request.id).scalar_subquery()
         moved = {
             row.id: row
             for row in session.execute(
                 update(Request)
-                .where(Request.id.in_(at), Request.status == Status.ACTIVE.value)
-                .values(status=Status.REVOKED.value, updated_at=updated_at)
+                .where(
+                    among(session, Request.id, [r.grant.id for r in removals]),
+                    Request.status == Status.ACTIVE.value,
+                )
+                .values(status=Status.REVOKED.value, updated_at=revoked_at)
                 .returning(
                     Request.id, Request.action, Request.target, Request.rule, Request.policy_sha256
                 )
@@ -574,7 +676,7 @@ class GrantService:
                 }
             )
         if events:
-            session.execute(insert(AuditEvent), events)
+            session.connection().execute(insert(_AUDIT), events)
         return ended
 
     def _remove(self, grant: Grant) -> _Removal:
@@ -623,8 +725,9 @@ class GrantService:
                     .execution_options(synchronize_session=False)
                 ).all()
             )
-        for grant_id in sorted(ids):
-            self._notify(self.get(grant_id), "reminder")
+        views = self.views(ids)
+        for grant_id in sorted(views):
+            self._notify(views[grant_id], "reminder")
         return sorted(ids)
 
     # --- drift --------------------------------------------------------------------------------
@@ -637,144 +740,55 @@ class GrantService:
         reported (``drift_removed``); one whose expiry annotation has passed while its grant is
         still active revokes that grant (reason ``drift: …``). Bindings of requests still being
         executed, and grants being revoked, are left alone. Returns
-        ``"<context>/<namespace>/<name>"`` of each binding removed.
+        ``"<context>/<namespace>/<name>"`` of each binding removed. The database is read in a
+        bounded number of queries whatever the number of bindings (:mod:`approvals.drift`).
         """
-        removed: list[str] = []
-        seen: set[tuple[str | None, str, str]] = set()
-        for context in dict.fromkeys(self._kube_contexts()):
-            try:
-                bindings = self._access.managed_role_bindings(context)
-            except ActionError as exc:
-                log.warning("drift check: cannot list RoleBindings in %s: %s", context, exc)
-                continue
-            for binding in bindings:
-                meta = binding.get("metadata", {})
-                namespace, name = meta.get("namespace", ""), meta.get("name", "")
-                if (context, namespace, name) in seen:
-                    continue
-                seen.add((context, namespace, name))
-                if self._drifted(context, binding):
-                    removed.append(f"{context or ''}/{namespace}/{name}")
-        return removed
+        return self._drift.run()
 
-    def _drifted(self, context: str | None, binding: Mapping[str, Any]) -> bool:
-        meta = binding.get("metadata", {})
-        namespace, name = meta.get("namespace", ""), meta.get("name", "")
-        annotations: Mapping[str, str] = meta.get("annotations") or {}
-        grant_id = _int(annotations.get(GRANT_ID_ANNOTATION))
-        expiry = _time(annotations.get(EXPIRES_AT_ANNOTATION))
+    def _revoke_drifted(self, reasons: Mapping[int, str]) -> list[int]:
+        """Revoke the active grants ``reasons`` names (grant ID to its ``revoke_reason``),
+        claimed a batch per transaction, then finished and announced as the sweep does; returns
+        the IDs this call ended."""
         now = self._clock()
-        with self._sessions() as session:
-            grant = session.get(Grant, grant_id) if grant_id is not None else None
-            request = session.get(Request, grant_id) if grant_id is not None else None
-            status = grant.status if grant is not None else None
-            mine = grant is not None and (grant.namespace, grant.role_binding) == (namespace, name)
-            executing = request is not None and request.status in (
-                Status.APPROVED.value,
-                Status.EXECUTING.value,
+        claimed: list[int] = []
+        for chunk in chunks(sorted(reasons), self._batch_size):
+            reason = case(
+                *(
+                    (Grant.id == gid, literal(reasons[gid], Grant.revoke_reason.type))
+                    for gid in chunk
+                ),
+                else_=Grant.revoke_reason,
             )
-        if status == GrantStatus.REVOKING.value or (grant is None and executing):
-            return False
-        if status == GrantStatus.ACTIVE.value and mine:
-            if expiry is None or expiry > now:
-                return False
-            assert grant_id is not None
-            why = f"drift: RoleBinding {namespace}/{name} says it expired at {rfc3339(expiry)}"
             with self._sessions.begin() as session:
-                if not _claim(session, grant_id, by=SYSTEM.id, why=why, now=now):
-                    return False
-            ended = self._finish(grant_id)
-            self._announce([ended] if ended else [])
-            return ended is not None
-        try:
-            deleted = self._access.delete_role_binding(context, namespace, name)
-        except ActionError as exc:
-            log.warning("drift check: cannot delete %s/%s: %s", namespace, name, exc)
-            return False
-        if not deleted:
-            return False
-        if status == GrantStatus.ACTIVE.value:
-            why = f"it is not the RoleBinding of active grant #{grant_id}"
-        elif status is not None:
-            why = f"grant #{grant_id} is {status}"
-        else:
-            why = "no grant of opsgate's database matches it"
-        detail = {
-            "kube_context": context,
-            "namespace": namespace,
-            "role_binding": name,
-            "why": why,
-            "subjects": binding.get("subjects", []),
-            "role_ref": binding.get("roleRef", {}),
-        }
-        with self._sessions.begin() as session:
-            req = session.get(Request, grant_id) if grant_id is not None else None
-            if req is not None:
-                record_event(
-                    session, req, event="drift_removed", actor=SYSTEM, now=now, detail=detail
+                claimed.extend(
+                    session.scalars(
+                        update(Grant)
+                        .where(
+                            among(session, Grant.id, chunk),
+                            Grant.status == GrantStatus.ACTIVE.value,
+                        )
+                        .values(
+                            status=GrantStatus.REVOKING.value,
+                            revoked_by=SYSTEM.id,
+                            revoke_reason=reason,
+                            updated_at=now,
+                        )
+                        .returning(Grant.id)
+                        .execution_options(synchronize_session=False)
+                    ).all()
                 )
-            else:
-                session.add(
-                    AuditEvent(
-                        request_id=None,
-                        event="drift_removed",
-                        actor_id=SYSTEM.id,
-                        actor_kind=SYSTEM.kind,
-                        action="access",
-                        target=f"rolebinding/{name} in {namespace}",
-                        detail=detail,
-                        created_at=now,
-                    )
-                )
-        log.warning("drift check: removed RoleBinding %s/%s (%s)", namespace, name, why)
-        self._notify(self._drift_view(grant_id, context, binding, why), DRIFT_REMOVED)
-        return True
-
-    def _drift_view(
-        self, grant_id: int | None, context: str | None, binding: Mapping[str, Any], why: str
-    ) -> GrantView:
-        if grant_id is not None:
-            try:
-                return self.get(grant_id)
-            except UnknownGrant:
-                pass
-        meta = binding.get("metadata", {})
-        subjects = binding.get("subjects") or [{}]
-        created = _time(meta.get("creationTimestamp")) or self._clock()
-        expiry = _time((meta.get("annotations") or {}).get(EXPIRES_AT_ANNOTATION)) or created
-        return GrantView(
-            id=grant_id or 0,
-            grantee_id="",
-            environment=None,
-            kube_context=context,
-            namespace=meta.get("namespace", ""),
-            role=binding.get("roleRef", {}).get("name", ""),
-            kubernetes_user=subjects[0].get("name", ""),
-            role_binding=meta.get("name", ""),
-            vault_group=None,
-            vault_entity=None,
-            status="drift",
-            started_at=created,
-            expires_at=expiry,
-            duration_seconds=max(int((expiry - created).total_seconds()), 0),
-            max_duration_seconds=None,
-            revoke_reason=f"drift: {why}",
-        )
+        ended: list[_Ended] = []
+        for chunk in chunks(sorted(claimed), self._batch_size):
+            ended.extend(self._finish_many(chunk))
+        self._announce(ended)
+        return [item.grant_id for item in ended]
 
     # --- telling people -----------------------------------------------------------------------
 
     def _announce(self, ended: Sequence[_Ended]) -> None:
         if not ended:
             return
-        with self._sessions() as session:
-            views = {
-                grant.id: _view(grant, approvers)
-                for grant, approvers in session.execute(
-                    select(Grant, Request.approvers)
-                    .join(Request, Request.id == Grant.id)
-                    .where(Grant.id.in_([item.grant_id for item in ended]))
-                )
-            }
+        views = self.views(item.grant_id for item in ended)
         for item in ended:
             if self._scheduling is not None:
                 self._scheduling.grant_ended(item.grant_id)
@@ -827,20 +841,6 @@ def _end_event(reason: str) -> str:
 
 def _kind(actor_id: str) -> str:
     return SYSTEM.kind if actor_id == SYSTEM.id else "human"
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _time(value: str | None) -> datetime | None:
-    try:
-        return parse_rfc3339(value) if value else None
-    except ValueError:
-        return None
 
 
 def _view(grant: Grant, approvers: Mapping[str, Any] | None) -> GrantView:

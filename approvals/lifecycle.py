@@ -12,11 +12,12 @@ whether it took effect (:class:`actions.errors.OutcomeUnknown`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Delete, Update, update
+from sqlalchemy import ColumnElement, CursorResult, Delete, Update, insert, update
 from sqlalchemy.orm import Session
 
 from approvals.models import ActorKind, AuditEvent, Request, Status
@@ -88,6 +89,55 @@ def transition(
     session.flush()
     session.refresh(request)
     return True
+
+
+def transition_many(
+    session: Session,
+    where: Sequence[ColumnElement[bool]],
+    *,
+    expected: Status,
+    to: Status,
+    actor: Actor,
+    now: datetime,
+    event: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> list[int]:
+    """:func:`transition` of every request in ``expected`` that also matches ``where``, in one
+    guarded ``UPDATE … WHERE status = :expected AND … RETURNING`` and one multi-row insert of
+    their audit events (two statements, however many requests move). Returns the IDs moved,
+    ascending. Raises :class:`InvalidTransition` as :func:`transition` does. The caller commits.
+    """
+    if to not in TRANSITIONS[expected]:
+        raise InvalidTransition(f"{expected} → {to} is not an allowed transition")
+    rows = session.execute(
+        update(Request)
+        .where(Request.status == expected.value, *where)
+        .values(status=to.value, updated_at=now)
+        .returning(Request.id, Request.action, Request.target, Request.rule, Request.policy_sha256)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if rows:
+        session.execute(
+            insert(AuditEvent),
+            [
+                {
+                    "request_id": row.id,
+                    "event": event or to.value,
+                    "from_status": expected.value,
+                    "to_status": to.value,
+                    "actor_id": actor.id,
+                    "actor_kind": actor.kind,
+                    "action": row.action,
+                    "target": row.target,
+                    "rule": row.rule,
+                    "policy_sha256": row.policy_sha256,
+                    "detail": detail or {},
+                    "created_at": now,
+                }
+                for row in rows
+            ],
+        )
+    return sorted(row.id for row in rows)
 
 
 def rows_changed(session: Session, statement: Update | Delete) -> int:

@@ -6,10 +6,12 @@ else is read from the database when it is clicked.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from approvals.lifecycle import SYSTEM
 from approvals.notifier import RequestView
+from approvals.paging import Page
 from bot.mrkdwn import escape, escape_composed, unescape
 
 Blocks = list[dict[str, Any]]
@@ -269,11 +271,56 @@ def break_glass_notice(view: RequestView) -> tuple[str, Blocks]:
     return text, blocks
 
 
-def status_list(views: list[RequestView]) -> str:
-    """The answer to ``/ops status``: each request's title and where it stands."""
+LIST_ENTRY_LIMIT = 500
+"""Characters of one entry of a list answer at most (a long error is cut), so that a page of
+entries stays far below the 40,000 characters Slack accepts in a message's text."""
+
+
+def list_entry(text: str) -> str:
+    """One entry of a list answer, cut to :data:`LIST_ENTRY_LIMIT` characters."""
+    return _fit(text, LIST_ENTRY_LIMIT)
+
+
+def page_note(page: Page[Any], what: str, command: str) -> str:
+    """Where ``page`` stands in the whole list, and how to see the rest; empty when the list
+    fits in one page. ``what`` names the items (``requests``), ``command`` is the slash command
+    that lists them (``/ops status``).
+
+    ``Showing 21 to 40 of 10,000 requests. Next: `/ops status --page 3` · previous:
+    `/ops status --page 1`.``
+    """
+    if page.number == 1 and not page.more:
+        return ""
+    first, last = page.offset + 1, page.offset + len(page)
+    hints = []
+    if page.more:
+        hints.append(f"Next: `{command} --page {page.number + 1}`")
+    if page.number > 1:
+        hints.append(f"previous: `{command} --page {page.number - 1}`")
+    return f"Showing {first:,} to {last:,} of {page.total:,} {what}. " + " · ".join(hints) + "."
+
+
+def past_the_end(page: Page[Any], what: str) -> str:
+    """The answer for a page number past the end of the list."""
+    return (
+        f"There is no page {page.number:,}: the {page.total:,} {what} fill "
+        f"{page.pages:,} page(s) of {page.size}."
+    )
+
+
+def status_list(views: Sequence[RequestView]) -> str:
+    """The answer to ``/ops status``: each request's title and where it stands (each cut to
+    :data:`LIST_ENTRY_LIMIT`); for a :class:`~approvals.paging.Page` of a longer list, which ones
+    these are, of how many, and the command that shows the next page."""
+    if isinstance(views, Page) and views.total and not views:
+        return past_the_end(views, "requests")
     if not views:
         return "You have no requests yet. `/ops help` lists what you can ask for."
-    return "\n".join(f"*{title(view)}*\n{outcome_line(view)}" for view in views)
+    lines = [list_entry(f"*{title(view)}*\n{outcome_line(view)}") for view in views]
+    note = (
+        page_note(views, "requests, newest first", "/ops status") if isinstance(views, Page) else ""
+    )
+    return "\n".join([*lines, note] if note else lines)
 
 
 def error_message(text: str) -> str:

@@ -22,6 +22,7 @@ from actions.rotate import RestoreParams, RotateParams
 from actions.scale import ScaleParams
 from actions.workloads import WorkloadKind, parse_workload
 from approvals.extend import ExtendParams
+from approvals.paging import MAX_PAGE
 from approvals.policy import parse_duration
 from bot.mrkdwn import unescape
 
@@ -60,7 +61,8 @@ class Command:
     ``params`` is set for request kinds (the kind's pydantic params model); ``namespace``, ``env``,
     ``path``, ``reason`` and ``break_glass`` (the break-glass justification) are what the policy
     matches on. ``request_id`` is for status (None: the requester's latest requests);
-    ``grant_id`` for revoke and extend; ``name`` is the command word.
+    ``grant_id`` for revoke and extend; ``page`` (1-based) is the page of a list answer
+    (``status`` without an ID, ``grants``); ``name`` is the command word.
     """
 
     name: str
@@ -73,6 +75,7 @@ class Command:
     break_glass: str | None = None
     grant_id: int | None = None
     workload: str | None = None
+    page: int = 1
 
 
 @dataclass(frozen=True)
@@ -253,20 +256,33 @@ def _restore_build(ns: argparse.Namespace) -> Command:
     return _request("restore", params, ns, path=path)
 
 
+def _page(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a page number") from None
+    if not 1 <= value <= MAX_PAGE:
+        raise argparse.ArgumentTypeError(f"pages are numbered from 1 to {MAX_PAGE:,}")
+    return value
+
+
+def _page_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--page", type=_page, default=1, metavar="N")
+
+
 def _status_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("request_id", type=_request_id, nargs="?")
+    _page_option(parser)
 
 
 def _status_build(ns: argparse.Namespace) -> Command:
-    return Command("status", request_id=ns.request_id)
-
-
-def _no_args(parser: argparse.ArgumentParser) -> None:
-    return None
+    if ns.request_id is not None and ns.page != 1:
+        raise ValueError("--page pages through your latest requests; leave out the request ID")
+    return Command("status", request_id=ns.request_id, page=ns.page)
 
 
 def _grants_build(ns: argparse.Namespace) -> Command:
-    return Command("grants")
+    return Command("grants", page=ns.page)
 
 
 def _grant_id(text: str) -> int:
@@ -351,15 +367,15 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         _restore_build,
     ),
     "status": Subcommand(
-        "/ops status [REQUEST_ID]",
-        "where a request stands (without an ID: your latest requests)",
+        "/ops status [REQUEST_ID | --page N]",
+        "where a request stands (without an ID: your latest requests, a page at a time)",
         _status_args,
         _status_build,
     ),
     "grants": Subcommand(
-        "/ops grants",
-        "active access grants: yours, or every one if you approve grants",
-        _no_args,
+        "/ops grants [--page N]",
+        "active access grants: yours, or every one if you approve grants, a page at a time",
+        _page_option,
         _grants_build,
     ),
     "revoke": Subcommand(

@@ -14,7 +14,18 @@ from typing import Any
 
 from actions.access import format_duration
 from approvals.notifier import GrantView, RequestView
-from bot.blocks import Blocks, button, context, decision_buttons, section, title
+from approvals.paging import Page
+from bot.blocks import (
+    Blocks,
+    button,
+    context,
+    decision_buttons,
+    list_entry,
+    page_note,
+    past_the_end,
+    section,
+    title,
+)
 from bot.mrkdwn import escape, escape_composed
 
 EXTEND_ACTION = "grant_extend"
@@ -23,7 +34,8 @@ GRANT_ACTIONS_BLOCK = "grant_actions"
 HOME_DECISION_BLOCK = "home_decision"
 HOME_MAX_ITEMS = 15
 """At most this many entries per App Home section: three sections of at most 15 entries of at
-most two blocks, plus headers, stay within the 100 blocks a view may hold."""
+most two blocks, plus headers and a count line each, stay within the 100 blocks a view may hold
+(Slack's limit for a Home tab)."""
 
 
 def _header(text: str) -> dict[str, Any]:
@@ -142,16 +154,34 @@ def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Bloc
 
 
 def grants_list(grants: Sequence[GrantView], now: datetime, *, everyone: bool = False) -> str:
-    """``/ops grants``: one line per active grant (``everyone``: all of them, for approvers)."""
+    """``/ops grants``: one line per active grant (``everyone``: all of them, for approvers),
+    each cut to :data:`~bot.blocks.LIST_ENTRY_LIMIT`; for a :class:`~approvals.paging.Page` of a
+    longer list, which ones these are, of how many, and the command that shows the next page."""
+    paged = grants if isinstance(grants, Page) else None
+    if paged is not None and paged.total and not paged:
+        return past_the_end(paged, "active grants")
     if not grants:
         return "There are no active grants." if everyone else "You have no active grants."
     head = "Active grants:" if everyone else "Your active grants:"
-    return "\n".join([head, *(f"• {grant_line(g, now)}" for g in grants)])
+    lines = [head, *(list_entry(f"• {grant_line(g, now)}") for g in grants)]
+    note = (
+        page_note(paged, "active grants, the soonest to end first", "/ops grants") if paged else ""
+    )
+    return "\n".join([*lines, note] if note else lines)
 
 
 def _request_line(view: RequestView) -> str:
     reason = f" — {escape(view.reason)}" if view.reason else ""
     return f"*{title(view)}*\nasked by <@{view.requester_id}>{reason}"
+
+
+def _more(items: Sequence[Any], shown: int, what: str, where: str) -> dict[str, Any] | None:
+    """A context line ``Showing 15 of 120 … ; `/ops grants` lists them all.`` when a section
+    shows fewer than the whole list (``items`` a :class:`~approvals.paging.Page`, or a list)."""
+    total = items.total if isinstance(items, Page) else len(items)
+    if total <= shown:
+        return None
+    return context(f"Showing {shown:,} of {total:,} {what}; {where}.")
 
 
 def home_view(
@@ -162,25 +192,51 @@ def home_view(
 ) -> dict[str, Any]:
     """The App Home tab (``views.publish``): the user's active grants with time left and
     Extend / End now, their pending requests, and the requests waiting on their approval with
-    Approve / Deny (``value`` = the request ID)."""
+    Approve / Deny (``value`` = the request ID). Each section shows at most
+    :data:`HOME_MAX_ITEMS` entries (the soonest to end, the oldest) and, when there are more
+    (a :class:`~approvals.paging.Page` says how many), how many and where to see them."""
     blocks: Blocks = [_header("Your access grants")]
-    if grants:
-        for grant in list(grants)[:HOME_MAX_ITEMS]:
+    shown = list(grants)[:HOME_MAX_ITEMS]
+    if shown:
+        for grant in shown:
             blocks.append(section(grant_line(grant, now)))
             blocks.append(grant_buttons(grant))
+        more = _more(
+            grants,
+            len(shown),
+            "active grants, the soonest to end",
+            "`/ops grants` pages through them",
+        )
+        blocks.extend([more] if more else [])
     else:
         blocks.append(context("No active grants. Ask with `/ops access <namespace>`."))
     blocks.append({"type": "divider"})
     blocks.append(_header("Your pending requests"))
-    if pending_requests:
-        blocks.extend(section(_request_line(v)) for v in list(pending_requests)[:HOME_MAX_ITEMS])
+    mine = list(pending_requests)[:HOME_MAX_ITEMS]
+    if mine:
+        blocks.extend(section(_request_line(v)) for v in mine)
+        more = _more(
+            pending_requests,
+            len(mine),
+            "pending requests, the oldest",
+            "`/ops status` pages through your requests",
+        )
+        blocks.extend([more] if more else [])
     else:
         blocks.append(context("Nothing pending."))
-    if awaiting_my_approval:
+    waiting = list(awaiting_my_approval)[:HOME_MAX_ITEMS]
+    if waiting:
         blocks.append({"type": "divider"})
         blocks.append(_header("Waiting on your approval"))
-        for view in list(awaiting_my_approval)[:HOME_MAX_ITEMS]:
+        for view in waiting:
             blocks.append(section(_request_line(view)))
             blocks.append(decision_buttons(view.id, f"{HOME_DECISION_BLOCK}_{view.id}"))
+        more = _more(
+            awaiting_my_approval,
+            len(waiting),
+            "requests waiting on you, the oldest",
+            "the approval channel has them all",
+        )
+        blocks.extend([more] if more else [])
     blocks.append(context(f"Updated {clock_time(now)}"))
     return {"type": "home", "blocks": blocks[:100]}

@@ -8,6 +8,7 @@ database, with a real OpenBao holding the Vault side of the grant.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,9 +19,10 @@ import pytest
 from sqlalchemy import inspect, text
 
 from actions.backends.vault import VaultBackend
-from approvals.expiry import ExpiryScheduler
+from approvals.expiry import EXPIRY_JOB, REMINDER_JOB, ExpiryScheduler, fire_expiry, fire_reminder
 from approvals.lifecycle import Actor
 from approvals.models import Grant
+from approvals.notifier import GrantView
 from tests.conftest import wait_for
 from tests.fakes.kube import FakeKubernetes
 from tests.fakes.openbao import OpenBao
@@ -119,7 +121,7 @@ def test_the_reminder_fires_before_the_end_in_real_time(
     assert row.reminded_at <= row.expires_at - timedelta(seconds=1)
 
 
-def test_jobs_are_stored_in_the_database_and_follow_the_grant(
+def test_two_stored_wake_ups_follow_the_soonest_grant_however_many_there_are(
     tmp_path: Path,
     database_url: str,
     kube: FakeKubernetes,
@@ -131,20 +133,41 @@ def test_jobs_are_stored_in_the_database_and_follow_the_grant(
     )
     scheduler = scheduler_for(world, schedulers, instance="stored")
     scheduler.start()
-    grant = world.grant(duration=3600)
-    assert jobs(world, "stored") == {
-        f"grant-{grant.id}-expiry": grant.expires_at.timestamp(),
-        f"grant-{grant.id}-reminder": (grant.expires_at - timedelta(minutes=10)).timestamp(),
-    }
+    assert jobs(world, "stored") == {}  # no grant, nothing to wake for
+
+    def wake_ups(grant: GrantView) -> dict[str, float]:
+        return {
+            EXPIRY_JOB: grant.expires_at.timestamp(),
+            REMINDER_JOB: (grant.expires_at - timedelta(minutes=10)).timestamp(),
+        }
+
+    long = world.grant(duration=7200)
+    assert jobs(world, "stored") == wake_ups(long)
+    short = world.grant(duration=3600)  # sooner: both move earlier
+    assert jobs(world, "stored") == wake_ups(short)
+    middle = world.grant(duration=5400)  # later: nothing moves, and no job per grant
+    assert jobs(world, "stored") == wake_ups(short)
     scheduler.shutdown()
 
-    # a new process with the same instance name finds them, and reschedules on extension
+    # a new process with the same instance name sets them from the database at its start
     again = scheduler_for(world, schedulers, grants=world.service(), instance="stored")
+    with world.engine.begin() as conn:
+        conn.execute(text("DELETE FROM opsgate_jobs_stored"))
     again.start()
-    extended = again.grants.extend(grant.id, 1800, actor=Actor("U0SRE1"))
-    assert jobs(world, "stored")[f"grant-{grant.id}-expiry"] == extended.expires_at.timestamp()
-    again.grants.revoke(grant.id, actor=Actor("U0SRE1"))
-    assert jobs(world, "stored") == {}
+    assert jobs(world, "stored") == wake_ups(short)
+    # ending the soonest grant early leaves its wake-up; when it runs it finds nothing due and
+    # is set again at the next grant's end (the reminder likewise)
+    again.grants.revoke(short.id, actor=Actor("U0SRE1"))
+    assert jobs(world, "stored") == wake_ups(short)
+    fire_expiry("stored")
+    fire_reminder("stored")
+    assert jobs(world, "stored") == wake_ups(middle)
+    assert world.row(middle.id).status == "active"
+    # an extension that makes the soonest grant end later leaves the earlier wake-up as it is
+    again.grants.extend(middle.id, 3600, actor=Actor("U0SRE1"))
+    assert jobs(world, "stored") == wake_ups(middle)
+    fire_expiry("stored")
+    assert jobs(world, "stored")[EXPIRY_JOB] == long.expires_at.timestamp()
 
 
 def test_periodic_callbacks_run_and_two_instances_need_two_names(
@@ -200,8 +223,8 @@ def test_crash_then_restart_after_the_expiry_revokes_within_the_start(
     grant = world.grant(role="edit", duration=1800, settings=rule)
     assert world.binding(grant.id) is not None
     assert vault.group_member_ids(group) == [entity_id]  # membership exists during the grant
-    first.shutdown(wait=False)  # the bot dies; its job stays in the database
-    assert f"grant-{grant.id}-expiry" in jobs(world, "crash")
+    first.shutdown(wait=False)  # the bot dies; its wake-up stays in the database
+    assert jobs(world, "crash")[EXPIRY_JOB] == grant.expires_at.timestamp()
 
     clock.advance(1800 + 3600)  # an hour past the end, with no bot running
 
@@ -223,3 +246,33 @@ def test_crash_then_restart_after_the_expiry_revokes_within_the_start(
     assert world.notifier.of(grant.id) == ["started", "expired"]
     with world.sessions() as session:
         assert session.get(Grant, grant.id) is not None
+
+
+def test_a_clock_behind_the_wall_clock_does_not_wake_the_sweep_in_a_loop(
+    tmp_path: Path,
+    database_url: str,
+    kube: FakeKubernetes,
+    schedulers: Started,
+) -> None:
+    """With an injected clock an hour behind the wall clock, a grant's end is already past by
+    the wall clock: its wake-up runs at once, finds nothing due by the service's clock, and is
+    not set again in the past (which would run it again at once, for ever)."""
+    clock = Clock(datetime.now(UTC) - timedelta(hours=2))
+    world = schedulers.world(tmp_path, database_url, kube, clock=clock)
+    sweeps: list[int] = []
+    grants = world.service()
+    sweep = grants.sweep
+
+    def counted() -> list[int]:
+        sweeps.append(1)
+        return sweep()
+
+    grants.sweep = counted  # type: ignore[method-assign]
+    scheduler = scheduler_for(world, schedulers, grants=grants, instance="behind")
+    scheduler.start()
+    grant = world.grant(duration=3600, grants=grants)  # ends an hour ago, by the wall clock
+    wait_for(lambda: len(sweeps) >= 2, what="the expiry wake-up")
+    time.sleep(0.5)
+    assert len(sweeps) == 2  # the start's, and the wake-up's, once
+    assert world.row(grant.id).status == "active"
+    assert EXPIRY_JOB not in jobs(world, "behind")

@@ -19,7 +19,7 @@ from bot.mrkdwn import escape
 RESTART_USAGE = (
     "/ops restart <workload> -n <namespace> [--env ENV] [--reason TEXT] [--break-glass REASON]"
 )
-STATUS_USAGE = "/ops status [REQUEST_ID]"
+STATUS_USAGE = "/ops status [REQUEST_ID | --page N]"
 
 
 def test_status_without_an_id_asks_for_the_latest_requests() -> None:
@@ -188,6 +188,36 @@ def test_parse_status() -> None:
             id="status-not-a-number",
         ),
         pytest.param("status 1 2", ["unrecognized arguments: 2"], STATUS_USAGE, id="status-extra"),
+        pytest.param(
+            "status 12 --page 2",
+            ["--page pages through your latest requests; leave out the request ID"],
+            STATUS_USAGE,
+            id="status-id-and-page",
+        ),
+        pytest.param(
+            "grants --page 0",
+            ["--page", "pages are numbered from 1 to 100,000"],
+            "/ops grants [--page N]",
+            id="grants-page-zero",
+        ),
+        pytest.param(
+            "grants --page 99999999999999999999",
+            ["pages are numbered from 1 to 100,000"],
+            "/ops grants [--page N]",
+            id="grants-page-huge",
+        ),
+        pytest.param(
+            "grants --page two",
+            ["'two' is not a page number"],
+            "/ops grants [--page N]",
+            id="grants-page-not-a-number",
+        ),
+        pytest.param(
+            "status --page",
+            ["--page", "expected one argument"],
+            STATUS_USAGE,
+            id="status-page-missing",
+        ),
     ],
 )
 def test_parse_errors_say_what_and_show_usage(text: str, words: list[str], line: str) -> None:
@@ -289,6 +319,9 @@ def test_parse_the_other_request_kinds() -> None:
     assert (restore.path, restore.namespace) == ("secret/prod/db", None)
     assert restore.params == RestoreParams(path="secret/prod/db", to_version=2)
     assert parse("grants") == Command("grants")
+    assert parse("grants --page 3") == Command("grants", page=3)
+    assert parse("status --page 2") == Command("status", page=2)
+    assert parse("status 12") == Command("status", request_id=12)
     assert parse("revoke #12 --reason done") == Command("revoke", grant_id=12, reason="done")
     extend = parse("extend 12 30m")
     assert (extend.grant_id, extend.params) == (12, ExtendParams(grant_id=12, seconds=1800))

@@ -263,7 +263,19 @@ def test_active_lists_by_end_and_by_grantee(gw: GrantWorld) -> None:
     short = gw.grant(duration=600, requester="U0DEV2")
     assert [g.id for g in gw.grants.active()] == [short.id, long.id]
     assert [g.id for g in gw.grants.active("U0DEV2")] == [short.id]
-    assert gw.grants.active("U0NOBODY") == []
+    assert list(gw.grants.active("U0NOBODY")) == []
+    # a page at a time, with how many there are in all
+    third = gw.grant(duration=900)
+    first = gw.grants.active(size=2)
+    assert ([g.id for g in first], first.total, first.more) == ([short.id, third.id], 3, True)
+    second = gw.grants.active(page=2, size=2)
+    assert ([g.id for g in second], second.total, second.more) == ([long.id], 3, False)
+    assert (len(gw.grants.active(page=3, size=2)), gw.grants.active(page=3, size=2).total) == (
+        0,
+        3,
+    )
+    with pytest.raises(ValueError, match="out of range"):
+        gw.grants.active(page=0)
     with pytest.raises(UnknownGrant):
         gw.grants.get(9999)
 

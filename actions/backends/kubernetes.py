@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -40,9 +41,42 @@ WORKLOAD_KINDS: dict[str, str] = {
 SCALABLE_KINDS: dict[str, str] = {"Deployment": "deployment", "StatefulSet": "stateful_set"}
 """apps/v1 kinds with a ``scale`` subresource that opsgate scales."""
 
+REFRESH_HOOK_INTERVAL = 10.0
+"""Seconds between two runs of the client's token refresh hook (see :func:`_at_most_every`)."""
+
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
+
+
+def _at_most_every(seconds: float, hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``hook`` (the ``refresh_api_key_hook`` that ``load_kube_config``/``load_incluster_config``
+    install), run at most once every ``seconds``.
+
+    The client runs that hook before every request. It reloads a token only when it is about to
+    expire (within 5 minutes for a kubeconfig token, once a minute for the in-cluster token file),
+    but it also assigns ``host`` again each time, which makes the client re-read every proxy
+    variable of the environment: a third of the CPU a DELETE costs, which revoking 1,000 grants
+    at once pays 1,000 times. Running it every ``seconds`` (far less than those windows) still
+    refreshes every token before it expires. The hook installs a new hook each time it runs;
+    that one is wrapped in turn.
+    """
+    lock = threading.Lock()
+    state: dict[str, Any] = {"hook": hook, "last": None}
+
+    def throttled(configuration: Any) -> None:
+        with lock:
+            now = time.monotonic()
+            if state["last"] is not None and now - state["last"] < seconds:
+                return
+            state["hook"](configuration)
+            state["last"] = now
+            installed = configuration.refresh_api_key_hook
+            if installed is not throttled and installed is not None:
+                state["hook"] = installed
+                configuration.refresh_api_key_hook = throttled
+
+    return throttled
 
 
 class KubernetesBackend:
@@ -95,6 +129,10 @@ class KubernetesBackend:
         configuration.retries = urllib3.Retry(
             total=2, connect=2, read=0, status=0, other=0, redirect=0, backoff_factor=0.2
         )
+        if configuration.refresh_api_key_hook is not None:
+            configuration.refresh_api_key_hook = _at_most_every(
+                REFRESH_HOOK_INTERVAL, configuration.refresh_api_key_hook
+            )
         return client.ApiClient(configuration)
 
     @contextmanager

@@ -1166,14 +1166,17 @@ class ObjectStore:
         fields_match = field_selector_matcher(field_selector or "")
         with self._lock:
             found = [
-                copy.deepcopy(obj)
+                obj
                 for (group, plural, ns, _), obj in sorted(self._objects.items())
                 if (group, plural) == (rt.group, rt.plural)
                 and (not namespace or not rt.namespaced or ns == namespace)
                 and labels_match(obj.get("metadata", {}).get("labels") or {})
                 and fields_match(obj)
             ]
-            return found, str(self._current_rv)
+            # stored objects are JSON: a JSON round trip copies 10,000 of them several times
+            # faster than copy.deepcopy
+            copied: list[Obj] = json.loads(json.dumps(found))
+            return copied, str(self._current_rv)
 
     # -- writes
 
@@ -1355,7 +1358,9 @@ class ObjectStore:
                         f"precondition: {expected}, {precondition[0].upper() + precondition[1:]} "
                         f"in object meta: {actual}",
                     )
-            deleted = copy.deepcopy(current)
+            # the stored object itself once it leaves the store (a copy on a dry run): deleting
+            # thousands of RoleBindings in a row should not cost a deep copy each
+            deleted = copy.deepcopy(current) if dry_run else current
             if not dry_run:
                 del self._objects[key]
                 if rt.plural == "namespaces":
@@ -2374,6 +2379,23 @@ class FakeKubernetes:
             stored = self.store.update(rt, namespace, name, replace, replace_status=True)
         self.controllers.seeded(stored)
         return self.store.get(rt, namespace, name) or stored
+
+    def add_many(self, objs: Iterable[Mapping[str, Any]]) -> int:
+        """Seed many objects that do not exist yet (10,000 RoleBindings, say) as :meth:`add`
+        does, without reading each back; returns how many were stored. Raises ``ApiError``
+        (AlreadyExists) for one that exists."""
+        count = 0
+        for obj in objs:
+            rt = self.resource_type(obj["apiVersion"], obj["kind"])
+            namespace = obj.get("metadata", {}).get("namespace") or (
+                "default" if rt.namespaced else None
+            )
+            stored = self.store.create(
+                rt, namespace, dict(obj), require_namespace=False, reset_status=False
+            )
+            self.controllers.seeded(stored)
+            count += 1
+        return count
 
     def stall(
         self, namespace: str, name: str, *, kind: str = "Deployment", after_reads: int = 1

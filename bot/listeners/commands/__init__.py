@@ -10,13 +10,14 @@ command); ``reply`` answers the person who asked, alone.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
 from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
+from approvals.notifier import RequestView
 from bot import blocks, grant_blocks
 from bot.grammar import Command, CommandError, help_text, parse
 from bot.work import Workers
@@ -79,14 +80,14 @@ def run(gate: Gate, parsed: Command, *, user: str, origin: Origin, reply: Reply)
         if parsed.name == "help":
             reply(help_text())
         elif parsed.name == "status":
-            _status(gate, parsed.request_id, user, reply)
+            _status(gate, parsed.request_id, user, reply, parsed.page)
         elif parsed.name == "history":
             assert parsed.namespace is not None
             assert parsed.workload is not None
             lines = gate.history(parsed.namespace, parsed.env, parsed.workload)
             reply(blocks.history_lines(lines))
         elif parsed.name == "grants":
-            _grants(gate, user, reply)
+            _grants(gate, user, reply, parsed.page)
         elif parsed.name == "revoke":
             assert parsed.grant_id is not None
             gate.revoke_grant(parsed.grant_id, Actor(user), reason=parsed.reason)
@@ -110,18 +111,19 @@ def run(gate: Gate, parsed: Command, *, user: str, origin: Origin, reply: Reply)
         reply(blocks.error_message(str(exc)))
 
 
-def _status(gate: Gate, request_id: int | None, user_id: str, reply: Reply) -> None:
+def _status(gate: Gate, request_id: int | None, user_id: str, reply: Reply, page: int) -> None:
     """Answer ``/ops status [ID]``: one request, or the user's latest ones."""
+    views: Sequence[RequestView]
     if request_id is None:
-        views = gate.latest(requester_id=user_id, limit=STATUS_LIMIT)
+        views = gate.latest(requester_id=user_id, limit=STATUS_LIMIT, page=page)
     else:
         views = [gate.get_for(request_id, Actor(user_id))]
     reply(blocks.status_list(views))
 
 
-def _grants(gate: Gate, user_id: str, reply: Reply) -> None:
+def _grants(gate: Gate, user_id: str, reply: Reply, page: int) -> None:
     """Answer ``/ops grants``: the user's active grants, or every one for an approver."""
-    grants, everyone = gate.active_grants(user_id)
+    grants, everyone = gate.active_grants(user_id, page=page)
     reply(grant_blocks.grants_list(grants, gate.now(), everyone=everyone))
 
 
