@@ -436,7 +436,7 @@ def test_the_app_home_lists_what_each_person_may_approve(world: World) -> None:
     assert [v.id for v in world.gate.pending_for(SRE[0])] == [first, billing]
     assert [v.id for v in world.gate.pending_for(SRE[1])] == [first, mine, billing]
     assert [v.id for v in world.gate.pending_for("U0FIN1")] == [billing]
-    assert world.gate.pending_for("U0ONCALL") == []
+    assert world.gate.pending_for("U0ONCALL").items == ()
 
 
 # --- members brought up to date -----------------------------------------------------------------
@@ -466,7 +466,7 @@ def test_members_are_only_added_between_reloads(world: World) -> None:
     users = stored_users(world, request_id)
     assert {"U0SRENEW2", NEWCOMER} <= set(users)
     assert "U0SREBOT" not in users
-    assert world.gate.pending_for("U0SREBOT") == []
+    assert world.gate.pending_for("U0SREBOT").items == ()
     assert world.gate.approve(request_id, Actor(NEWCOMER)).status == "executing"
     assert finished(world, request_id).status == "succeeded"
 
