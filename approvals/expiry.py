@@ -65,6 +65,20 @@ REMINDER_JOB = "opsgate-next-reminder"
 
 _INSTANCES: dict[str, ExpiryScheduler] = {}
 _INSTANCES_LOCK = threading.Lock()
+
+
+class _SkippedPeriodicRun(logging.Filter):
+    """APScheduler warns each time a periodic job is due while its previous run still goes on
+    ("maximum number of running instances reached"). For opsgate's periodic jobs that is the
+    intended behaviour (one run at a time; the next run catches up), not something to act on:
+    such lines are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not ('job "opsgate-' in message and "maximum number of running" in message)
+
+
+logging.getLogger("apscheduler.scheduler").addFilter(_SkippedPeriodicRun())
 SKEW_TOLERANCE = timedelta(seconds=1)
 """A wake-up the database puts further in the past than this (by the wall clock) is not set: the
 service's clock is behind the wall clock (an injected one), and it would run again at once, in a
