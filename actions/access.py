@@ -31,8 +31,16 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
-from actions.errors import ActionError, Invalid, NotFound, PermanentError
+from actions.errors import (
+    ActionError,
+    Invalid,
+    MaybeApplied,
+    NotFound,
+    OutcomeUnknown,
+    PermanentError,
+)
 from actions.kube import KubernetesPort
+from actions.readback import CONFIRMED, Seen, read_back
 from actions.vault import VaultPort
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -246,6 +254,9 @@ class Access:
         ``vault_entity``, ``vault_entity_id``, ``duration_seconds``, ``max_duration_seconds``,
         ``started_at`` and ``expires_at`` (RFC 3339), ``extend``. If the Vault step fails the
         RoleBinding is deleted again before the error is raised (nothing is left half-granted).
+        A RoleBinding write sent without an answer is read back (:mod:`actions.readback`): there
+        as asked (carry on), absent (``TemporaryError``: safe to ask again), or otherwise
+        (``OutcomeUnknown``).
         """
         assert isinstance(params, AccessParams)
         request_id = target.settings.get("request_id")
@@ -264,7 +275,12 @@ class Access:
             expires_at=expires_at,
         )
         name = body["metadata"]["name"]
-        self._kube.apply_role_binding(target.kube_context, params.namespace, body)
+        confirmed = False
+        try:
+            self._kube.apply_role_binding(target.kube_context, params.namespace, body)
+        except MaybeApplied as exc:
+            self._read_back(exc, target.kube_context, body)
+            confirmed = True
         vault_group = facts.get("vault_group")
         if vault_group is not None:
             try:
@@ -292,13 +308,67 @@ class Access:
             "extend": facts.get("extend"),
         }
         vault = f" and Vault group {vault_group}" if vault_group else ""
+        read = f" ({CONFIRMED})" if confirmed else ""
         return Outcome(
             summary=(
                 f"granted {facts['role']} in {params.namespace}{vault} to "
-                f"{facts['kubernetes_user']} until {rfc3339(expires_at)}"
+                f"{facts['kubernetes_user']} until {rfc3339(expires_at)}{read}"
             ),
             facts={"grant": grant},
         )
+
+    def _read_back(
+        self, error: MaybeApplied, kube_context: str | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The RoleBinding read back after a write that got no answer; see
+        :func:`actions.readback.read_back`. Absent (``{}``) means not applied; one whose
+        ``roleRef``, ``subjects`` and annotations are ``body``'s means applied."""
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+
+        def read() -> dict[str, Any]:
+            try:
+                return self._kube.get_role_binding(kube_context, namespace, name)
+            except NotFound:
+                return {}
+
+        def judge(binding: dict[str, Any]) -> Seen:
+            if not binding:
+                return Seen.NOT_APPLIED
+            annotations = (binding.get("metadata") or {}).get("annotations") or {}
+            if (
+                binding.get("roleRef") == body["roleRef"]
+                and binding.get("subjects") == body["subjects"]
+                and body["metadata"]["annotations"].items() <= annotations.items()
+            ):
+                return Seen.APPLIED
+            return Seen.UNCLEAR
+
+        def state(binding: dict[str, Any]) -> dict[str, Any]:
+            if not binding:
+                return {"rolebinding": "absent"}
+            annotations = (binding.get("metadata") or {}).get("annotations") or {}
+            subjects = binding.get("subjects") or []
+            return {
+                "clusterrole": (binding.get("roleRef") or {}).get("name", "?"),
+                "subjects": ", ".join(str(s.get("name", "?")) for s in subjects) or "none",
+                "expires": annotations.get(EXPIRES_AT_ANNOTATION, "?"),
+            }
+
+        try:
+            return read_back(
+                error,
+                change="the grant",
+                subject=f"rolebinding/{name} in {namespace}",
+                read=read,
+                judge=judge,
+                state=state,
+            )
+        except OutcomeUnknown as exc:
+            raise OutcomeUnknown(
+                f"{exc}. No grant is recorded, so the drift check removes this RoleBinding if it "
+                "exists",
+                facts=exc.facts,
+            ) from exc
 
     # --- after execute ------------------------------------------------------------------------
 

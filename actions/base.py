@@ -44,11 +44,43 @@ class Preview:
 
 
 @dataclass(frozen=True)
+class RolloutWatch:
+    """A workload whose rollout is still to be followed after a change: its ``kind``
+    (Deployment, StatefulSet, DaemonSet), ``namespace``, ``name`` and ``kube_context``."""
+
+    kind: str
+    namespace: str
+    name: str
+    kube_context: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON for the database (``requests.rollout``)."""
+        return {
+            "kind": self.kind,
+            "namespace": self.namespace,
+            "name": self.name,
+            "kube_context": self.kube_context,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> RolloutWatch:
+        """The inverse of :meth:`as_json`. Raises ``KeyError`` for a missing field."""
+        return cls(data["kind"], data["namespace"], data["name"], data.get("kube_context"))
+
+
+@dataclass(frozen=True)
 class Outcome:
-    """What happened: a one-line ``summary`` for Slack and ``facts`` for the audit trail."""
+    """What happened: a one-line ``summary`` for Slack and ``facts`` for the audit trail.
+
+    ``rollout`` is set when the change was applied and its rollout remains to be followed
+    (restart, scale, rollback): ``summary`` then says what was applied, and the request is not
+    finished until :func:`actions.rollout.conclude` says the rollout completed or failed. The
+    gate follows such rollouts from one periodic job, so that no thread waits on one.
+    """
 
     summary: str
     facts: dict[str, Any] = field(default_factory=dict)
+    rollout: RolloutWatch | None = None
 
 
 class ActionKind(Protocol):
@@ -66,5 +98,6 @@ class ActionKind(Protocol):
         ...
 
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
-        """Carry the change out. Raises ``actions.errors.ActionError`` when it fails."""
+        """Carry the change out; an ``Outcome`` with a ``rollout`` leaves the rollout to be
+        followed. Raises ``actions.errors.ActionError`` when it fails."""
         ...

@@ -53,3 +53,32 @@ class RolloutFailed(PermanentError):
     def __init__(self, message: str, *, facts: Mapping[str, Any] | None = None) -> None:
         super().__init__(message)
         self.facts: dict[str, Any] = dict(facts or {})
+
+
+class MaybeApplied(ActionError):
+    """A write (PATCH, POST…) was sent, but no answer came: the read timed out, the connection
+    dropped after sending, or the API server answered 504 (its own timeout, after which the write
+    may still complete). The change may or may not have taken effect; retrying blindly could
+    apply it twice. A refused or timed-out connection is never this: nothing was sent, so it is
+    ``TemporaryError``. Callers read the object back (:func:`actions.readback.read_back`).
+
+    ``reason`` says what went wrong (``the Kubernetes API … did not answer while patching …``);
+    the message adds that the change may have taken effect.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"{reason}; it may have taken effect: check before retrying")
+        self.reason = reason
+
+
+class OutcomeUnknown(ActionError):
+    """Whether a change took effect cannot be told: it was sent without an answer
+    (:class:`MaybeApplied`) and reading the object back failed too, or showed a state that is
+    neither the change nor what was there before. The message says to check before retrying.
+
+    ``facts`` is JSON for the audit trail: the object's current state where it could be read.
+    """
+
+    def __init__(self, message: str, *, facts: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.facts: dict[str, Any] = dict(facts or {})

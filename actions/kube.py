@@ -15,7 +15,8 @@ class KubernetesPort(Protocol):
     ``kind`` is ``Deployment``, ``StatefulSet`` or ``DaemonSet``. ``dry_run`` sends
     ``dryRun=All``: the API server validates and answers, and stores nothing. Methods raise
     :mod:`actions.errors` errors only (``NotFound``, ``Forbidden``, ``Conflict``, ``Invalid``,
-    ``TemporaryError``, ``PermanentError``).
+    ``TemporaryError``, ``PermanentError``); a write (not a dry run) sent without an answer
+    raises ``MaybeApplied``: read the object back to learn whether it took effect.
     """
 
     def get_workload(
@@ -89,6 +90,10 @@ class KubernetesPort(Protocol):
         self, context: str | None, namespace: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         """Create a RoleBinding, or replace the one of that name; returns it as stored."""
+        ...
+
+    def get_role_binding(self, context: str | None, namespace: str, name: str) -> dict[str, Any]:
+        """GET a RoleBinding; ``NotFound`` when it does not exist."""
         ...
 
     def delete_role_binding(self, context: str | None, namespace: str, name: str) -> bool:

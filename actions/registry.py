@@ -38,7 +38,7 @@ def consumer_restarter(restart: Restart) -> RestartConsumer:
     def restart_consumer(namespace: str, workload: str, kube_context: str | None) -> str:
         params, target = _restart_request(workload, namespace, kube_context)
         preview = restart.preview(params, target=target)
-        return restart.execute(params, target=target, preview=preview).summary
+        return restart.follow(restart.execute(params, target=target, preview=preview)).summary
 
     return restart_consumer
 

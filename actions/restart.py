@@ -3,7 +3,7 @@
 kubectl sends a strategic merge patch that sets the pod template annotation
 ``kubectl.kubernetes.io/restartedAt`` to the current time (RFC 3339), and refuses a paused
 Deployment; this module does exactly that, for Deployments, StatefulSets and DaemonSets, then
-follows the rollout as ``kubectl rollout status`` does (:func:`actions.rollout.follow_rollout`).
+leaves the rollout to be followed as ``kubectl rollout status`` does (:mod:`actions.rollout`).
 
 ``preview`` validates the same patch with a server-side dry run (``dryRun=All``, issue 3 item 6):
 an admission webhook or policy engine that would refuse it is answered at once, before anyone is
@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
-from actions.errors import Invalid
+from actions.errors import Invalid, MaybeApplied
+from actions.readback import CONFIRMED, Seen, read_back
 from actions.rollout import RolloutFollower
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
@@ -93,23 +94,78 @@ class Restart(RolloutFollower):
         return Preview(target=state.ref, lines=lines, facts=facts)
 
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
-        """Patch ``spec.template.metadata.annotations[restartedAt]`` as kubectl does, then
-        follow the rollout.
+        """Patch ``spec.template.metadata.annotations[restartedAt]`` as kubectl does; the
+        Outcome's ``rollout`` is left to follow (:meth:`RolloutFollower.follow` or the gate's
+        job, which raise ``RolloutFailed`` when it does not complete).
 
-        Raises ``RolloutFailed`` (the restart WAS requested) when the rollout does not
-        complete, and the port's errors when the patch fails.
+        A patch sent without an answer is read back (:mod:`actions.readback`): the annotation
+        we sent is there (carry on), the Deployment is as previewed (``TemporaryError``: safe to
+        ask again), or it cannot be told (``OutcomeUnknown``). Raises the port's errors when the
+        patch fails.
         """
         assert isinstance(params, RestartParams)
         kind, name = preview.facts["kind"], preview.facts["name"]
         context = target.kube_context
         restarted_at, patch = self._patch()
-        obj = self._kube.patch_workload(context, kind, params.namespace, name, patch)
+        confirmed = False
+        try:
+            obj = self._kube.patch_workload(context, kind, params.namespace, name, patch)
+        except MaybeApplied as exc:
+            obj = self._read_back(exc, context, params.namespace, preview, restarted_at)
+            confirmed = True
         generation = obj.get("metadata", {}).get("generation")
-        result = self._follow(context, kind, params.namespace, name)
         applied = f"restarted {preview.target} in {params.namespace} (restartedAt {restarted_at})"
-        facts = {
-            "restartedAt": restarted_at,
-            "generation": generation,
-            "rollout": result.as_facts(),
-        }
-        return self._outcome(applied, result, facts)
+        if confirmed:
+            applied += f" ({CONFIRMED})"
+        facts = {"restartedAt": restarted_at, "generation": generation}
+        return self._watch(
+            applied, facts, context=context, kind=kind, namespace=params.namespace, name=name
+        )
+
+    def _read_back(
+        self,
+        error: MaybeApplied,
+        context: str | None,
+        namespace: str,
+        preview: Preview,
+        restarted_at: str,
+    ) -> dict[str, Any]:
+        """The workload read back after a restart patch that got no answer; see
+        :func:`actions.readback.read_back`. Not applied means: not our ``restartedAt``, and the
+        ``generation`` is still the previewed one (nothing changed the spec since)."""
+        kind, name = preview.facts["kind"], preview.facts["name"]
+
+        def judge(obj: dict[str, Any]) -> Seen:
+            if _restarted_at(obj) == restarted_at:
+                return Seen.APPLIED
+            generation = (obj.get("metadata") or {}).get("generation")
+            if generation is not None and generation == preview.facts.get("generation"):
+                return Seen.NOT_APPLIED
+            return Seen.UNCLEAR
+
+        def state(obj: dict[str, Any]) -> dict[str, Any]:
+            now = WorkloadState.from_object(obj)
+            return {
+                "restartedAt": _restarted_at(obj) or "never",
+                "generation": now.generation,
+                "ready": f"{now.ready}/{now.desired}",
+            }
+
+        return read_back(
+            error,
+            change=f"the restart (restartedAt {restarted_at})",
+            subject=f"{preview.target} in {namespace}",
+            read=lambda: self._kube.get_workload(context, kind, namespace, name),
+            judge=judge,
+            state=state,
+            sleep=self._sleep,
+            pause=self._poll_interval,
+        )
+
+
+def _restarted_at(obj: dict[str, Any]) -> str | None:
+    """The workload's pod template ``restartedAt`` annotation, or None."""
+    template = (obj.get("spec") or {}).get("template") or {}
+    annotations = (template.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(RESTARTED_AT)
+    return str(value) if value is not None else None

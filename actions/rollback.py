@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
-from actions.errors import Conflict, Invalid, NotFound
+from actions.errors import Conflict, Invalid, MaybeApplied, NotFound
 from actions.history import (
     REVISION,
     Revision,
@@ -25,8 +25,9 @@ from actions.history import (
     revisions_of,
     template_without_hash,
 )
+from actions.readback import CONFIRMED, Seen, read_back
 from actions.rollout import RolloutFollower
-from actions.workloads import WorkloadKind, find_workload
+from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 ANNOTATIONS_KEPT = frozenset(
     {
@@ -174,11 +175,13 @@ class Rollback(RolloutFollower):
 
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
         """Re-read the Deployment, check it is still at the previewed revision, send kubectl's
-        patch, then follow the rollout.
+        patch; the Outcome's ``rollout`` is left to follow (as
+        :meth:`Restart.execute <actions.restart.Restart.execute>`).
 
-        Raises ``Conflict`` when the Deployment moved to another revision since the preview,
-        ``RolloutFailed`` (the template WAS replaced) when the rollout does not complete, and
-        the port's errors.
+        A patch sent without an answer is read back (:mod:`actions.readback`): the template is
+        the target revision's (carry on), still the one before (``TemporaryError``: safe to ask
+        again), or another (``OutcomeUnknown``). Raises ``Conflict`` when the Deployment moved to
+        another revision since the preview, and the port's errors.
         """
         assert isinstance(params, RollbackParams)
         context = target.kube_context
@@ -191,18 +194,73 @@ class Rollback(RolloutFollower):
                 f"{ref} moved from revision {preview.facts.get('current_revision')} to "
                 f"{now_at} since this rollback was previewed; nothing was changed, ask again"
             )
-        self._kube.json_patch_workload(
-            context, WorkloadKind.DEPLOYMENT, params.namespace, params.name, patch
-        )
-        result = self._follow(context, WorkloadKind.DEPLOYMENT, params.namespace, params.name)
+        confirmed = False
+        try:
+            self._kube.json_patch_workload(
+                context, WorkloadKind.DEPLOYMENT, params.namespace, params.name, patch
+            )
+        except MaybeApplied as exc:
+            self._read_back(exc, context, params, deployment, patch, chosen.number)
+            confirmed = True
         applied = (
             f"rolled back {ref} in {params.namespace} from revision {now_at} to revision "
             f"{chosen.number} ({', '.join(chosen.images)})"
         )
+        if confirmed:
+            applied += f" ({CONFIRMED})"
         facts: dict[str, Any] = {
             "from_revision": now_at,
             "to_revision": chosen.number,
             "images": list(chosen.images),
-            "rollout": result.as_facts(),
         }
-        return self._outcome(applied, result, facts)
+        return self._watch(
+            applied,
+            facts,
+            context=context,
+            kind=WorkloadKind.DEPLOYMENT,
+            namespace=params.namespace,
+            name=params.name,
+        )
+
+    def _read_back(
+        self,
+        error: MaybeApplied,
+        context: str | None,
+        params: RollbackParams,
+        before: dict[str, Any],
+        patch: list[dict[str, Any]],
+        to_revision: int,
+    ) -> dict[str, Any]:
+        """The Deployment read back after a rollback patch that got no answer; see
+        :func:`actions.readback.read_back`. Its pod template is compared with the one the patch
+        writes and the one it had before (``pod-template-hash`` left out, as kubectl does)."""
+        wanted = template_without_hash(patch[0]["value"])
+        was = template_without_hash((before.get("spec") or {}).get("template") or {})
+
+        def judge(obj: dict[str, Any]) -> Seen:
+            template = template_without_hash((obj.get("spec") or {}).get("template") or {})
+            if template == wanted:
+                return Seen.APPLIED
+            return Seen.NOT_APPLIED if template == was else Seen.UNCLEAR
+
+        def state(obj: dict[str, Any]) -> dict[str, Any]:
+            now = WorkloadState.from_object(obj)
+            annotations = (obj.get("metadata") or {}).get("annotations") or {}
+            return {
+                "revision": annotations.get(REVISION, "?"),
+                "images": ", ".join(now.images) or "none",
+                "ready": f"{now.ready}/{now.desired}",
+            }
+
+        return read_back(
+            error,
+            change=f"the rollback to revision {to_revision}",
+            subject=f"deployment/{params.name} in {params.namespace}",
+            read=lambda: self._kube.get_workload(
+                context, WorkloadKind.DEPLOYMENT, params.namespace, params.name
+            ),
+            judge=judge,
+            state=state,
+            sleep=self._sleep,
+            pause=self._poll_interval,
+        )

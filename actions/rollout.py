@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from actions.base import Outcome
+from actions.base import Outcome, RolloutWatch
 from actions.errors import RolloutFailed, TemporaryError
 from actions.kube import KubernetesPort
 from actions.workloads import WorkloadKind, WorkloadState
@@ -174,6 +174,39 @@ class RolloutResult:
         }
 
 
+def _ended(
+    status: RolloutStatus, obj: dict[str, Any], state: WorkloadState | None, elapsed: float
+) -> RolloutResult | None:
+    """The result of a rollout that has ended by this reading (complete, or not progressing:
+    ``ProgressDeadlineExceeded``), or None while it is still under way."""
+    ready, desired = (state.ready, state.desired) if state is not None else (0, 0)
+    if status.done:
+        summary = f"rolled out: {ready}/{desired} ready in {elapsed:.0f} s"
+        return RolloutResult(True, summary, None, elapsed, ready, desired)
+    if status.reason == PROGRESS_DEADLINE_EXCEEDED:
+        summary = f"not progressing: {PROGRESS_DEADLINE_EXCEEDED}: {_condition_message(obj)}"
+        return RolloutResult(False, summary, status.reason, elapsed, ready, desired)
+    return None
+
+
+def _timed_out(status: RolloutStatus, state: WorkloadState | None, elapsed: float) -> RolloutResult:
+    ready, desired = (state.ready, state.desired) if state is not None else (0, 0)
+    summary = f"not complete after {elapsed:.0f} s: {status.message}"
+    return RolloutResult(False, summary, TIMEOUT, elapsed, ready, desired)
+
+
+def _read(
+    kube: KubernetesPort, context: str | None, kind: str, namespace: str, name: str
+) -> tuple[RolloutStatus, dict[str, Any], WorkloadState | None]:
+    """One GET of the workload and its :func:`rollout_status`; a ``TemporaryError`` is a
+    not-done status whose message is the error's (the caller reads again later)."""
+    try:
+        obj = kube.get_workload(context, kind, namespace, name)
+    except TemporaryError as exc:
+        return RolloutStatus(False, str(exc)), {}, None
+    return rollout_status(obj), obj, WorkloadState.from_object(obj)
+
+
 def follow_rollout(
     kube: KubernetesPort,
     context: str | None,
@@ -194,36 +227,64 @@ def follow_rollout(
     Never raises for a rollout that does not complete: that is a ``RolloutResult`` with
     ``done=False``. A ``TemporaryError`` while reading is retried until the timeout; other
     :mod:`actions.errors` errors (``NotFound`` when the workload is gone…) are raised.
+    Blocks its thread: the gate follows the rollouts of requests with
+    :class:`RolloutReader` from one periodic job instead.
     """
     start = clock()
     max_reads = max(math.ceil(timeout / poll_interval), 0) + 1 if poll_interval > 0 else 1
     last = RolloutStatus(False, "not read yet")
     state: WorkloadState | None = None
-    last_obj: dict[str, Any] = {}
     for attempt in range(max_reads):
-        try:
-            obj = kube.get_workload(context, kind, namespace, name)
-        except TemporaryError as exc:
-            last = RolloutStatus(False, str(exc))
-        else:
-            last, last_obj = rollout_status(obj), obj
-            state = WorkloadState.from_object(obj)
+        last, obj, read_state = _read(kube, context, kind, namespace, name)
+        state = read_state or state
         elapsed = (clock() - start).total_seconds()
-        ready, desired = (state.ready, state.desired) if state is not None else (0, 0)
-        if last.done:
-            summary = f"rolled out: {ready}/{desired} ready in {elapsed:.0f} s"
-            return RolloutResult(True, summary, None, elapsed, ready, desired)
-        if last.reason == PROGRESS_DEADLINE_EXCEEDED:
-            message = _condition_message(last_obj)
-            summary = f"not progressing: {PROGRESS_DEADLINE_EXCEEDED}: {message}"
-            return RolloutResult(False, summary, last.reason, elapsed, ready, desired)
+        ended = _ended(last, obj, state, elapsed)
+        if ended is not None:
+            return ended
         if elapsed >= timeout or attempt == max_reads - 1:
             break
         sleep(min(poll_interval, max(timeout - elapsed, 0.0)))
-    elapsed = (clock() - start).total_seconds()
-    ready, desired = (state.ready, state.desired) if state is not None else (0, 0)
-    summary = f"not complete after {elapsed:.0f} s: {last.message}"
-    return RolloutResult(False, summary, TIMEOUT, elapsed, ready, desired)
+    return _timed_out(last, state, (clock() - start).total_seconds())
+
+
+class RolloutReader:
+    """One reading of a followed rollout at a time, for the gate's periodic job: no thread
+    waits on a rollout, so a hundred slow rollouts cost one job's reads, not a hundred threads.
+
+    ``kube`` is the Kubernetes port.
+    """
+
+    def __init__(self, kube: KubernetesPort) -> None:
+        self._kube = kube
+
+    def check(self, watch: RolloutWatch, *, elapsed: float, timeout: float) -> RolloutResult | None:
+        """Read ``watch``'s workload once: its :class:`RolloutResult` when the rollout is
+        complete or not progressing, or when ``elapsed`` (seconds since the change) has reached
+        ``timeout`` (seconds); None while it is still under way.
+
+        Raises ``NotFound`` when the workload is gone, and the port's other errors except
+        ``TemporaryError`` (a failed read counts as "still under way").
+        """
+        status, obj, state = _read(
+            self._kube, watch.kube_context, watch.kind, watch.namespace, watch.name
+        )
+        ended = _ended(status, obj, state, elapsed)
+        if ended is None and elapsed >= timeout:
+            return _timed_out(status, state, elapsed)
+        return ended
+
+
+def conclude(applied: str, result: RolloutResult, facts: Mapping[str, Any]) -> Outcome:
+    """The final Outcome of a change (``applied``: what was done) whose rollout ended with
+    ``result``: ``applied; <rollout summary>``, with ``facts`` plus ``rollout``.
+
+    Raises ``RolloutFailed`` (``applied, but <summary>``: the change WAS made) when the rollout
+    did not complete.
+    """
+    facts = {**facts, "rollout": result.as_facts()}
+    if not result.done:
+        raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
+    return Outcome(summary=f"{applied}; {result.summary}", facts=facts)
 
 
 def _condition_message(obj: dict[str, Any]) -> str:
@@ -234,7 +295,7 @@ def _condition_message(obj: dict[str, Any]) -> str:
 
 
 class RolloutFollower:
-    """The part restart, scale and rollback share: after their change, follow the rollout.
+    """The part restart, scale and rollback share: after their change, a rollout to follow.
 
     ``kube``: the Kubernetes port; ``clock``: aware UTC now; ``rollout_timeout``: seconds to
     follow the rollout after the change; ``sleep``/``poll_interval`` (seconds) pace it.
@@ -255,26 +316,42 @@ class RolloutFollower:
         self._sleep = sleep
         self._poll_interval = poll_interval
 
-    def _follow(self, context: str | None, kind: str, namespace: str, name: str) -> RolloutResult:
-        """:func:`follow_rollout` with this kind's port, clock and pacing."""
-        return follow_rollout(
+    @staticmethod
+    def _watch(
+        applied: str,
+        facts: dict[str, Any],
+        *,
+        context: str | None,
+        kind: str,
+        namespace: str,
+        name: str,
+    ) -> Outcome:
+        """The Outcome of a change just applied (``applied``: what was done) whose rollout is
+        still to be followed (:attr:`actions.base.Outcome.rollout`)."""
+        return Outcome(
+            summary=applied, facts=facts, rollout=RolloutWatch(kind, namespace, name, context)
+        )
+
+    def follow(self, outcome: Outcome) -> Outcome:
+        """Follow ``outcome``'s rollout here, blocking (:func:`follow_rollout`), and return the
+        final Outcome (:func:`conclude`); an outcome with nothing to follow is returned as it
+        is. For callers that need the end before they go on (a secret's consumers, restarted
+        one by one); the gate uses :class:`RolloutReader` instead.
+
+        Raises ``RolloutFailed`` when the rollout does not complete.
+        """
+        watch = outcome.rollout
+        if watch is None:
+            return outcome
+        result = follow_rollout(
             self._kube,
-            context,
-            kind,
-            namespace,
-            name,
+            watch.kube_context,
+            watch.kind,
+            watch.namespace,
+            watch.name,
             timeout=self._rollout_timeout,
             clock=self._clock,
             sleep=self._sleep,
             poll_interval=self._poll_interval,
         )
-
-    @staticmethod
-    def _outcome(applied: str, result: RolloutResult, facts: dict[str, Any]) -> Outcome:
-        """``applied; <rollout summary>`` when the rollout completed.
-
-        Raises ``RolloutFailed`` (``applied, but <summary>``: the change WAS made) when not.
-        """
-        if not result.done:
-            raise RolloutFailed(f"{applied}, but {result.summary}", facts=facts)
-        return Outcome(summary=f"{applied}; {result.summary}", facts=facts)
+        return conclude(outcome.summary, result, outcome.facts)

@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
-from actions.errors import Invalid
+from actions.errors import Invalid, MaybeApplied
+from actions.readback import CONFIRMED, Seen, read_back
 from actions.rollout import RolloutFollower
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
@@ -162,10 +163,13 @@ class Scale(RolloutFollower):
         return Preview(target=state.ref, lines=tuple(lines), facts=facts)
 
     def execute(self, params: BaseModel, *, target: Target, preview: Preview) -> Outcome:
-        """PATCH the scale subresource, then follow the rollout.
+        """PATCH the scale subresource; the Outcome's ``rollout`` is left to follow (as
+        :meth:`Restart.execute <actions.restart.Restart.execute>`).
 
-        Raises ``RolloutFailed`` (the replicas WERE changed) when it does not complete, and
-        the port's errors when the change itself fails.
+        A PATCH sent without an answer is read back (:mod:`actions.readback`): ``spec.replicas``
+        is the number asked for (carry on), still the number before (``TemporaryError``: safe
+        to ask again), or another (``OutcomeUnknown``). Raises the port's errors when the change
+        itself fails.
         """
         assert isinstance(params, ScaleParams)
         kind, name = preview.facts["kind"], preview.facts["name"]
@@ -173,16 +177,64 @@ class Scale(RolloutFollower):
         asked_at = preview.facts["current_replicas"]
         current = self._kube.get_scale(context, kind, params.namespace, name)
         before = int((current.get("spec") or {}).get("replicas") or 0)
-        scale = self._kube.patch_scale(context, kind, params.namespace, name, params.replicas)
+        confirmed = False
+        try:
+            scale = self._kube.patch_scale(context, kind, params.namespace, name, params.replicas)
+        except MaybeApplied as exc:
+            scale = self._read_back(exc, context, params, preview, before)
+            confirmed = True
         applied = (
             f"scaled {preview.target} in {params.namespace} from {before} to {params.replicas}"
         )
         if before != asked_at:  # an autoscaler (or someone) moved it since the preview
             applied += f" ({asked_at} when it was asked for)"
-        result = self._follow(context, kind, params.namespace, name)
+        if confirmed:
+            applied += f" ({CONFIRMED})"
         facts = {
             "from_replicas": before,
             "replicas": int((scale.get("spec") or {}).get("replicas", params.replicas)),
-            "rollout": result.as_facts(),
         }
-        return self._outcome(applied, result, facts)
+        return self._watch(
+            applied, facts, context=context, kind=kind, namespace=params.namespace, name=name
+        )
+
+    def _read_back(
+        self,
+        error: MaybeApplied,
+        context: str | None,
+        params: ScaleParams,
+        preview: Preview,
+        before: int,
+    ) -> dict[str, Any]:
+        """The ``Scale`` read back after a scale PATCH that got no answer; see
+        :func:`actions.readback.read_back`."""
+        kind, name = preview.facts["kind"], preview.facts["name"]
+
+        def judge(scale: dict[str, Any]) -> Seen:
+            replicas = _replicas(scale)
+            if replicas == params.replicas:
+                return Seen.APPLIED
+            return Seen.NOT_APPLIED if replicas == before else Seen.UNCLEAR
+
+        def state(scale: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "replicas": _replicas(scale),
+                "running": int((scale.get("status") or {}).get("replicas") or 0),
+            }
+
+        return read_back(
+            error,
+            change=f"the scale from {before} to {params.replicas} replicas",
+            subject=f"{preview.target} in {params.namespace}",
+            read=lambda: self._kube.get_scale(context, kind, params.namespace, name),
+            judge=judge,
+            state=state,
+            sleep=self._sleep,
+            pause=self._poll_interval,
+        )
+
+
+def _replicas(scale: dict[str, Any]) -> int | None:
+    """``spec.replicas`` of a ``Scale``, or None when it has none."""
+    value = (scale.get("spec") or {}).get("replicas")
+    return None if value is None else int(value)

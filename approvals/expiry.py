@@ -38,6 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
 from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
@@ -91,17 +92,49 @@ def fire_reminder(instance: str, grant_id: int | None = None) -> None:
     scheduler._reminder_due()
 
 
+STORE_RETRY_SECONDS = 5.0
+"""Seconds before the scheduler reads its job table again after the database failed it."""
+
+
 class _SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
     """The grants' job table, shared by every scheduler of the same instance name (replicas of
-    ``opsgate serve`` on one host name, say). Each may run a job (a sweep: idempotent); the second
-    to finish finds it already removed, which APScheduler 3 raises as ``JobLookupError`` from its
-    scheduler thread, ending that thread for good. Here that is only logged."""
+    ``opsgate serve`` on one host name, say).
+
+    APScheduler 3 calls ``get_next_run_time``, ``update_job`` and ``remove_job`` from its
+    scheduler thread without catching what they raise, so one failure ends that thread for good
+    and no grant would be revoked on time again. Here none of them raises: a job another
+    scheduler already removed (each may run a job: a sweep, idempotent) is only logged; a
+    database that cannot be reached is logged, and the table is read again after
+    :data:`STORE_RETRY_SECONDS` (a job whose update or removal failed runs again: the sweeps
+    are idempotent, and the periodic sweep revokes what is overdue in any case)."""
+
+    def get_next_run_time(self) -> datetime | None:
+        try:
+            next_run: datetime | None = super().get_next_run_time()
+        except SQLAlchemyError as exc:
+            log.warning(
+                "the scheduler's job table cannot be read (%s); trying again in %.0f s",
+                type(exc).__name__,
+                STORE_RETRY_SECONDS,
+            )
+            return datetime.now(UTC) + timedelta(seconds=STORE_RETRY_SECONDS)
+        return next_run
+
+    def update_job(self, job: Any) -> None:
+        try:
+            super().update_job(job)
+        except JobLookupError:
+            log.debug("job %s was already removed by another scheduler", job.id)
+        except SQLAlchemyError as exc:
+            log.warning("job %s could not be updated (%s)", job.id, type(exc).__name__)
 
     def remove_job(self, job_id: str) -> None:
         try:
             super().remove_job(job_id)
         except JobLookupError:
             log.debug("job %s was already removed by another scheduler", job_id)
+        except SQLAlchemyError as exc:
+            log.warning("job %s could not be removed (%s)", job_id, type(exc).__name__)
 
 
 class ExpiryScheduler:

@@ -17,13 +17,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, cast, delete, exists, func, insert, select, update
+from sqlalchemy import ColumnElement, cast, delete, exists, func, insert, select, text, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
-from actions.errors import ActionError, RolloutFailed
+from actions.errors import ActionError, OutcomeUnknown, RolloutFailed
 from approvals.grants import GrantError, GrantService, GrantView
 from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition, transition_many
 from approvals.lifecycle import record as record_event
@@ -34,9 +34,11 @@ from approvals.policy import (
     LoadedPolicy,
     NamespaceError,
     Outcome,
+    Refusal,
     RequestContext,
     Step,
     agent_of,
+    approval_refusal,
     count_satisfied,
     decide,
     is_incident_channel,
@@ -44,8 +46,14 @@ from approvals.policy import (
     resolve_groups,
     step_members,
 )
+from approvals.ratelimit import RequestRateLimiter
+from approvals.rollouts import RolloutChecker, RolloutJob, rollout_state
 
 log = logging.getLogger(__name__)
+
+
+STRANDED_AFTER = 300.0
+"""Seconds after which a pending request that was never put to its approvers is stranded."""
 
 
 class GateError(Exception):
@@ -65,7 +73,11 @@ class AlreadyDecided(GateError):
 
 
 class UnknownRequest(GateError):
-    """No request has this ID."""
+    """No request has this ID (or none the person asking may see)."""
+
+
+class RateLimited(Rejected):
+    """The requester made as many new requests in the last minute as the policy allows."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,10 @@ class Gate:
 
     ``sessions`` makes database sessions; ``policy`` returns the policy in force (it may be reloaded
     between calls); ``actions`` maps a command word to its request kind; ``clock`` returns an aware
-    UTC ``datetime``.
+    UTC ``datetime``; ``rollouts`` reads a rollout once (:class:`actions.rollout.RolloutReader`)
+    for :meth:`follow_rollouts`, which ends a request ``rollout_timeout`` seconds after its change
+    at the latest; ``rate_limiter`` counts each requester's new requests (default: one in this
+    process's memory, see :mod:`approvals.ratelimit`).
     """
 
     def __init__(
@@ -119,6 +134,9 @@ class Gate:
         directory: UsergroupDirectory | None = None,
         grants: GrantService | None = None,
         history: Callable[[str | None, str, str], list[str]] | None = None,
+        rollouts: RolloutChecker,
+        rollout_timeout: float = 300.0,
+        rate_limiter: RequestRateLimiter | None = None,
     ) -> None:
         self._sessions = sessions
         self._policy = policy
@@ -128,6 +146,16 @@ class Gate:
         self._directory = directory
         self.grants = grants
         self._history = history
+        self._rollout_timeout = rollout_timeout
+        self._rollout_job = RolloutJob(
+            sessions=sessions,
+            checker=rollouts,
+            clock=clock,
+            finish=lambda rid, to, detail, result, error: self._finish(
+                rid, to, detail=detail, result=result, error=error
+            ),
+        )
+        self._rate_limiter = rate_limiter or RequestRateLimiter()
 
     def now(self) -> datetime:
         """The gate's clock: an aware UTC datetime."""
@@ -157,15 +185,28 @@ class Gate:
         """Check, persist and announce a request; with ``approval: auto`` execute it at once.
 
         Raises :class:`Rejected` (and records a ``rejected`` audit event) when the namespace is not
-        in the policy, the target cannot be read, or the policy does not allow the request.
+        in the policy, the target cannot be read, or the policy does not allow the request;
+        :class:`RateLimited` (a ``Rejected``), before anything else is looked at, when the
+        requester already made the policy's ``rate_limit`` of requests in the last minute.
         """
         loaded = self._policy()
         submission = replace(submission, requester=self.actor(submission.requester, loaded))
         try:
+            self._check_rate(submission.requester, loaded)
             return self._submit(submission, loaded)
         except Rejected as exc:
             self._audit_rejection(submission, loaded, str(exc))
             raise
+
+    def _check_rate(self, requester: Actor, loaded: LoadedPolicy) -> None:
+        """Count a new request of ``requester``; raise :class:`RateLimited` when the policy's
+        ``rate_limit`` for their kind is used up (the refused request is not counted)."""
+        limit = loaded.policy.rate_limit.per_minute(agent=requester.kind == ActorKind.AGENT)
+        if not self._rate_limiter.hit(requester, limit):
+            raise RateLimited(
+                f"You have made {limit} requests in the last minute; opsgate allows {limit} per "
+                "minute. Wait a moment and try again; nothing was changed."
+            )
 
     def _submit(self, sub: Submission, loaded: LoadedPolicy) -> RequestView:
         kind = self._actions.get(sub.action)
@@ -307,42 +348,7 @@ class Gate:
             )
             request_id = request.id
 
-        view = self.get(request_id)
-
-        def approval_posted(ref: MessageRef) -> None:
-            # stored at once, so that a click arriving before request_opened returns already
-            # finds the message it must update
-            with self._sessions.begin() as session:
-                request = self._load(session, request_id)
-                request.approval_channel_id = ref.channel_id
-                request.approval_ts = ref.ts
-
-        def thread_posted(ref: MessageRef) -> None:
-            with self._sessions.begin() as session:
-                request = self._load(session, request_id)
-                request.thread_channel_id = ref.channel_id
-                request.thread_ts = ref.ts
-
-        try:
-            refs = self._notifier.request_opened(
-                view, approval_posted=approval_posted, thread_posted=thread_posted
-            )
-        except NotifyError as exc:
-            self._finish_unannounced(request_id, str(exc))
-            self._notify(request_id, "cancelled")
-            raise Rejected(
-                f"Request #{request_id} was cancelled: the approval message could not be "
-                f"posted ({exc}). Nothing was changed."
-            ) from exc
-        with self._sessions.begin() as session:
-            request = self._load(session, request_id)
-            if refs.approval is not None:
-                request.approval_channel_id = refs.approval.channel_id
-                request.approval_ts = refs.approval.ts
-            if refs.thread is not None:
-                request.thread_channel_id = refs.thread.channel_id
-                request.thread_ts = refs.thread.ts
-
+        self._announce(self.get(request_id))
         if decision.outcome is Outcome.AUTO:
             self._move(
                 request_id,
@@ -356,6 +362,65 @@ class Gate:
         elif break_glass:
             self._break_glass(request_id, sub)
         return self.get(request_id)
+
+    def _announce(self, view: RequestView) -> None:
+        """Post the requester's announcement, then the approval message, and store where each
+        is, so that every later update finds them.
+
+        The approval message's reference is stored the moment it exists, with the thread's in
+        the same write (a click can only come once the approval message exists); without an
+        approval message, the thread's is stored alone. A decision that lands before the
+        reference is stored is shown on the card when it is stored. Raises :class:`Rejected`
+        (the request is cancelled, and its requester told) when the approval message cannot be
+        posted.
+        """
+        request_id = view.id
+        waiting: list[MessageRef] = []  # the thread's reference, stored with the approval's
+        stored: set[str] = set()
+
+        def store(approval: MessageRef | None, thread: MessageRef | None) -> bool:
+            """Store the references; True when the request is no longer pending."""
+            with self._sessions.begin() as session:
+                request = self._load(session, request_id)
+                if approval is not None:
+                    request.approval_channel_id = approval.channel_id
+                    request.approval_ts = approval.ts
+                if thread is not None:
+                    request.thread_channel_id = thread.channel_id
+                    request.thread_ts = thread.ts
+                return request.status != Status.PENDING.value
+
+        def thread_posted(ref: MessageRef) -> None:
+            stored.add("thread")
+            if view.needs_approval and view.approval_channel is not None:
+                waiting.append(ref)
+            else:
+                store(None, ref)
+
+        def approval_posted(ref: MessageRef) -> None:
+            stored.add("approval")
+            if store(ref, waiting.pop() if waiting else None):
+                # a click (or an expiry) came before the reference was stored, so its update
+                # found no message: whichever of the two comes second updates the card
+                self._notifier.card_changed(self.get(request_id))
+
+        try:
+            refs = self._notifier.request_opened(
+                view, approval_posted=approval_posted, thread_posted=thread_posted
+            )
+        except NotifyError as exc:
+            if waiting:  # the requester hears of the cancellation in their thread
+                store(None, waiting.pop())
+            self._finish_unannounced(request_id, str(exc))
+            self._notify(request_id, "cancelled")
+            raise Rejected(
+                f"Request #{request_id} was cancelled: the approval message could not be "
+                f"posted ({exc}). Nothing was changed."
+            ) from exc
+        approval = refs.approval if "approval" not in stored else None
+        thread = waiting.pop() if waiting else (refs.thread if "thread" not in stored else None)
+        if approval is not None or thread is not None:
+            store(approval, thread)
 
     def _break_glass(self, request_id: int, sub: Submission) -> None:
         """Execute at once, loudly: the audit channel gets a notice and a review item."""
@@ -447,9 +512,12 @@ class Gate:
     def approve(self, request_id: int, approver: Actor) -> RequestView:
         """Record ``approver``'s approval; execute once every step has enough distinct approvers.
 
-        Raises :class:`UnknownRequest`, :class:`NotAllowed` (not an approver, the requester, an
-        agent) or :class:`AlreadyDecided` (no longer pending, or already approved by them). A
-        double click or a Slack retry executes nothing twice.
+        Raises :class:`UnknownRequest`, :class:`NotAllowed` (the policy's
+        :func:`~approvals.policy.approval_refusal`: an agent, the requester, not an approver) or
+        :class:`AlreadyDecided` (no longer pending, or already approved by them). The request's
+        row is locked while the approval is counted (see :meth:`_decidable`), so of approvers
+        clicking at once exactly one completes the quorum; a double click or a Slack retry
+        executes nothing twice.
         """
         loaded = self._policy()
         approver = self.actor(approver, loaded)
@@ -457,8 +525,8 @@ class Gate:
         approved = False
         try:
             with self._sessions.begin() as session:
-                request = self._decidable(session, request_id, approver, loaded)
-                if request.requester_id == approver.id:
+                request, refusal = self._decidable(session, request_id, approver, loaded)
+                if refusal is Refusal.REQUESTER:
                     raise NotAllowed("You cannot approve your own request.")
                 session.add(
                     Approval(request_id=request_id, approver_id=approver.id, created_at=now)
@@ -508,14 +576,15 @@ class Gate:
     def deny(self, request_id: int, actor: Actor) -> RequestView:
         """Deny a pending request, or cancel it when ``actor`` is its requester.
 
-        Raises :class:`UnknownRequest`, :class:`NotAllowed` or :class:`AlreadyDecided`.
+        Raises :class:`UnknownRequest`, :class:`NotAllowed` (an agent, not an approver) or
+        :class:`AlreadyDecided`; the request's row is locked as for :meth:`approve`.
         """
         loaded = self._policy()
         actor = self.actor(actor, loaded)
         now = self._clock()
         with self._sessions.begin() as session:
-            request = self._decidable(session, request_id, actor, loaded)
-            to = Status.CANCELLED if request.requester_id == actor.id else Status.DENIED
+            request, refusal = self._decidable(session, request_id, actor, loaded)
+            to = Status.CANCELLED if refusal is Refusal.REQUESTER else Status.DENIED
             if not transition(
                 session,
                 request,
@@ -531,10 +600,15 @@ class Gate:
 
     def _decidable(
         self, session: Session, request_id: int, actor: Actor, loaded: LoadedPolicy
-    ) -> Request:
-        request = session.get(Request, request_id)
-        if request is None:
-            raise UnknownRequest(f"There is no request #{request_id}.")
+    ) -> tuple[Request, Refusal | None]:
+        """The pending request ``request_id``, locked (:meth:`_locked`), that ``actor`` may
+        decide, and :attr:`Refusal.REQUESTER` when ``actor`` is its requester (who may only
+        withdraw it; None otherwise).
+
+        Raises :class:`UnknownRequest`, :class:`AlreadyDecided` (not pending, or ``actor``
+        already approved it) or :class:`NotAllowed` (an agent, not an approver).
+        """
+        request = self._locked(session, request_id)
         if request.status != Status.PENDING:
             by = (
                 f" by <@{request.decided_by}>"
@@ -542,17 +616,11 @@ class Gate:
                 else ""
             )
             raise AlreadyDecided(f"Request #{request_id} is already {request.status}{by}.")
-        if actor.kind == ActorKind.AGENT:
+        refusal = self._refusal(request, actor, loaded)
+        if refusal is Refusal.AGENT:
             raise NotAllowed("Automation cannot approve or deny requests.")
-        if actor.id == request.requester_id:
-            return request
-        members_of = request.approvers.get("members_policy_sha256", request.policy_sha256)
-        if members_of != loaded.sha256:
-            self._refresh_approvers(request, loaded, reloaded=True)
-        if actor.id not in request.approvers.get("users", []):
-            self._refresh_approvers(request, loaded)
-        if actor.id not in request.approvers.get("users", []):
-            groups = ", ".join(request.approvers.get("groups", [])) or "nobody"
+        if refusal is Refusal.NOT_AN_APPROVER:
+            groups = ", ".join(request.approvers["groups"])
             raise NotAllowed(
                 f"Only members of {groups} may decide request #{request_id}; nothing was changed."
             )
@@ -563,7 +631,45 @@ class Gate:
         )
         if already is not None:
             raise AlreadyDecided(f"You have already approved request #{request_id}.")
+        return request, refusal
+
+    @staticmethod
+    def _locked(session: Session, request_id: int) -> Request:
+        """Request ``request_id``, locked until ``session``'s transaction ends: whoever decides it
+        next waits, then sees this decision (the approvals it added, the status it set).
+
+        PostgreSQL: ``SELECT … FOR UPDATE`` on its row. SQLite has no row locks: the
+        transaction starts with ``BEGIN IMMEDIATE``, which takes the database's writer lock, so
+        the reads that follow are of the latest commit and nobody else writes before it ends
+        (it must be the first statement of ``session``'s transaction). Raises
+        :class:`UnknownRequest`.
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            session.execute(text("BEGIN IMMEDIATE"))
+        request = session.get(Request, request_id, with_for_update=True)
+        if request is None:
+            raise UnknownRequest(f"There is no request #{request_id}.")
         return request
+
+    def _refusal(self, request: Request, actor: Actor, loaded: LoadedPolicy) -> Refusal | None:
+        """What the policy (:func:`~approvals.policy.approval_refusal`) has against ``actor``
+        deciding ``request``, over the request's steps with their members brought up to date:
+        those of the policy in force after a reload, and the user groups asked again when
+        ``actor`` is not among the approvers known so far."""
+        members_of = request.approvers.get("members_policy_sha256", request.policy_sha256)
+        if members_of != loaded.sha256:
+            self._refresh_approvers(request, loaded, reloaded=True)
+
+        def refusal() -> Refusal | None:
+            return approval_refusal(
+                _steps(request), actor.id, requester=request.requester_id, actor_kind=actor.kind
+            )
+
+        first = refusal()
+        if first is not Refusal.NOT_AN_APPROVER:
+            return first
+        self._refresh_approvers(request, loaded)
+        return refusal()
 
     def _refresh_approvers(
         self, request: Request, loaded: LoadedPolicy, *, reloaded: bool = False
@@ -595,24 +701,25 @@ class Gate:
     def acknowledge(self, request_id: int, actor: Actor) -> RequestView:
         """Review a break-glass request: one of its rule's approvers acknowledges it.
 
-        Raises :class:`UnknownRequest`, :class:`NotAllowed` (not an approver, its requester, an
-        agent) or :class:`AlreadyDecided` (already reviewed).
+        Raises :class:`UnknownRequest`, :class:`NotAllowed` (not a break-glass request, or the
+        policy's :func:`~approvals.policy.approval_refusal`: an agent, its requester, not an
+        approver) or :class:`AlreadyDecided` (already reviewed). The request's row is locked as
+        for :meth:`approve`.
         """
         loaded = self._policy()
         actor = self.actor(actor, loaded)
         now = self._clock()
         with self._sessions.begin() as session:
-            request = self._load(session, request_id)
+            request = self._locked(session, request_id)
             if not request.break_glass:
                 raise NotAllowed(f"Request #{request_id} is not a break-glass request.")
-            if actor.kind == ActorKind.AGENT:
+            refusal = self._refusal(request, actor, loaded)
+            if refusal is Refusal.AGENT:
                 raise NotAllowed("Automation cannot review break-glass requests.")
-            if actor.id == request.requester_id:
+            if refusal is Refusal.REQUESTER:
                 raise NotAllowed("You cannot review your own break-glass request.")
-            if actor.id not in request.approvers.get("users", []):
-                self._refresh_approvers(request, loaded)
-            if actor.id not in request.approvers.get("users", []):
-                groups = ", ".join(request.approvers.get("groups", [])) or "the approvers"
+            if refusal is Refusal.NOT_AN_APPROVER:
+                groups = ", ".join(request.approvers["groups"])
                 raise NotAllowed(f"Only members of {groups} may review request #{request_id}.")
             done = rows_changed(
                 session,
@@ -750,6 +857,41 @@ class Gate:
         self._notify_many(expired, "expired")
         return expired
 
+    def cancel_stranded(self, *, older_than: float = STRANDED_AFTER) -> list[int]:
+        """Cancel every request left ``pending`` by a bot that stopped between filing it and
+        putting it to its approvers (no approval message after ``older_than`` seconds; an
+        auto-approved or break-glass request is pending for milliseconds only), and tell its
+        requester that nothing was changed. Returns their IDs.
+
+        Idempotent, and safe with several instances: each is a guarded transition.
+        """
+        cutoff = self._clock() - timedelta(seconds=older_than)
+        with self._sessions() as session:
+            stranded = session.scalars(
+                select(Request.id).where(
+                    Request.status == Status.PENDING.value,
+                    Request.approval_ts.is_(None),
+                    Request.created_at < cutoff,
+                )
+            ).all()
+        cancelled = []
+        for request_id in stranded:
+            if self._move(
+                request_id,
+                Status.PENDING,
+                Status.CANCELLED,
+                event="stranded",
+                detail={"reason": "opsgate stopped before the request was put to its approvers"},
+                error=(
+                    "opsgate stopped before this request was put to its approvers or run; "
+                    "nothing was changed: ask again"
+                ),
+            ):
+                log.warning("request #%s was stranded by a stop; cancelled", request_id)
+                cancelled.append(request_id)
+                self._notify(request_id, "cancelled")
+        return cancelled
+
     def escalate_due(self) -> list[int]:
         """Ping the ``escalate_to`` group of every pending request nobody has decided in
         ``escalate_after`` seconds, once; returns their IDs.
@@ -811,9 +953,12 @@ class Gate:
 
         A request left ``approved`` never started, so it is executed now (the guarded
         transition keeps another instance from running it too). One ``executing`` for more than
-        ``stale_after`` seconds may or may not have taken effect: it is marked ``failed`` with a
-        message that says so, rather than run twice. Younger ones may belong to another live
-        instance and are left alone.
+        ``stale_after`` seconds, with no rollout being followed, may or may not have taken
+        effect: it is marked ``unknown`` with a message that says so, rather than run twice.
+        Younger ones may belong to another live instance and are left alone. One whose change
+        was applied and whose rollout is being followed is left to :meth:`follow_rollouts`. One
+        left ``pending`` before it was put to its approvers is cancelled
+        (:meth:`cancel_stranded`).
         """
         cutoff = self._clock() - timedelta(seconds=stale_after)
         with self._sessions() as session:
@@ -822,27 +967,30 @@ class Gate:
             ).all()
             interrupted = session.scalars(
                 select(Request.id).where(
-                    Request.status == Status.EXECUTING.value, Request.updated_at < cutoff
+                    Request.status == Status.EXECUTING.value,
+                    Request.updated_at < cutoff,
+                    Request.rollout.is_(None),
                 )
             ).all()
         for request_id in interrupted:
             log.warning("request #%s was interrupted while executing", request_id)
             self._finish(
                 request_id,
-                Status.FAILED,
+                Status.UNKNOWN,
                 error=(
-                    "opsgate stopped while executing this request; whether it took effect is "
-                    "unknown: check the target before asking again"
+                    "opsgate stopped while executing this request; it may have taken effect: "
+                    "check the target before asking again"
                 ),
                 detail={"interrupted": True},
             )
         for request_id in approved:
             log.info("request #%s was approved before a restart; executing it now", request_id)
             self._execute(request_id)
-        return [*interrupted, *approved]
+        return [*interrupted, *approved, *self.cancel_stranded()]
 
     def _execute(self, request_id: int) -> None:
-        """Run an approved request exactly once: approved → executing → succeeded | failed."""
+        """Run an approved request exactly once: approved → executing → succeeded | failed |
+        unknown."""
         with self._sessions.begin() as session:
             request = self._load(session, request_id)
             if not transition(
@@ -873,6 +1021,12 @@ class Gate:
         self._notify(request_id, "executing")
         try:
             outcome = kind.execute(params, target=target, preview=preview)
+        except OutcomeUnknown as exc:  # sent, unanswered, and the read-back could not tell
+            log.warning("request #%s may have taken effect: %s", request_id, exc)
+            self._finish(
+                request_id, Status.UNKNOWN, error=str(exc), detail={**exc.facts, "error": str(exc)}
+            )
+            return
         except ActionError as exc:
             log.warning("request #%s failed: %s", request_id, exc)
             # a RolloutFailed change WAS applied: its facts (what, the rollout) go to the audit
@@ -891,9 +1045,16 @@ class Gate:
             )
             why = (
                 f"opsgate hit an unexpected error ({type(exc).__name__}) while executing; "
-                "whether it took effect is unknown: check the target before asking again"
+                "it may have taken effect: check the target before asking again"
             )
-            self._finish(request_id, Status.FAILED, error=why, detail={"error": why})
+            self._finish(request_id, Status.UNKNOWN, error=why, detail={"error": why})
+            return
+        if outcome.rollout is not None:
+            # applied; follow_rollouts ends the request when its rollout does
+            with self._sessions.begin() as session:
+                self._load(session, request_id).rollout = rollout_state(
+                    outcome, self._clock(), self._rollout_timeout
+                )
             return
         if "grant" in outcome.facts and self.grants is not None:
             with self._sessions.begin() as session:
@@ -911,6 +1072,11 @@ class Gate:
             self._notify(request_id, "active")
             return
         self._finish(request_id, Status.SUCCEEDED, result=outcome.summary, detail=outcome.facts)
+
+    def follow_rollouts(self) -> list[int]:
+        """Read each rollout being followed once and finish the requests whose rollout ended
+        (:class:`approvals.rollouts.RolloutJob`); returns their IDs. Run periodically."""
+        return self._rollout_job.run()
 
     def _finish(
         self,
@@ -938,6 +1104,45 @@ class Gate:
                 .order_by(Approval.id)
             ).all()
             return _view(request, tuple(approved_by))
+
+    def get_for(self, request_id: int, viewer: Actor) -> RequestView:
+        """Request ``request_id`` as :meth:`get` gives it, if ``viewer`` may see it: its requester
+        (automation sees only its own requests), the people who may approve it (its stored
+        approvers, those who decided it, and the current members of its approver groups) and
+        the members of the policy's ``audit_readers`` groups.
+
+        Raises :class:`UnknownRequest` with the same message for a request ``viewer`` may not
+        see as for one that does not exist, so that an ID's existence is not given away.
+        """
+        loaded = self._policy()
+        viewer = self.actor(viewer, loaded)
+        hidden = UnknownRequest(f"There is no request #{request_id}.")
+        with self._sessions() as session:
+            request = session.get(Request, request_id)
+            if request is None:
+                raise hidden
+            stored: dict[str, Any] = dict(request.approvers)
+        view = self.get(request_id)
+        if viewer.id == view.requester_id:
+            return view
+        if viewer.kind == ActorKind.AGENT:
+            raise hidden
+        people = {*stored.get("users", []), *view.approved_by, view.decided_by, view.reviewed_by}
+        if viewer.id in people:
+            return view
+        groups = {
+            *stored.get("groups", []),
+            *(g for step in stored.get("steps", []) for g in step["groups"]),
+            *loaded.policy.audit_readers,
+        }
+        if viewer.id in step_members(groups, self._groups(loaded), loaded.policy.agents):
+            return view
+        if self._directory is not None:  # someone just added to a Slack user group
+            self._directory.refresh()
+            if viewer.id in step_members(groups, self._groups(loaded), loaded.policy.agents):
+                return view
+        log.info("request #%s: not shown to %s, who may not see it", request_id, viewer.id)
+        raise hidden
 
     def views(self, request_ids: Sequence[int]) -> list[RequestView]:
         """The requests ``request_ids`` (unknown IDs left out), in that order: two queries per

@@ -1,10 +1,13 @@
 """The request lifecycle: every allowed transition in one table, each one a guarded update.
 
-``pending → approved → executing → succeeded | failed``; ``pending → denied | expired |
+``pending → approved → executing → succeeded | failed | unknown``; ``pending → denied | expired |
 cancelled``; an access grant that succeeded is ``active`` until ``revoked``. A transition is
 ``UPDATE requests SET status = :to WHERE id = :id AND status = :expected``: it happens once or not
 at all, so a double click, a Slack retry or two approvers at once execute a request exactly once.
 Each transition that happens writes its audit event in the same transaction (the caller's).
+
+``unknown``: the change was sent without an answer, and reading the target back could not tell
+whether it took effect (:class:`actions.errors.OutcomeUnknown`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,11 @@ from approvals.models import ActorKind, AuditEvent, Request, Status
 TRANSITIONS: dict[Status, frozenset[Status]] = {
     Status.PENDING: frozenset({Status.APPROVED, Status.DENIED, Status.EXPIRED, Status.CANCELLED}),
     Status.APPROVED: frozenset({Status.EXECUTING}),
-    Status.EXECUTING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.ACTIVE}),
+    Status.EXECUTING: frozenset({Status.SUCCEEDED, Status.FAILED, Status.UNKNOWN, Status.ACTIVE}),
     Status.ACTIVE: frozenset({Status.REVOKED}),
     Status.SUCCEEDED: frozenset(),
     Status.FAILED: frozenset(),
+    Status.UNKNOWN: frozenset(),
     Status.DENIED: frozenset(),
     Status.EXPIRED: frozenset(),
     Status.CANCELLED: frozenset(),

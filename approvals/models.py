@@ -66,6 +66,7 @@ class Status(StrEnum):
     EXECUTING = "executing"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    UNKNOWN = "unknown"  # sent, unanswered, and reading it back could not tell: check the target
     DENIED = "denied"
     EXPIRED = "expired"
     CANCELLED = "cancelled"
@@ -126,6 +127,10 @@ class Request(Base):
     decided_by: Mapped[str | None] = mapped_column(String(64))
     result: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(Text)
+    # a change applied whose rollout is still followed (status executing): what was applied,
+    # its facts, the workload (actions.base.RolloutWatch), when the change was made and the
+    # timeout in seconds; read by Gate.follow_rollouts, cleared when the request finishes
+    rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[datetime]
     updated_at: Mapped[datetime]
 

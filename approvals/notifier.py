@@ -121,6 +121,11 @@ class Notifier(Protocol):
         :class:`NotifyError` when nothing could be delivered."""
         ...
 
+    def card_changed(self, request: RequestView) -> None:
+        """Update the approval message alone to show ``request`` as it is now (for a decision
+        that came before the message's reference was stored). Never raises."""
+        ...
+
 
 @dataclass(frozen=True)
 class GrantView:

@@ -44,6 +44,9 @@ DEFAULT_PENDING_TTL = 3600
 DEFAULT_REASON_MIN_LENGTH = 10
 """Characters a reason needs under ``reason: required`` (and for ``--break-glass``)."""
 
+DEFAULT_REQUESTS_PER_MINUTE = 20
+"""New requests one requester may make per minute when the policy has no ``rate_limit``."""
+
 
 def parse_duration(text: str) -> int:
     """Parse ``30m``, ``2h``, ``1h30m``, ``1d``, ``90s`` into seconds (an int > 0).
@@ -247,6 +250,23 @@ class Defaults(_Model):
     pending_ttl: Duration | None = None
 
 
+class RateLimit(_Model):
+    """How many new requests one requester may make in any 60 seconds (``rate_limit``).
+
+    ``requests_per_minute`` applies to people, ``agents_per_minute`` to automation (default:
+    ``requests_per_minute``); each at least 1. ``approvals.ratelimit`` enforces them.
+    """
+
+    requests_per_minute: int = Field(default=DEFAULT_REQUESTS_PER_MINUTE, ge=1)
+    agents_per_minute: int | None = Field(default=None, ge=1)
+
+    def per_minute(self, *, agent: bool) -> int:
+        """The limit for a person (``agent`` False) or for automation (``agent`` True)."""
+        if agent and self.agents_per_minute is not None:
+            return self.agents_per_minute
+        return self.requests_per_minute
+
+
 class Match(_Model):
     """What a rule applies to. Every field given must match; an absent field matches anything.
 
@@ -405,6 +425,8 @@ class Policy(_Model):
     defaults: Defaults = Defaults()
     freezes: list[Freeze] = []
     rules: list[Rule]
+    audit_readers: StrList = []
+    rate_limit: RateLimit = RateLimit()
 
 
 @dataclass(frozen=True)
@@ -541,6 +563,19 @@ def _cross_references(policy: Policy) -> list[tuple[Loc, str]]:
                             f"for {how}",
                         )
                     )
+
+    group_refs(("audit_readers",), policy.audit_readers)
+    for name in dict.fromkeys(policy.audit_readers):
+        group = policy.groups.get(name)
+        for j, user in enumerate(group.users if group is not None else []):
+            if user in policy.agents:
+                problems.append(
+                    (
+                        ("groups", name, "users", j),
+                        f"'{user}' is an agent (agents.{user}); automation only ever sees its "
+                        f"own requests, but audit_readers names group '{name}'",
+                    )
+                )
 
     default_ttl = policy.defaults.pending_ttl
     for i, freeze in enumerate(policy.freezes):
@@ -950,14 +985,41 @@ class Decision:
         return sum(step.min_approvals for step in self.steps)
 
     def may_approve(self, user_id: str, *, requester: str, actor_kind: str = "human") -> bool:
-        """True when ``user_id`` may approve (or, for break-glass, review): an approver of a step,
-        not the requester, not automation (``actor_kind == "agent"``)."""
+        """True when ``user_id`` may approve (or, for break-glass, review) a request this decision
+        sends to people: :func:`approval_refusal` finds nothing against it."""
         return (
             self.outcome in (Outcome.APPROVAL, Outcome.BREAK_GLASS)
-            and actor_kind != "agent"
-            and user_id != requester
-            and user_id in self.approvers
+            and approval_refusal(self.steps, user_id, requester=requester, actor_kind=actor_kind)
+            is None
         )
+
+
+class Refusal(StrEnum):
+    """Why someone may not approve a request; see :func:`approval_refusal`."""
+
+    AGENT = "agent"
+    REQUESTER = "requester"
+    NOT_AN_APPROVER = "not_an_approver"
+
+
+def approval_refusal(
+    steps: Sequence[Step], user_id: str, *, requester: str, actor_kind: str = "human"
+) -> Refusal | None:
+    """Why ``user_id`` may not approve a request whose approval steps are ``steps`` (for a
+    break-glass request: review it), or None when they may.
+
+    Automation (``actor_kind == "agent"``) never may, nor the ``requester`` (who may only
+    withdraw their request), nor anyone who is not among the approvers of some step. This is
+    the one statement of who may approve: :meth:`Decision.may_approve` and the gate, for every
+    click and acknowledgement, ask it.
+    """
+    if actor_kind == "agent":
+        return Refusal.AGENT
+    if user_id == requester:
+        return Refusal.REQUESTER
+    if not any(user_id in step.approvers for step in steps):
+        return Refusal.NOT_AN_APPROVER
+    return None
 
 
 def count_satisfied(
@@ -1417,7 +1479,7 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
                         f"{', '.join(m.namespace)}",
                     )
                 )
-    used: set[str] = set()
+    used: set[str] = set(policy.audit_readers)
     for rule in policy.rules:
         used |= _groups_used(rule)
     for name, group in policy.groups.items():
@@ -1470,6 +1532,7 @@ def seconds_text(seconds: int | None) -> str:
 
 __all__ = [
     "DEFAULT_PENDING_TTL",
+    "DEFAULT_REQUESTS_PER_MINUTE",
     "KNOWN_ACTIONS",
     "REVERSIBLE",
     "Agent",
@@ -1482,6 +1545,7 @@ __all__ = [
     "Policy",
     "PolicyError",
     "PolicyIssue",
+    "RateLimit",
     "RequestContext",
     "Rule",
     "Step",

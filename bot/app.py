@@ -23,7 +23,6 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_bolt.adapter.starlette.handler import to_bolt_request, to_starlette_response
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -33,6 +32,7 @@ from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
 from actions.history import render_history, rollout_history
 from actions.registry import build_registry
+from actions.rollout import RolloutReader
 from approvals.db import make_engine, make_sessionmaker, migrate, ping
 from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
@@ -46,7 +46,9 @@ from bot.listeners.events import publish_home
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
 from bot.settings import Settings
+from bot.slack_http import SlackEndpoint
 from bot.usergroups import UsergroupDirectory
+from bot.work import Workers
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +72,14 @@ class Services:
     slack: App
     notifier: SlackGrantNotifier
     listener_executor: ThreadPoolExecutor
+    workers: Workers
 
     def close(self) -> None:
-        """Stop, finishing what was started: the listeners' work (an execution following its
-        rollout, say) and the scheduler's running jobs, then close every connection."""
+        """Stop, finishing what was started: the listeners, the work they handed off (an
+        execution, say; a rollout being followed is picked up again at the next start) and the
+        scheduler's running jobs, then close every connection."""
         self.listener_executor.shutdown(wait=True)
+        self.workers.shutdown(wait=True)
         self.scheduler.shutdown(wait=True)
         self.kube.close()
         if self.vault is not None:
@@ -166,6 +171,8 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
         grants=grants,
         history=history,
+        rollouts=RolloutReader(kube),
+        rollout_timeout=settings.rollout_timeout,
     )
     gate_ref.append(gate)
     scheduler = ExpiryScheduler(
@@ -178,7 +185,9 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     )
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
+    scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
@@ -190,8 +199,12 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         request_verification_enabled=not settings.socket_mode,
         # our own executor, so that a stop lets the listeners finish what they started
         listener_executor=listener_executor,
+        # every listener only validates, acks and hands off to the workers: run it before
+        # answering, so that the ack is its answer (no thread hop, no polling for the ack)
+        process_before_response=True,
     )
-    listeners.register(slack, gate)
+    workers = Workers(settings.workers)
+    listeners.register(slack, gate, workers)
     return Services(
         store,
         engine,
@@ -203,6 +216,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         slack,
         grant_notifier,
         listener_executor,
+        workers,
     )
 
 
@@ -210,13 +224,35 @@ START_JOIN_TIMEOUT = 60.0
 """Seconds a stop waits for the start's recovery and first sweep to finish."""
 
 
-def _start_background(services: Services) -> None:
+START_RETRY_MAX = 30.0
+"""Seconds, at most, between two tries of the start's recovery while the database is down."""
+
+
+def _start_background(services: Services, stopping: threading.Event) -> None:
     """What a start does off the event loop: finish the requests a previous run left approved
-    or executing, then start the expiry scheduler (which first revokes every overdue grant)."""
-    try:
-        services.gate.recover()
-    finally:
-        services.scheduler.start()
+    or executing, then start the expiry scheduler (which first revokes every overdue grant).
+
+    While the database cannot be reached, both are tried again (after 1 s, 2 s, … at most
+    :data:`START_RETRY_MAX`) until they succeed or ``stopping`` is set: a bot that starts during
+    a database outage still recovers and revokes on time once it is back.
+    """
+    delay = 1.0
+    recovered = False
+    while not stopping.is_set():
+        try:
+            if not recovered:
+                services.gate.recover()
+                recovered = True
+            services.scheduler.start()
+            return
+        except SQLAlchemyError as exc:
+            log.error(
+                "start: the database cannot be reached (%s); trying again in %.0f s",
+                type(exc).__name__,
+                delay,
+            )
+            stopping.wait(delay)
+            delay = min(delay * 2, START_RETRY_MAX)
 
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -225,7 +261,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     socket_handler: SocketModeHandler | None = None
     stop_watching = threading.Event()
     starter = threading.Thread(
-        target=_start_background, args=(services,), name="opsgate-start", daemon=True
+        target=_start_background, args=(services, stop_watching), name="opsgate-start", daemon=True
     )
 
     @asynccontextmanager
@@ -264,17 +300,15 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
 
     api = FastAPI(title="opsgate", lifespan=lifespan)
 
-    async def slack_events(request: Request) -> Response:
-        body = await request.body()
-        bolt_response = await run_in_threadpool(
-            services.slack.dispatch, to_bolt_request(request, body)
-        )
-        return to_starlette_response(bolt_response)
-
     # In Socket Mode requests are not signed (request verification is off and no signing secret
     # is needed), so an HTTP endpoint would dispatch anyone's forged command or click.
     if not settings.socket_mode:
-        api.post("/slack/events")(slack_events)
+        assert settings.slack_signing_secret is not None  # settings.require_slack()
+        endpoint = SlackEndpoint(services.slack, settings.slack_signing_secret.get_secret_value())
+
+        @api.post("/slack/events")
+        async def slack_events(request: Request) -> Response:
+            return await endpoint(request)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -12,6 +12,7 @@ from typing import Any
 from approvals.lifecycle import SYSTEM
 from approvals.notifier import RequestView
 from approvals.paging import Page
+from bot.mrkdwn import escape, escape_composed, unescape
 
 Blocks = list[dict[str, Any]]
 
@@ -27,6 +28,7 @@ _STATUS_EMOJI = {
     "executing": ":gear:",
     "succeeded": ":white_check_mark:",
     "failed": ":x:",
+    "unknown": ":warning:",
     "denied": ":no_entry:",
     "expired": ":alarm_clock:",
     "cancelled": ":heavy_multiplication_x:",
@@ -78,10 +80,11 @@ def decision_buttons(request_id: int, block_id: str = DECISION_BLOCK) -> dict[st
 
 
 def title(view: RequestView) -> str:
-    """``Request #12: restart deployment/payments-api in payments (prod)``."""
+    """``Request #12: restart deployment/payments-api in payments (prod)``, escaped for mrkdwn
+    (the target and namespace may be what the requester typed)."""
     where = f" in {view.namespace}" if view.namespace else ""
     env = f" ({view.environment})" if view.environment else ""
-    return f"Request #{view.id}: {view.action} {view.target}{where}{env}"
+    return escape(f"Request #{view.id}: {view.action} {view.target}{where}{env}")
 
 
 def _users(users: tuple[str, ...] | list[str]) -> str:
@@ -96,7 +99,7 @@ def approvals_line(view: RequestView) -> str:
     if view.break_glass:
         return "Break-glass: executed without approval; needs review"
     if len(view.steps) <= 1:
-        groups = ", ".join(view.approver_groups) or "nobody"
+        groups = escape(", ".join(view.approver_groups) or "nobody")
         got = len(view.approved_by)
         line = (
             f"Needs {view.min_approvals} approval(s) from *{groups}* ({got}/{view.min_approvals})"
@@ -109,7 +112,7 @@ def approvals_line(view: RequestView) -> str:
         mark = ":white_check_mark: " if step.done else ""
         who = f": {_users(step.approved_by)}" if step.approved_by else ""
         parts.append(
-            f"{mark}{step.min_approvals} from *{', '.join(step.groups)}* "
+            f"{mark}{step.min_approvals} from *{escape(', '.join(step.groups))}* "
             f"({len(step.approved_by)}/{step.min_approvals}{who})"
         )
     return "Needs " + " and ".join(parts)
@@ -118,7 +121,7 @@ def approvals_line(view: RequestView) -> str:
 def still_needed(view: RequestView) -> str:
     """``1 more from security``, or an empty string when every step is satisfied."""
     missing = [
-        f"{step.min_approvals - len(step.approved_by)} more from {', '.join(step.groups)}"
+        f"{step.min_approvals - len(step.approved_by)} more from {escape(', '.join(step.groups))}"
         for step in view.steps
         if not step.done
     ]
@@ -129,6 +132,8 @@ def outcome_line(view: RequestView) -> str:
     """One line saying where the request stands, who decided and what happened."""
     emoji = _STATUS_EMOJI.get(view.status, "")
     by = f" by <@{view.decided_by}>" if view.decided_by not in (None, SYSTEM.id) else ""
+    result = escape_composed(view.result) if view.result else view.result
+    error = escape_composed(view.error) if view.error else view.error
     if view.status == "pending":
         return f"{emoji} Waiting for approval."
     if view.status == "approved":
@@ -136,37 +141,51 @@ def outcome_line(view: RequestView) -> str:
     if view.status == "executing":
         return f"{emoji} Approved{by}; executing now."
     if view.status == "succeeded":
-        return f"{emoji} Approved{by}. Done: {view.result}"
+        return f"{emoji} Approved{by}. Done: {result}"
     if view.status == "failed":
-        return f"{emoji} Approved{by}. *Failed*: {view.error}"
+        return f"{emoji} Approved{by}. *Failed*: {error}"
+    if view.status == "unknown":
+        return f"{emoji} Approved{by}. *May have taken effect: check before retrying*: {error}"
     if view.status == "denied":
         return f"{emoji} Denied{by}. Nothing was changed."
     if view.status == "cancelled":
-        why = f": {view.error}" if view.error else ""
+        why = f": {error}" if error else ""
         return f"{emoji} Cancelled{by}{why}. Nothing was changed."
     if view.status == "expired":
         return f"{emoji} Expired: nobody decided in time. Nothing was changed; ask again if needed."
     if view.status == "active":
-        return f"{emoji} Approved{by}. Active: {view.result}"
+        return f"{emoji} Approved{by}. Active: {result}"
     if view.status == "revoked":
-        return f"{emoji} Ended: {view.result or view.error or 'revoked'}"
+        return f"{emoji} Ended: {result or error or 'revoked'}"
     return f"{emoji} {view.status.capitalize()}{by}."
 
 
+def preview(view: RequestView) -> str:
+    """The preview lines (what the request changes), escaped for mrkdwn."""
+    return "\n".join(escape_composed(line) for line in view.preview_lines) or "(no preview)"
+
+
+def reason_line(label: str, reason: str | None) -> str:
+    """``*Reason:* …`` with the reason escaped as typed, or ``(none given)``."""
+    return f"*{label}:* {escape(reason) if reason else '(none given)'}"
+
+
 def approval_message(view: RequestView) -> tuple[str, Blocks]:
-    """The approval request: who, what (the preview), why, and Approve / Deny while pending."""
+    """The approval request: who, what (the preview), why, and Approve / Deny while pending.
+
+    Whatever the requester typed (reason, names) is escaped: it can neither ping nor link."""
     text = f"{title(view)}, asked by <@{view.requester_id}>"
     blocks: Blocks = [
         section(f"*{title(view)}*\nAsked by <@{view.requester_id}>"),
-        section("\n".join(view.preview_lines) or "(no preview)"),
-        section(f"*Reason:* {view.reason}" if view.reason else "*Reason:* (none given)"),
+        section(preview(view)),
+        section(reason_line("Reason", view.reason)),
     ]
     if view.incident and view.origin_channel_id:
-        name = f" (#{view.incident_channel})" if view.incident_channel else ""
+        name = f" (#{escape(view.incident_channel)})" if view.incident_channel else ""
         blocks.append(section(f"*Incident channel:* <#{view.origin_channel_id}>{name}"))
-    footer = f"{approvals_line(view)} · rule {view.rule or '?'}"
+    footer = f"{approvals_line(view)} · rule {escape(view.rule or '?')}"
     if view.freeze:
-        footer += f" · change freeze *{view.freeze}* in force"
+        footer += f" · change freeze *{escape(view.freeze)}* in force"
     if view.status == "pending" and view.expires_at is not None:
         footer += f" · expires <!date^{int(view.expires_at.timestamp())}^{{time}}|at "
         footer += f"{view.expires_at:%H:%M} UTC>"
@@ -184,15 +203,15 @@ def requester_announcement(view: RequestView) -> str:
     base = f"<@{view.requester_id}> asked: {title(view)}"
     if view.break_glass:
         return f"{base}. :rotating_light: Break-glass: executing now, without approval."
-    freeze = f" (change freeze {view.freeze})" if view.freeze else ""
+    freeze = f" (change freeze {escape(view.freeze)})" if view.freeze else ""
     if view.needs_approval and len(view.steps) > 1:
         where = f" in <#{view.approval_channel}>" if view.approval_channel else ""
         return f"{base}. Waiting for {still_needed(view)}{where}{freeze}."
     if view.needs_approval:
-        groups = ", ".join(view.approver_groups)
+        groups = escape(", ".join(view.approver_groups))
         where = f" in <#{view.approval_channel}>" if view.approval_channel else ""
         return f"{base}. Waiting for {view.min_approvals} approval(s) from {groups}{where}{freeze}."
-    return f"{base}. Approved automatically by policy ({view.rule})."
+    return f"{base}. Approved automatically by policy ({escape(view.rule or '?')})."
 
 
 def thread_update(view: RequestView, event: str, actor: str | None = None) -> str:
@@ -212,7 +231,7 @@ def thread_update(view: RequestView, event: str, actor: str | None = None) -> st
         mentions = [*(f"<!subteam^{s}>" for s in view.escalate_usergroups)]
         if view.escalate_users:
             mentions.append(_users(view.escalate_users))
-        who = " ".join(mentions) or f"*{view.escalate_to}*"
+        who = " ".join(mentions) or f"*{escape(view.escalate_to or '')}*"
         return (
             f":mega: {who}: request #{view.id} has waited since "
             f"{view.created_at:%H:%M} UTC without a decision; "
@@ -232,12 +251,12 @@ def break_glass_notice(view: RequestView) -> tuple[str, Blocks]:
     )
     blocks: Blocks = [
         section(f"*{text}*"),
-        section("\n".join(view.preview_lines) or "(no preview)"),
-        section(f"*Justification:* {view.reason or '(none given)'}"),
-        context(f"rule {view.rule or '?'} · policy {str(view.policy_sha256 or '?')[:12]}"),
+        section(preview(view)),
+        section(reason_line("Justification", view.reason)),
+        context(f"rule {escape(view.rule or '?')} · policy {str(view.policy_sha256 or '?')[:12]}"),
     ]
     if view.reviewed_by is None:
-        groups = ", ".join(view.approver_groups) or "approvers"
+        groups = escape(", ".join(view.approver_groups) or "approvers")
         blocks.append(section(f"Needs review by *{groups}*; the request stays open until then."))
         blocks.append(
             {
@@ -305,5 +324,18 @@ def status_list(views: Sequence[RequestView]) -> str:
 
 
 def error_message(text: str) -> str:
-    """An error for one person: what was wrong (the text already says what to do)."""
-    return f":warning: {text}"
+    """An error for one person: what was wrong (the text already says what to do). ``text`` is
+    plain text (it may quote what they typed), escaped here for mrkdwn."""
+    return f":warning: {escape_composed(text)}"
+
+
+def checking(command_text: str) -> str:
+    """The ack of a command that is being carried out: ``Checking `/ops restart …`…``.
+    ``command_text`` is the command as Slack delivered it (escaped, see :mod:`bot.mrkdwn`)."""
+    return f":hourglass_flowing_sand: Checking `/ops {escape(unescape(command_text))}`…"
+
+
+def history_lines(lines: list[str]) -> str:
+    """The answer to ``/ops history``: one line per revision (``actions.history``), escaped
+    (a change-cause is whatever someone wrote in the annotation)."""
+    return "\n".join(escape(line) for line in lines)

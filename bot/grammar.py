@@ -24,6 +24,7 @@ from actions.workloads import WorkloadKind, parse_workload
 from approvals.extend import ExtendParams
 from approvals.paging import MAX_PAGE
 from approvals.policy import parse_duration
+from bot.mrkdwn import unescape
 
 # Slack turns straight quotes into typographic ones on many keyboards; shlex needs straight ones.
 _DOUBLE_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
@@ -114,24 +115,46 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-def _replicas(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a number of replicas") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("replicas cannot be negative")
+MAX_ID = 2**31 - 1
+"""The largest request or grant ID, replica count or revision opsgate accepts: a 32-bit
+signed integer, as PostgreSQL's ``integer`` and Kubernetes' ``int32`` replicas."""
+
+
+def parse_id(text: str, what: str) -> int:
+    """``text`` (ASCII digits, optionally after ``#``) as an ID between 1 and :data:`MAX_ID`.
+
+    Raises ``ValueError`` with a message for the person (``what``: "request ID", "grant ID")
+    for anything else, so no out-of-range number ever reaches the database.
+    """
+    digits = text.strip().removeprefix("#")
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(f"'{text}' is not a {what}: use its number, e.g. 42")
+    value = int(digits)
+    if not 1 <= value <= MAX_ID:
+        raise ValueError(f"{what}s go from 1 to {MAX_ID}; there is no {what} {digits}")
     return value
+
+
+def _number(text: str, what: str, low: int) -> int:
+    """``text`` as an integer between ``low`` and :data:`MAX_ID` (argparse's type error)."""
+    if not (text.isascii() and text.lstrip("-").isdigit()):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a {what}")
+    value = int(text)
+    if not low <= value <= MAX_ID:
+        raise argparse.ArgumentTypeError(f"a {what} must be between {low} and {MAX_ID}")
+    return value
+
+
+def _replicas(text: str) -> int:
+    if text.startswith("-") and text[1:].isdigit():
+        raise argparse.ArgumentTypeError("replicas cannot be negative")
+    return _number(text, "number of replicas", 0)
 
 
 def _revision(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a revision number") from None
-    if value < 1:
+    if text.isascii() and text.lstrip("-").isdigit() and int(text) < 1:
         raise argparse.ArgumentTypeError("revisions start at 1")
-    return value
+    return _number(text, "revision number", 1)
 
 
 def _restart_args(parser: argparse.ArgumentParser) -> None:
@@ -248,7 +271,7 @@ def _page_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _status_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("request_id", type=int, nargs="?")
+    parser.add_argument("request_id", type=_request_id, nargs="?")
     _page_option(parser)
 
 
@@ -264,9 +287,16 @@ def _grants_build(ns: argparse.Namespace) -> Command:
 
 def _grant_id(text: str) -> int:
     try:
-        return int(text.lstrip("#"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a grant ID") from None
+        return parse_id(text, "grant ID")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _request_id(text: str) -> int:
+    try:
+        return parse_id(text, "request ID")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _revoke_args(parser: argparse.ArgumentParser) -> None:
@@ -380,8 +410,10 @@ def help_text() -> str:
 
 
 def parse(text: str) -> Command:
-    """Parse the text after ``/ops``. Raises :class:`CommandError` with the usage line."""
-    words = _split(text)
+    """Parse the text after ``/ops`` as Slack delivers it (``&``, ``<`` and ``>`` escaped as
+    ``&amp;``, ``&lt;`` and ``&gt;``: the command holds what the person typed). Raises
+    :class:`CommandError` with the usage line."""
+    words = _split(unescape(text))
     if not words or words[0] == "help":
         return Command("help")
     name, rest = words[0], words[1:]

@@ -26,6 +26,7 @@ from bot.blocks import (
     section,
     title,
 )
+from bot.mrkdwn import escape, escape_composed
 
 EXTEND_ACTION = "grant_extend"
 END_ACTION = "grant_end"
@@ -53,9 +54,9 @@ def time_left(grant: GrantView, now: datetime) -> str:
 
 
 def grant_title(grant: GrantView) -> str:
-    """``Grant #12: edit in payments (prod)``."""
+    """``Grant #12: edit in payments (prod)``, escaped for mrkdwn."""
     env = f" ({grant.environment})" if grant.environment else ""
-    return f"Grant #{grant.id}: {grant.role} in {grant.namespace}{env}"
+    return escape(f"Grant #{grant.id}: {grant.role} in {grant.namespace}{env}")
 
 
 def grant_line(grant: GrantView, now: datetime) -> str:
@@ -64,12 +65,12 @@ def grant_line(grant: GrantView, now: datetime) -> str:
     ``*#12* <@U1> *edit* in *payments* (prod) as alice@example.com, Vault group prod-edit:
     ends 2026-11-21 05:00 UTC (1h20m left)``.
     """
-    env = f" ({grant.environment})" if grant.environment else ""
-    vault = f", Vault group {grant.vault_group}" if grant.vault_group else ""
+    env = f" ({escape(grant.environment)})" if grant.environment else ""
+    vault = f", Vault group {escape(grant.vault_group)}" if grant.vault_group else ""
     who = f"<@{grant.grantee_id}> " if grant.grantee_id else ""
     return (
-        f"*#{grant.id}* {who}*{grant.role}* in *{grant.namespace}*{env} as "
-        f"{grant.kubernetes_user}{vault}: ends {clock_time(grant.expires_at)} "
+        f"*#{grant.id}* {who}*{escape(grant.role)}* in *{escape(grant.namespace)}*{env} as "
+        f"{escape(grant.kubernetes_user)}{vault}: ends {clock_time(grant.expires_at)} "
         f"({time_left(grant, now)})"
     )
 
@@ -81,7 +82,7 @@ def grant_buttons(grant: GrantView) -> dict[str, Any]:
         "title": {"type": "plain_text", "text": "End this grant?"},
         "text": {
             "type": "mrkdwn",
-            "text": f"{grant.role} in {grant.namespace} is removed at once.",
+            "text": f"{escape(grant.role)} in {escape(grant.namespace)} is removed at once.",
         },
         "confirm": {"type": "plain_text", "text": "End now"},
         "deny": {"type": "plain_text", "text": "Keep it"},
@@ -134,19 +135,19 @@ def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Bloc
     template = _NOTICE.get(event, ":information_source: {title}: " + event + ".")
     text = template.format(
         title=grant_title(grant),
-        role=grant.role,
-        namespace=grant.namespace,
-        user=grant.kubernetes_user,
-        vault=f" and Vault group {grant.vault_group}" if grant.vault_group else "",
+        role=escape(grant.role),
+        namespace=escape(grant.namespace),
+        user=escape(grant.kubernetes_user),
+        vault=f" and Vault group {escape(grant.vault_group)}" if grant.vault_group else "",
         end=clock_time(grant.expires_at),
         duration=format_duration(grant.duration_seconds),
         left=time_left(grant, now),
-        reason=grant.revoke_reason or "no reason given",
-        binding=grant.role_binding,
+        reason=escape_composed(grant.revoke_reason or "no reason given"),
+        binding=escape(grant.role_binding),
     )
     blocks: Blocks = [section(text)]
     if event == "drift_removed" and grant.kube_context:
-        blocks.append(context(f"kube context {grant.kube_context}"))
+        blocks.append(context(f"kube context {escape(grant.kube_context)}"))
     if event in ("started", "extended"):
         blocks.append(grant_buttons(grant))
     return text, blocks
@@ -170,7 +171,7 @@ def grants_list(grants: Sequence[GrantView], now: datetime, *, everyone: bool = 
 
 
 def _request_line(view: RequestView) -> str:
-    reason = f" — {view.reason}" if view.reason else ""
+    reason = f" — {escape(view.reason)}" if view.reason else ""
     return f"*{title(view)}*\nasked by <@{view.requester_id}>{reason}"
 
 

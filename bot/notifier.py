@@ -13,14 +13,15 @@ from slack_sdk.webhook import WebhookClient
 from approvals.notifier import GrantView, MessageRef, NotifyError, OpenedRefs, RequestView
 from approvals.policy import LoadedPolicy
 from bot import blocks, grant_blocks
+from bot.mrkdwn import escape
 
 log = logging.getLogger(__name__)
 
 FINAL_EVENTS = frozenset(
-    {"succeeded", "failed", "denied", "cancelled", "expired", "active", "revoked"}
+    {"succeeded", "failed", "unknown", "denied", "cancelled", "expired", "active", "revoked"}
 )
 AUDITED_EVENTS = frozenset(
-    {"approved", "denied", "cancelled", "succeeded", "failed", "expired", "active"}
+    {"approved", "denied", "cancelled", "succeeded", "failed", "unknown", "expired", "active"}
 )
 SLACK_FAILURES = (SlackApiError, SlackRequestError, OSError)
 """What a Web API call raises when Slack says no or cannot be reached (urllib's URLError)."""
@@ -100,8 +101,9 @@ class SlackNotifier:
                     channel=request.approval_channel, text=text, blocks=message_blocks
                 )
             except SLACK_FAILURES as exc:
+                # plain text: the gate quotes it in answers and records, which bot/ escapes
                 raise NotifyError(
-                    f"posting to <#{request.approval_channel}> failed: {_slack_error(exc)}"
+                    f"posting to channel {request.approval_channel} failed: {_slack_error(exc)}"
                 ) from exc
             approval = MessageRef(str(response["channel"]), str(response["ts"]))
             if approval_posted is not None:
@@ -156,10 +158,7 @@ class SlackNotifier:
             _update(self._client, what, request.review, text, message_blocks)
         if event == "reviewed":
             return
-        if request.approval is not None:
-            text, message_blocks = blocks.approval_message(request)
-            what = f"request #{request.id}: chat.update"
-            _update(self._client, what, request.approval, text, message_blocks)
+        self.card_changed(request)
         update = blocks.thread_update(request, event)
         if event == "escalated":
             self._escalate(request, update)
@@ -169,6 +168,14 @@ class SlackNotifier:
         self._tell_requester(request, update)
         if event in AUDITED_EVENTS:
             self._mirror_to_audit(request, update)
+
+    def card_changed(self, request: RequestView) -> None:
+        """Update the approval message (``chat.update``), if it has been posted, to show
+        ``request`` as it is now. A failure is logged, never raised."""
+        if request.approval is not None:
+            text, message_blocks = blocks.approval_message(request)
+            what = f"request #{request.id}: chat.update"
+            _update(self._client, what, request.approval, text, message_blocks)
 
     def _escalate(self, request: RequestView, text: str) -> None:
         """Ping the escalation group in the approval message's thread (and the requester's)."""
@@ -283,6 +290,6 @@ class SlackGrantNotifier:
             channel=loaded.policy.audit_channel or loaded.policy.approval_channel,
             text=(
                 ":warning: The policy file changed but is invalid; the previous policy stays "
-                f"in force (sha256 {loaded.sha256[:12]}).\n```{error[:2500]}```"
+                f"in force (sha256 {loaded.sha256[:12]}).\n```{escape(error[:2500])}```"
             ),
         )

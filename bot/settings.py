@@ -88,6 +88,16 @@ class Settings(BaseSettings):
             "keeps its scheduled jobs in its own table, and any of them sweeps what is overdue."
         ),
     )
+    workers: int = Field(
+        default=8,
+        ge=1,
+        le=256,
+        validation_alias="OPSGATE_WORKERS",
+        description=(
+            "Threads that run the work Slack's listeners hand off after their ack (previews, "
+            "executions, notifications); separate from the threads that ack."
+        ),
+    )
     usergroup_cache_ttl: float = Field(
         default=300.0,
         gt=0,

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -28,10 +29,24 @@ from bot.app import create_app
 from bot.settings import Settings
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
+from tests.required_tools import require_kubectl
 
 pytest_plugins = ["tests.fixtures_vault"]
 
 TEST_DATABASE_ENV = "OPSGATE_TEST_DATABASE_URL"
+
+# Hypothesis: with CI set (or ``--hypothesis-profile=ci``) every property runs the same examples
+# on every run (``derandomize``: they derive from the test's name), so that a red run can be
+# replayed; elsewhere the properties explore new random examples on each run. ``make mutation``
+# runs the same derandomized properties with fewer examples (the examples tests carry the edges).
+hypothesis_settings.register_profile(
+    "ci", derandomize=True, database=None, deadline=None, print_blob=True, max_examples=250
+)
+hypothesis_settings.register_profile(
+    "mutation", hypothesis_settings.get_profile("ci"), max_examples=40
+)
+if os.environ.get("CI"):
+    hypothesis_settings.load_profile("ci")
 
 POLICY = """\
 version: 1
@@ -58,6 +73,13 @@ rules:
   - match: {action: restart, environment: prod}
     approvers: [sre]
 """
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked ``kubectl`` runs the real binary: skipped where it is missing, failed in CI
+    (see :mod:`tests.required_tools`)."""
+    if item.get_closest_marker("kubectl") is not None:
+        require_kubectl()
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 15.0, what: str = "") -> Any:
@@ -153,6 +175,7 @@ class RunningBot:
     url: str
     fake_slack: slack.FakeSlack
     http: httpx.Client
+    database_url: str | None = None
 
     def post(self, body: str, headers: dict[str, str] | None = None) -> httpx.Response:
         return self.http.post(
@@ -179,8 +202,11 @@ class RunningBot:
         return self.post(body), response_url
 
     def click(self, action_id: str, value: str, *, user: str) -> httpx.Response:
-        """Send a signed click on the approval message's button ``action_id``."""
+        """Send a signed click on the approval message's button ``action_id``, once the bot
+        has stored that message's reference (as a person can only click a message Slack
+        shows; the product copes with an earlier click too, see test_gate)."""
         approval = self.approval_message()
+        self.wait_stored(self.approval_ts())
         body = slack.block_action_body(
             action_id,
             value,
@@ -198,6 +224,24 @@ class RunningBot:
 
     def approval_ts(self) -> str:
         return str(self.approval_message().response["ts"])
+
+    def wait_stored(self, ts: str) -> None:
+        """Wait until a request's approval message reference ``ts`` is in the database."""
+        if self.database_url is None:
+            return
+        engine = create_engine(self.database_url)
+        try:
+
+            def stored() -> bool:
+                with engine.connect() as connection:
+                    found = connection.execute(
+                        text("SELECT 1 FROM requests WHERE approval_ts = :ts"), {"ts": ts}
+                    ).first()
+                return found is not None
+
+            wait_for(stored, what=f"the approval message {ts} to be stored")
+        finally:
+            engine.dispose()
 
 
 def serve_in_thread(
@@ -226,7 +270,7 @@ def running_bot(
     server, thread, url = serve_in_thread(app)
     with httpx.Client(timeout=10) as http:
         try:
-            yield RunningBot(url, fake_slack, http)
+            yield RunningBot(url, fake_slack, http, settings.database_url)
         finally:
             server.should_exit = True
             thread.join(timeout=10)

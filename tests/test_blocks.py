@@ -198,6 +198,12 @@ def test_builders_are_pure() -> None:
             id="failed",
         ),
         pytest.param(
+            {"status": "unknown", "decided_by": "U0SRE2", "error": "no answer (restartedAt x)"},
+            ":warning: Approved by <@U0SRE2>. *May have taken effect: check before retrying*: "
+            "no answer (restartedAt x)",
+            id="unknown",
+        ),
+        pytest.param(
             {"status": "denied", "decided_by": "U0SRE1"},
             ":no_entry: Denied by <@U0SRE1>. Nothing was changed.",
             id="denied",
@@ -349,7 +355,7 @@ def test_thread_update_approval_added_falls_back_to_the_actor() -> None:
     )
 
 
-@pytest.mark.parametrize("event", ["denied", "succeeded", "failed"])
+@pytest.mark.parametrize("event", ["denied", "succeeded", "failed", "unknown"])
 def test_thread_update_other_events_show_the_outcome(event: str) -> None:
     view = make_view(status=event, decided_by="U0SRE1", result="ok", error="boom")
     assert thread_update(view, event) == f"Request #12: {outcome_line(view)}"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -700,11 +699,6 @@ def test_strategic_merge_patch_keys() -> None:
 
 # --------------------------------------------------------------------------- real kubectl
 
-requires_kubectl = pytest.mark.skipif(
-    shutil.which("kubectl") is None,
-    reason="kubectl is not installed; it ships with the machine image and cannot be reinstalled",
-)
-
 
 def kubectl(kubeconfig: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     home.mkdir(exist_ok=True)
@@ -720,7 +714,6 @@ def kubectl(kubeconfig: Path, home: Path, *args: str) -> subprocess.CompletedPro
 
 
 @pytest.mark.kubectl
-@requires_kubectl
 def test_kubectl_get(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) -> None:
     fake.add(deployment("web", NS, replicas=3))
     fake.add(deployment("api", NS, replicas=2, ready_replicas=1))
@@ -752,7 +745,6 @@ def test_kubectl_get(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) -> 
 
 
 @pytest.mark.kubectl
-@requires_kubectl
 def test_kubectl_rollout_restart(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) -> None:
     fake.add(deployment("web", NS))
     result = kubectl(
@@ -770,7 +762,6 @@ def test_kubectl_rollout_restart(fake: FakeKubernetes, kubeconfig: Path, tmp_pat
 
 
 @pytest.mark.kubectl
-@requires_kubectl
 def test_kubectl_scale(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) -> None:
     fake.add(deployment("web", NS, replicas=2))
     result = kubectl(
@@ -784,7 +775,6 @@ def test_kubectl_scale(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) -
 
 
 @pytest.mark.kubectl
-@requires_kubectl
 def test_kubectl_delete(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) -> None:
     fake.add(deployment("web", NS))
     result = kubectl(kubeconfig, tmp_path / "home", "delete", "deploy", "web", "-n", NS)
@@ -796,7 +786,6 @@ def test_kubectl_delete(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) 
 
 
 @pytest.mark.kubectl
-@requires_kubectl
 def test_kubectl_patch(fake: FakeKubernetes, kubeconfig: Path, tmp_path: Path) -> None:
     fake.add(deployment("web", NS, replicas=2))
     home = tmp_path / "home"
@@ -1032,7 +1021,6 @@ def cluster_kubectl(
 
 
 @pytest.mark.kubectl
-@requires_kubectl
 def test_kubectl_rollout_history_undo_and_to_revision(
     cluster: FakeKubernetes, cluster_kubeconfig: Path, tmp_path: Path
 ) -> None:
@@ -1075,7 +1063,6 @@ def test_kubectl_rollout_history_undo_and_to_revision(
 
 
 @pytest.mark.kubectl
-@requires_kubectl
 def test_kubectl_scale_and_rollout_status(
     cluster: FakeKubernetes, cluster_kubeconfig: Path, tmp_path: Path
 ) -> None:

@@ -14,8 +14,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from actions.backends.kubernetes import KubernetesBackend
 from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
+from actions.rollout import RolloutReader
 from approvals.db import make_engine, make_sessionmaker, migrate
-from approvals.gate import AlreadyDecided, Gate, NotAllowed, Origin, Rejected, Submission
+from approvals.gate import (
+    STRANDED_AFTER,
+    AlreadyDecided,
+    Gate,
+    NotAllowed,
+    Origin,
+    Rejected,
+    Submission,
+)
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Request, Status
 from approvals.notifier import MessageRef, NotifyError, OpenedRefs, RequestView
@@ -56,6 +65,9 @@ class RecordingNotifier:
     def request_changed(self, request: RequestView, *, event: str) -> None:
         self.events.append((request.id, event, request.status))
 
+    def card_changed(self, request: RequestView) -> None:
+        self.events.append((request.id, "card", request.status))
+
 
 @dataclass
 class World:
@@ -86,6 +98,7 @@ def world(
         actions=build_registry(kube=backend, clock=clock),
         notifier=notifier,
         clock=clock,
+        rollouts=RolloutReader(backend),
     )
     yield World(gate, notifier, clock, sessions, kube)
     backend.close()
@@ -118,6 +131,9 @@ def test_times_come_from_the_injected_clock(world: World) -> None:
     assert view.created_at == world.clock.now
     world.clock.now += timedelta(minutes=7)
     view = world.gate.approve(view.id, Actor("U0SRE1"))
+    assert view.status == "executing"  # applied; its rollout is followed by a periodic job
+    assert world.gate.follow_rollouts() == [view.id]
+    view = world.gate.get(view.id)
     assert view.status == "succeeded"
     assert view.updated_at == world.clock.now
     obj = world.kube.get_object("apps/v1", "Deployment", "payments", "payments-api")
@@ -133,7 +149,9 @@ def test_times_come_from_the_injected_clock(world: World) -> None:
     ]
 
 
-def test_recover_executes_approved_and_fails_stale_executing_requests(world: World) -> None:
+def test_recover_executes_approved_and_marks_stale_executing_requests_unknown(
+    world: World,
+) -> None:
     first = world.gate.submit(restart()).id
     second = world.gate.submit(restart("cart", "checkout")).id
     third = world.gate.submit(restart()).id
@@ -142,12 +160,13 @@ def test_recover_executes_approved_and_fails_stale_executing_requests(world: Wor
     set_status(world, third, Status.EXECUTING, world.clock.now - timedelta(seconds=30))
 
     assert sorted(world.gate.recover(stale_after=900)) == [first, second]
+    assert world.gate.follow_rollouts() == [first]
 
     assert world.gate.get(first).status == "succeeded"
-    failed = world.gate.get(second)
-    assert failed.status == "failed"
-    assert failed.error is not None
-    assert "whether it took effect is unknown" in failed.error
+    interrupted = world.gate.get(second)
+    assert interrupted.status == "unknown"
+    assert interrupted.error is not None
+    assert "it may have taken effect: check the target" in interrupted.error
     assert world.gate.get(third).status == "executing"  # maybe another live instance's
     patches = world.kube.requests_matching(method="PATCH")
     # each submit's preview dry-ran the restart; only the recovered approved one was applied
@@ -197,3 +216,84 @@ def test_an_event_is_handled_once_and_forgotten_after_a_day(world: World) -> Non
     world.clock.now += timedelta(hours=2)
     assert world.gate.forget_events() == 2
     assert world.gate.first_delivery("Ev1")
+
+
+def test_a_decision_before_the_approval_message_is_stored_still_updates_the_card(
+    world: World,
+) -> None:
+    """Slack answers chat.postMessage, and a click on the new message can reach the bot before
+    the message's reference is stored: the decision's own update then finds no message, so the
+    storing of the reference updates the card (whichever comes second does)."""
+    gate = world.gate
+
+    class EarlyClick(RecordingNotifier):
+        def request_opened(
+            self,
+            request: RequestView,
+            *,
+            approval_posted: Callable[[MessageRef], None] | None = None,
+            thread_posted: Callable[[MessageRef], None] | None = None,
+        ) -> OpenedRefs:
+            ref = MessageRef("C0APPROVALS", f"{request.id}.1")
+            gate.deny(request.id, Actor("U0SRE1"))  # the click lands before the ts is stored
+            assert approval_posted is not None
+            approval_posted(ref)
+            return OpenedRefs(approval=ref, thread=None)
+
+    notifier = EarlyClick()
+    gate._notifier = notifier
+    view = gate.submit(restart())
+    assert view.status == "denied"
+    assert view.approval == MessageRef("C0APPROVALS", f"{view.id}.1")
+    assert notifier.events == [(view.id, "denied", "denied"), (view.id, "card", "denied")]
+
+
+def test_no_extra_card_update_when_the_reference_is_stored_first(world: World) -> None:
+    class InOrder(RecordingNotifier):
+        def request_opened(
+            self,
+            request: RequestView,
+            *,
+            approval_posted: Callable[[MessageRef], None] | None = None,
+            thread_posted: Callable[[MessageRef], None] | None = None,
+        ) -> OpenedRefs:
+            ref = MessageRef("C0APPROVALS", f"{request.id}.1")
+            assert approval_posted is not None
+            approval_posted(ref)
+            return OpenedRefs(approval=ref, thread=None)
+
+    notifier = InOrder()
+    world.gate._notifier = notifier
+    view = world.gate.submit(restart())
+    world.gate.deny(view.id, Actor("U0SRE1"))
+    assert notifier.events == [(view.id, "denied", "denied")]
+
+
+def test_a_request_stranded_before_its_announcement_is_cancelled_and_its_requester_told(
+    world: World,
+) -> None:
+    """A bot killed between filing a request and posting its approval message leaves it
+    pending with no message; after STRANDED_AFTER seconds it is cancelled, never executed."""
+    view = world.gate.submit(restart())
+    with world.sessions.begin() as session:  # as a stop before the approval post leaves it
+        request = session.get(Request, view.id)
+        assert request is not None
+        request.approval_ts = None
+        request.approval_channel_id = None
+    young = world.gate.submit(restart("cart", "checkout"))
+    with world.sessions.begin() as session:
+        request = session.get(Request, young.id)
+        assert request is not None
+        request.approval_ts = None
+    world.clock.now += timedelta(seconds=STRANDED_AFTER - 1)
+    assert world.gate.cancel_stranded() == []
+    world.clock.now += timedelta(seconds=2)
+    assert world.gate.recover() == [view.id, young.id]
+    cancelled = world.gate.get(view.id)
+    assert cancelled.status == "cancelled"
+    assert cancelled.error is not None
+    assert "nothing was changed" in cancelled.error
+    assert (view.id, "cancelled", "cancelled") in world.notifier.events
+    assert world.gate.cancel_stranded() == []  # once
+    applied = world.kube.requests_matching("PATCH", "payments-api")
+    assert [r for r in applied if "dryRun" not in r.query] == []

@@ -15,6 +15,7 @@ from sqlalchemy import select
 from actions.backends.kubernetes import KubernetesBackend
 from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
+from actions.rollout import RolloutReader
 from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import AlreadyDecided, Gate, NotAllowed, Origin, Rejected, Submission
 from approvals.lifecycle import Actor
@@ -97,6 +98,13 @@ class World:
     sessions: object
 
 
+def finished(gate: Gate, request_id: int) -> RequestView:
+    """``request_id`` after the periodic job has read its rollout once (the fake Kubernetes
+    completes a rollout as soon as it is asked)."""
+    gate.follow_rollouts()
+    return gate.get(request_id)
+
+
 @pytest.fixture
 def world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Iterator[World]:
     migrate(database_url)
@@ -116,6 +124,7 @@ def world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Iterator[W
         actions=build_registry(kube=backend, clock=clock, poll_interval=0.01, rollout_timeout=5),
         notifier=notifier,
         clock=clock,
+        rollouts=RolloutReader(backend),
         directory=directory,
     )
     yield World(gate, notifier, clock, directory, kube, sessions)
@@ -170,7 +179,8 @@ def test_two_steps_need_one_approval_from_each_group(world: World) -> None:
     assert view.status == "pending"
     assert not restarted(world.kube, "checkout", "cart")
     view = world.gate.approve(view.id, Actor("U0SEC1"))
-    assert view.status == "succeeded"
+    assert view.status == "executing"
+    assert finished(world.gate, view.id).status == "succeeded"
     assert restarted(world.kube, "checkout", "cart")
 
 
@@ -225,7 +235,7 @@ def test_break_glass_executes_at_once_and_stays_open_for_review(world: World) ->
     view = world.gate.submit(
         restart("payments", "payments-api", requester="U0ONCALL", break_glass="site down, P1")
     )
-    assert view.status == "succeeded"
+    assert finished(world.gate, view.id).status == "succeeded"
     assert view.break_glass
     assert restarted(world.kube, "payments", "payments-api")
     assert world.notifier.reviews == [view.id]
@@ -268,14 +278,16 @@ def test_an_agent_may_ask_but_never_approve(world: World) -> None:
     assert view.requester_kind == ActorKind.AGENT
     with pytest.raises(NotAllowed, match="Automation"):
         world.gate.approve(view.id, Actor("U0SRE1", ActorKind.AGENT))
-    assert world.gate.approve(view.id, Actor("U0SRE1")).status == "succeeded"
+    assert world.gate.approve(view.id, Actor("U0SRE1")).status == "executing"
+    assert finished(world.gate, view.id).status == "succeeded"
 
 
 def test_a_click_from_a_new_usergroup_member_refreshes_the_groups(world: World) -> None:
     view = world.gate.submit(restart("payments", "payments-api"))
     # U0NEW joined the S0ONCALL user group after the request was made
     world.directory.pending_change = {"S0ONCALL": frozenset({"U0NEW"})}
-    assert world.gate.approve(view.id, Actor("U0NEW")).status == "succeeded"
+    assert world.gate.approve(view.id, Actor("U0NEW")).status == "executing"
+    assert finished(world.gate, view.id).status == "succeeded"
     assert world.directory.refreshed == 1
     with world.sessions() as session:  # type: ignore[operator]
         stored = session.get(Request, view.id)
@@ -306,6 +318,7 @@ def test_someone_a_reload_removed_from_a_group_can_no_longer_approve(
         actions=build_registry(kube=backend, clock=Clock(), poll_interval=0.01),
         notifier=ReviewingNotifier(),
         clock=Clock(),
+        rollouts=RolloutReader(backend),
     )
     try:
         view = gate.submit(restart("payments", "payments-api"))
@@ -313,7 +326,8 @@ def test_someone_a_reload_removed_from_a_group_can_no_longer_approve(
         current[0] = parse_policy(POLICY.replace("users: [U0SRE1, U0SRE2]", "users: [U0SRE1]"))
         with pytest.raises(NotAllowed, match="sre"):
             gate.approve(view.id, Actor("U0SRE2"))
-        assert gate.approve(view.id, Actor("U0SRE1")).status == "succeeded"
+        assert gate.approve(view.id, Actor("U0SRE1")).status == "executing"
+        assert finished(gate, view.id).status == "succeeded"
     finally:
         backend.close()
         engine.dispose()

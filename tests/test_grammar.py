@@ -14,6 +14,7 @@ from actions.scale import ScaleParams
 from actions.workloads import WorkloadKind
 from approvals.extend import ExtendParams
 from bot.grammar import Command, CommandError, help_text, parse, usage
+from bot.mrkdwn import escape
 
 RESTART_USAGE = (
     "/ops restart <workload> -n <namespace> [--env ENV] [--reason TEXT] [--break-glass REASON]"
@@ -182,7 +183,7 @@ def test_parse_status() -> None:
         ),
         pytest.param(
             "status abc",
-            ["request_id", "invalid int value: 'abc'"],
+            ["request_id", "'abc' is not a request ID"],
             STATUS_USAGE,
             id="status-not-a-number",
         ),
@@ -284,7 +285,8 @@ _REASON = st.text(
     reason=_REASON,
 )
 def test_property_restart_round_trips(kind: str, name: str, namespace: str, reason: str) -> None:
-    command = parse(f'restart {kind}{name} -n {namespace} --reason "{reason}"')
+    # as Slack delivers it: &, < and > escaped
+    command = parse(escape(f'restart {kind}{name} -n {namespace} --reason "{reason}"'))
     assert isinstance(command.params, RestartParams)
     assert command.params.name == name
     assert command.params.namespace == namespace == command.namespace

@@ -190,7 +190,8 @@ def test_app_mention_with_bad_syntax_answers_the_person_alone(
     assert told.args["channel"] == INCIDENT
     assert "'two' is not a revision number" in told.args["text"]
     assert (
-        "Usage: `/ops rollback <deployment> [--to-revision N] -n <namespace>" in (told.args["text"])
+        "Usage: `/ops rollback &lt;deployment&gt; [--to-revision N] -n &lt;namespace&gt;"
+        in told.args["text"]
     )
     assert approval_posts(bot.fake_slack) == []
     assert rows(settings, Request) == []

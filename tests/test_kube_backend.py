@@ -161,10 +161,6 @@ def test_restart_refuses_a_paused_deployment_and_an_ambiguous_name(
 
 
 @pytest.mark.kubectl
-@pytest.mark.skipif(
-    KUBECTL is None,
-    reason="kubectl is not installed; it ships with the machine image and cannot be reinstalled",
-)
 def test_the_bot_restarts_exactly_as_kubectl_rollout_restart_does(
     backend: KubernetesBackend, kube: FakeKubernetes, kubeconfig: Path, tmp_path: Path
 ) -> None:

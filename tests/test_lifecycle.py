@@ -11,8 +11,15 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from approvals.db import make_engine, make_sessionmaker, migrate
-from approvals.lifecycle import TERMINAL, TRANSITIONS, Actor, InvalidTransition, transition
-from approvals.models import AuditEvent, Request, Status
+from approvals.lifecycle import (
+    TERMINAL,
+    TRANSITIONS,
+    Actor,
+    InvalidTransition,
+    record,
+    transition,
+)
+from approvals.models import ActorKind, AuditEvent, Request, Status
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -60,11 +67,62 @@ def test_the_table_matches_design_md() -> None:
         Status.CANCELLED,
     }
     assert TRANSITIONS[Status.APPROVED] == {Status.EXECUTING}
-    assert TRANSITIONS[Status.EXECUTING] == {Status.SUCCEEDED, Status.FAILED, Status.ACTIVE}
+    assert TRANSITIONS[Status.EXECUTING] == {
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.UNKNOWN,
+        Status.ACTIVE,
+    }
     assert TRANSITIONS[Status.ACTIVE] == {Status.REVOKED}
     assert set(TRANSITIONS) == set(Status)
-    assert {Status.SUCCEEDED, Status.FAILED, Status.DENIED, Status.REVOKED} <= TERMINAL
+    assert {
+        Status.SUCCEEDED,
+        Status.FAILED,
+        Status.UNKNOWN,
+        Status.DENIED,
+        Status.REVOKED,
+    } <= TERMINAL
     assert Status.PENDING not in TERMINAL
+
+
+FINAL = {
+    Status.SUCCEEDED,
+    Status.FAILED,
+    Status.UNKNOWN,
+    Status.DENIED,
+    Status.EXPIRED,
+    Status.CANCELLED,
+    Status.REVOKED,
+}
+
+
+def test_every_terminal_state_is_final(sessions: sessionmaker[Session]) -> None:
+    """No transition leaves a terminal state: each one is refused before anything is written."""
+    assert TERMINAL == FINAL
+    assert {s for s, allowed in TRANSITIONS.items() if not allowed} == FINAL
+    request_id = new_request(sessions)
+    for terminal in sorted(FINAL):
+        assert TRANSITIONS[terminal] == frozenset(), terminal
+        with sessions.begin() as session:
+            request = session.get(Request, request_id)
+            assert request is not None
+            request.status = terminal.value
+        for to in Status:
+            with sessions.begin() as session:
+                request = session.get(Request, request_id)
+                assert request is not None
+                with pytest.raises(InvalidTransition, match=f"{terminal} → {to}"):
+                    transition(
+                        session,
+                        request,
+                        expected=terminal,
+                        to=to,
+                        actor=Actor("U0SRE1"),
+                        now=NOW,
+                    )
+        with sessions() as session:
+            assert session.get(Request, request_id).status == terminal.value  # type: ignore[union-attr]
+    assert audit_count(sessions) == 0
 
 
 def test_a_transition_happens_once_and_writes_its_audit_event(
@@ -107,6 +165,62 @@ def test_a_transition_happens_once_and_writes_its_audit_event(
         stored = session.get(Request, request_id)
         assert stored is not None
         assert stored.decided_by == "U0SRE1"
+
+
+def test_every_audit_event_carries_the_request_and_what_happened(
+    sessions: sessionmaker[Session],
+) -> None:
+    """A transition's event and a recorded one (an approval of several) each name the request's
+    action, target, rule and policy, who, when, the states and the detail given (``{}`` for
+    none)."""
+    request_id = new_request(sessions)
+    with sessions.begin() as session:
+        request = session.get(Request, request_id)
+        assert request is not None
+        request.rule = "rules[2] 'prod restarts'"
+        session.flush()
+        record(session, request, event="approval_added", actor=Actor("U0SRE1"), now=NOW)
+        record(
+            session,
+            request,
+            event="escalated",
+            actor=Actor("opsgate", ActorKind.SYSTEM),
+            now=NOW,
+            detail={"escalate_to": "oncall"},
+        )
+        assert transition(
+            session,
+            request,
+            expected=Status.PENDING,
+            to=Status.APPROVED,
+            actor=Actor("U0SRE2"),
+            now=NOW,
+        )
+        assert transition(
+            session,
+            request,
+            expected=Status.APPROVED,
+            to=Status.EXECUTING,
+            actor=Actor("opsgate", ActorKind.SYSTEM),
+            now=NOW,
+            event="started",
+            detail={"attempt": 1},
+        )
+    with sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [
+        (e.event, e.from_status, e.to_status, e.actor_id, e.actor_kind, e.detail) for e in events
+    ] == [
+        ("approval_added", "pending", "pending", "U0SRE1", "human", {}),
+        ("escalated", "pending", "pending", "opsgate", "system", {"escalate_to": "oncall"}),
+        ("approved", "pending", "approved", "U0SRE2", "human", {}),
+        ("started", "approved", "executing", "opsgate", "system", {"attempt": 1}),
+    ]
+    for event in events:
+        assert event.request_id == request_id
+        assert (event.action, event.target) == ("restart", "deployment/x")
+        assert (event.rule, event.policy_sha256) == ("rules[2] 'prod restarts'", "0" * 64)
+        assert event.created_at == NOW
 
 
 def test_a_rolled_back_transition_leaves_no_audit_event(sessions: sessionmaker[Session]) -> None:

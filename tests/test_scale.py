@@ -28,6 +28,7 @@ from actions.backends.kubernetes import (
     KubernetesBackend,
     _at_most_every,
 )
+from actions.rollout import RolloutReader
 from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import Gate
 from approvals.models import AuditEvent, Grant, Request
@@ -228,6 +229,7 @@ def gate_world(database_url: str) -> Iterator[tuple[Gate, RecordingNotifier, Clo
         actions={},
         notifier=notifier,
         clock=clock,
+        rollouts=RolloutReader(KubernetesBackend(kubeconfig=None)),  # never read: no rollouts
     )
     yield gate, notifier, clock, engine
     engine.dispose()

@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from approvals.models import AuditEvent, Request
+from bot.mrkdwn import escape
 from bot.settings import Settings
 from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
@@ -222,7 +223,7 @@ def test_scale_through_approval_patches_the_scale_subresource_and_reports_the_ro
     text = blocks_text(approval)
     for fact in (
         "Scale *deployment/payments-api* in namespace *payments* (environment prod)",
-        "*3 -> 5* replicas",
+        "*3 -&gt; 5* replicas",  # escaped for mrkdwn: Slack shows ->
         "Ready now: 3/3",
         "payments:1.4.2",
         "checkout campaign",
@@ -291,7 +292,7 @@ def test_limit_violations_are_refused_before_anyone_is_asked(
 ) -> None:
     response_url = submit(bot, f"scale payments-api {replicas} -n payments")
     told = answer_to(bot, response_url)
-    assert expected in told
+    assert escape(expected) in told  # as mrkdwn: Slack shows ->
     assert approval_posts(bot.fake_slack) == []
     assert kube.requests_matching(method="PATCH") == []  # not even a dry run
     assert stored(kube, "payments", "payments-api")["spec"]["replicas"] == 3
@@ -305,7 +306,7 @@ def test_max_factor_allows_a_step_within_it(
     bot: RunningBot, kube: FakeKubernetes, settings: Settings
 ) -> None:
     submit(bot, "scale payments-api 9 -n payments")  # 3 -> 9 is a factor of exactly 3
-    assert "*3 -> 9* replicas" in blocks_text(wait_approval_message(bot))
+    assert "*3 -&gt; 9* replicas" in blocks_text(wait_approval_message(bot))
 
 
 def test_the_approval_message_warns_of_an_autoscaler_that_may_undo_the_scale(
@@ -580,7 +581,7 @@ def test_history_lists_the_revisions_without_a_request(
     assert len(lines) == 3
     assert all(re.search(r"`, \d+s old, change-cause: ", line) for line in lines), lines
     assert lines[0].startswith("*revision 1*: `payments:1.4.2`, ")
-    assert lines[0].endswith("change-cause: <none>")
+    assert lines[0].endswith("change-cause: &lt;none&gt;")  # escaped: Slack shows <none>
     assert lines[1].startswith("*revision 2*: `payments:1.5.0`, ")
     assert lines[1].endswith("change-cause: deploy 1.5.0")
     assert lines[2].startswith("*revision 3* (current): `payments:1.6.0`, ")
@@ -611,7 +612,9 @@ def test_history_refuses_what_has_no_rollout_history(bot: RunningBot) -> None:
     answer, _ = bot.command("history statefulset/db -n payments")
     body = answer.json()
     assert "only Deployments have a rollout history" in body["text"]
-    assert "Usage: `/ops history <deployment> -n <namespace> [--env ENV]`" in body["text"]
+    assert (
+        "Usage: `/ops history &lt;deployment&gt; -n &lt;namespace&gt; [--env ENV]`" in body["text"]
+    )
 
 
 # --- several environments: kube_context picks the cluster; a shared namespace needs --env ------

@@ -25,6 +25,7 @@ from actions.errors import (
     Conflict,
     Forbidden,
     Invalid,
+    MaybeApplied,
     NotFound,
     PermanentError,
     TemporaryError,
@@ -135,23 +136,37 @@ class KubernetesBackend:
         return client.ApiClient(configuration)
 
     @contextmanager
-    def _translated(self, what: str, context: str | None) -> Iterator[None]:
-        """Turn client exceptions raised inside the block into :mod:`actions.errors` errors."""
+    def _translated(self, what: str, context: str | None, *, write: bool = False) -> Iterator[None]:
+        """Turn client exceptions raised inside the block into :mod:`actions.errors` errors.
+
+        ``write``: the block changes something. Then a request that may have reached the API
+        server without an answer (read timeout, connection dropped after sending, a 504) is
+        ``MaybeApplied`` rather than ``TemporaryError``.
+        """
         try:
             yield
         except ApiException as exc:
+            if write and exc.status == 504:
+                raise MaybeApplied(str(translate_api_exception(exc, what))) from exc
             raise translate_api_exception(exc, what) from exc
         except urllib3.exceptions.HTTPError as exc:
             where = f"context '{context}'" if context else "the current context"
-            raise TemporaryError(
-                f"the Kubernetes API ({where}) did not answer while {what}: {_urllib3_cause(exc)}",
-                delay=5.0,
-            ) from exc
+            cause = _urllib3_cause(exc)
+            text = f"the Kubernetes API ({where}) did not answer while {what}: {cause}"
+            if write and _may_have_been_received(exc):
+                raise MaybeApplied(text) from exc
+            raise TemporaryError(text, delay=5.0) from exc
 
     def _call(
-        self, context: str | None, what: str, method: Callable[..., Any], *args: Any, **kw: Any
+        self,
+        context: str | None,
+        what: str,
+        method: Callable[..., Any],
+        *args: Any,
+        write: bool = False,
+        **kw: Any,
     ) -> dict[str, Any]:
-        with self._translated(what, context):
+        with self._translated(what, context, write=write):
             return self._raw_call(method, *args, **kw)
 
     def _raw_call(self, method: Callable[..., Any], *args: Any, **kw: Any) -> dict[str, Any]:
@@ -191,7 +206,8 @@ class KubernetesBackend:
     ) -> dict[str, Any]:
         """Strategic-merge PATCH of a workload (as ``kubectl patch`` does by default).
 
-        Returns the object as the server stored it. ``dry_run`` sends ``dryRun=All``.
+        Returns the object as the server stored it. ``dry_run`` sends ``dryRun=All``. Raises
+        ``MaybeApplied`` when the PATCH was sent without an answer (not for a dry run).
         """
         return self._patch(context, kind, namespace, name, patch, STRATEGIC_MERGE, dry_run)
 
@@ -208,7 +224,7 @@ class KubernetesBackend:
         """JSON patch (RFC 6902) of a workload, as ``kubectl rollout undo`` sends one.
 
         Returns the object as the server stored it. ``dry_run`` sends ``dryRun=All``. A failed
-        ``test`` operation is ``Invalid`` (422).
+        ``test`` operation is ``Invalid`` (422); ``MaybeApplied`` as :meth:`patch_workload`.
         """
         return self._patch(context, kind, namespace, name, operations, JSON_PATCH, dry_run)
 
@@ -232,6 +248,7 @@ class KubernetesBackend:
             name,
             namespace,
             body,
+            write=not dry_run,
             _content_type=content_type,
             **extra,
         )
@@ -268,7 +285,8 @@ class KubernetesBackend:
         """Set ``spec.replicas`` through the ``scale`` subresource with the merge patch
         ``{"spec": {"replicas": N}}`` that ``kubectl scale`` sends. Returns the new ``Scale``.
 
-        ``dry_run`` sends ``dryRun=All``. Raises ``Invalid`` (422) and the others.
+        ``dry_run`` sends ``dryRun=All``. Raises ``Invalid`` (422), ``MaybeApplied`` when the
+        PATCH was sent without an answer (not for a dry run), and the others.
         """
         suffix = _scale_suffix(kind)
         extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
@@ -279,6 +297,7 @@ class KubernetesBackend:
             name,
             namespace,
             {"spec": {"replicas": replicas}},
+            write=not dry_run,
             _content_type=MERGE_PATCH,
             **extra,
         )
@@ -331,12 +350,13 @@ class KubernetesBackend:
     ) -> dict[str, Any]:
         """Create the RoleBinding ``body`` in ``namespace``; if one of that name exists, replace
         it (its ``roleRef`` is immutable, so one with another ``roleRef`` is deleted and created
-        again). Returns the RoleBinding as stored.
+        again). Returns the RoleBinding as stored. Raises ``MaybeApplied`` when a write was sent
+        without an answer.
         """
         name = body.get("metadata", {}).get("name", "")
         what = f"creating rolebinding/{name} in {namespace}"
         api = self._rbac(context)
-        with self._translated(what, context):
+        with self._translated(what, context, write=True):
             try:
                 return self._raw_call(api.create_namespaced_role_binding, namespace, body)
             except ApiException as exc:
@@ -351,6 +371,16 @@ class KubernetesBackend:
                 "resourceVersion"
             ]
             return self._raw_call(api.replace_namespaced_role_binding, name, namespace, replacement)
+
+    def get_role_binding(self, context: str | None, namespace: str, name: str) -> dict[str, Any]:
+        """GET a RoleBinding as JSON. Raises ``NotFound`` when it does not exist."""
+        return self._call(
+            context,
+            f"reading rolebinding/{name} in {namespace}",
+            self._rbac(context).read_namespaced_role_binding,
+            name,
+            namespace,
+        )
 
     def delete_role_binding(self, context: str | None, namespace: str, name: str) -> bool:
         """DELETE a RoleBinding; True if it was deleted, False if it was already gone."""
@@ -415,7 +445,22 @@ def _urllib3_cause(exc: BaseException) -> str:
         exc, urllib3.exceptions.NewConnectionError
     ):
         return "connection refused or unreachable"
+    if isinstance(reason, urllib3.exceptions.ProtocolError) or isinstance(
+        exc, urllib3.exceptions.ProtocolError
+    ):
+        return "the connection dropped before an answer"
     return str(reason or exc)
+
+
+def _may_have_been_received(exc: BaseException) -> bool:
+    """True when the request was sent and its answer did not come: a read timeout, or the
+    connection dropped after sending (urllib3's ``ProtocolError``). A connect timeout, a refused
+    connection or a TLS failure means nothing was sent. A ``MaxRetryError`` is judged by its
+    ``reason``."""
+    reason = exc.reason if isinstance(exc, urllib3.exceptions.MaxRetryError) else exc
+    return isinstance(
+        reason, (urllib3.exceptions.ReadTimeoutError, urllib3.exceptions.ProtocolError)
+    )
 
 
 def translate_api_exception(exc: ApiException, what: str) -> ActionError:

@@ -43,13 +43,21 @@ Python API::
         fake.clear_requests()
         fake.fail_next(count=1, status=500, method=None, path_contains=None,
                        reason="InternalError", message="...")
-        fake.hang_next(seconds, count=1, method=None, path_contains=None)
+        fake.hang_next(seconds, count=1, method=None, path_contains=None)   # wait, then serve
+        fake.answer_late_next(seconds, count=1, method=None, path_contains=None,
+                              apply=True, drop=False, then=None)   # serve, then wait
         fake.store                 # the ObjectStore, for what the helpers above do not cover
         fake.controllers.steps = 3                          # reads until a rollout completes
         fake.stall(namespace, name, kind="Deployment", after_reads=1)   # never completes;
                                    # Progressing=False/ProgressDeadlineExceeded after N reads
         fake.unstall(namespace, name, kind="Deployment")
         fake.controllers.in_flight("Deployment", namespace, name)       # a rollout under way?
+
+``hang_next`` delays a request before the fake looks at it (after a client timeout the change
+still lands, late); ``answer_late_next`` stores the change at once (``apply=False``: never) and
+delays only the answer, or with ``drop=True`` closes the connection without one: the client cannot
+tell whether its write took effect. ``then`` is called once the change is stored (or skipped),
+before the wait, e.g. ``then=lambda: fake.fail_next(3, status=503, method="GET")``.
 
 Note for timeout tests: urllib3 (under the Python client) retries a timed-out GET 3 more times by
 default, so either hang 4 requests or give the client ``Configuration.retries = False``.
@@ -2067,6 +2075,16 @@ class RecordedRequest:
     body: JSON | None  # parsed JSON, or None when empty or not JSON
 
 
+@dataclass(frozen=True)
+class _Late:
+    """How :meth:`FakeKubernetes.answer_late_next` treats a request it matched."""
+
+    seconds: float
+    apply: bool
+    drop: bool
+    then: Callable[[], None] | None
+
+
 @dataclass
 class _Rule:
     """A fault-injection rule: matches requests, applies ``count`` times."""
@@ -2076,6 +2094,7 @@ class _Rule:
     path_contains: str | None
     status: Obj | None = None  # answer this Status body
     hang_seconds: float = 0.0  # sleep this long before answering
+    late: _Late | None = None  # serve (or skip), then answer late or drop the connection
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method.upper() == method) and (
@@ -2196,9 +2215,16 @@ class _Handler(BaseHTTPRequestHandler):
             if fake._stopping.is_set():
                 self.close_connection = True
                 return
+        late = fake._take_late(method, split.path)
         try:
             if injected is not None:
                 raise ApiError(injected["code"], injected["reason"], injected["message"])
+            if late is not None and not late.apply:
+                raise ApiError(
+                    504,
+                    "Timeout",
+                    "Timeout: request did not complete within the allotted timeout",
+                )
             fake._authorize(self.headers.get("Authorization"))
             if raw and body is None:
                 raise bad_request("the request body is not valid JSON")
@@ -2212,6 +2238,16 @@ class _Handler(BaseHTTPRequestHandler):
             code, answer = internal.code, internal.body
         if answer is _WATCH:
             self._stream_watch(query)
+            return
+        if late is not None:
+            if late.then is not None:
+                late.then()
+            fake._stopping.wait(min(late.seconds, MAX_HANG_SECONDS))
+            if late.drop or fake._stopping.is_set():
+                self.close_connection = True
+                return
+            with contextlib.suppress(OSError):  # the client may have given up long ago
+                self._send_json(code, answer)
             return
         self._send_json(code, answer)
 
@@ -2438,11 +2474,41 @@ class FakeKubernetes:
         with self._lock:
             self._rules.append(_Rule(count, method, path_contains, hang_seconds=seconds))
 
+    def answer_late_next(
+        self,
+        seconds: float,
+        *,
+        count: int = 1,
+        method: str | None = None,
+        path_contains: str | None = None,
+        apply: bool = True,
+        drop: bool = False,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Serve the next ``count`` matching requests at once (store the change), then wait
+        ``seconds`` (at most 30; stop() wakes) before answering: a client with a shorter timeout
+        gives up although its write took effect. ``apply=False``: store nothing and answer a 504
+        ``Timeout`` Status after the wait. ``drop=True``: after the wait, close the connection
+        without an answer. ``then`` is called once per request, after the change is stored (or
+        skipped) and before the wait."""
+        late = _Late(seconds=seconds, apply=apply, drop=drop, then=then)
+        with self._lock:
+            self._rules.append(_Rule(count, method, path_contains, late=late))
+
+    def _take_late(self, method: str, path: str) -> _Late | None:
+        with self._lock:
+            for rule in self._rules:
+                if rule.late is not None and rule.count > 0 and rule.matches(method, path):
+                    rule.count -= 1
+                    self._rules = [r for r in self._rules if r.count > 0]
+                    return rule.late
+        return None
+
     def _take_rules(self, method: str, path: str) -> tuple[float, Obj | None]:
         hang, status = 0.0, None
         with self._lock:
             for rule in self._rules:
-                if rule.count <= 0 or not rule.matches(method, path):
+                if rule.count <= 0 or rule.late is not None or not rule.matches(method, path):
                     continue
                 if rule.hang_seconds and not hang:
                     hang = rule.hang_seconds

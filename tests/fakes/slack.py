@@ -225,6 +225,7 @@ def _connections_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
 
 # Methods that take the app-level token (and refuse the bot token).
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+_TRIGGERS = itertools.count(1)
 
 _HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "apps.connections.open": _connections_open,
@@ -283,6 +284,7 @@ def slash_command_body(
     channel_id: str = "C0DEV",
     channel_name: str = "dev",
     response_url: str,
+    trigger_id: str | None = None,
 ) -> str:
     """The form body Slack posts for ``/ops <text>``."""
     return urlencode(
@@ -292,6 +294,7 @@ def slash_command_body(
             channel_id=channel_id,
             channel_name=channel_name,
             response_url=response_url,
+            trigger_id=trigger_id,
         )
     )
 
@@ -303,6 +306,7 @@ def slash_command_payload(
     channel_id: str = "C0DEV",
     channel_name: str = "dev",
     response_url: str,
+    trigger_id: str | None = None,
 ) -> dict[str, str]:
     """The fields of ``/ops <text>``: the HTTP form, or the ``payload`` of a Socket Mode
     ``slash_commands`` envelope."""
@@ -319,7 +323,8 @@ def slash_command_payload(
         "api_app_id": "A0OPSGATE",
         "is_enterprise_install": "false",
         "response_url": response_url,
-        "trigger_id": "1.2.3",
+        # Slack gives each invocation its own trigger_id (a replay carries the same one)
+        "trigger_id": trigger_id or f"{next(_TRIGGERS)}.1234567890.{uuid.uuid4().hex[:32]}",
     }
 
 

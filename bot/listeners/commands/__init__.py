@@ -1,7 +1,10 @@
-"""The ``/ops`` slash command: ack at once, parse, then hand the request to the gate.
+"""The ``/ops`` slash command: parse, ack at once, then hand the request to opsgate's workers.
 
-:func:`run` is shared with the ``app_mention`` listener (``@opsgate rollback …`` in an incident
-channel works like the slash command); ``reply`` answers the person who asked, alone.
+The listener only validates (the grammar) and acks, touching neither the database nor Slack; the
+rest (forgetting a redelivery of the same command, a preview from the cluster, an approval
+message, an execution) runs on :class:`bot.work.Workers`. :func:`run` is shared with the
+``app_mention`` listener (``@opsgate rollback …`` in an incident channel works like the slash
+command); ``reply`` answers the person who asked, alone.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from approvals.lifecycle import Actor
 from approvals.notifier import RequestView
 from bot import blocks, grant_blocks
 from bot.grammar import Command, CommandError, help_text, parse
+from bot.work import Workers
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +30,8 @@ READS = frozenset({"help", "status", "history", "grants", "revoke"})
 """Commands answered at once, without a request (and without approval)."""
 
 
-def register(app: App, gate: Gate) -> None:
-    """Listen for ``/ops``."""
+def register(app: App, gate: Gate, workers: Workers) -> None:
+    """Listen for ``/ops``: validate and ack here, work on ``workers``."""
 
     def ops(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
         text = (command.get("text") or "").strip()
@@ -39,25 +43,33 @@ def register(app: App, gate: Gate) -> None:
         if parsed.name == "help":
             ack(response_type="ephemeral", text=help_text())
             return
+        user = command.get("user_id")
+        trigger = command.get("trigger_id")
+        if not user:
+            ack(response_type="ephemeral", text=blocks.error_message("This command names no user."))
+            return
         if parsed.name in READS:
             ack(response_type="ephemeral")
         else:
-            ack(response_type="ephemeral", text=f":hourglass_flowing_sand: Checking `/ops {text}`…")
+            ack(response_type="ephemeral", text=blocks.checking(text))
 
         def reply(message: str) -> None:
             respond(response_type="ephemeral", replace_original=False, text=message)
 
-        run(
-            gate,
-            parsed,
-            user=command["user_id"],
-            origin=Origin(
-                channel_id=command.get("channel_id"),
-                channel_name=command.get("channel_name"),
-                response_url=command.get("response_url"),
-            ),
-            reply=reply,
+        origin = Origin(
+            channel_id=command.get("channel_id"),
+            channel_name=command.get("channel_name"),
+            response_url=command.get("response_url"),
         )
+
+        def work() -> None:
+            # a replay of the same signed command, or Slack's retry of it, makes nothing twice
+            if trigger and not gate.first_delivery(f"command:{trigger}"[:64]):
+                log.info("command %s was already delivered; ignoring the redelivery", trigger)
+                return
+            run(gate, parsed, user=str(user), origin=origin, reply=reply)
+
+        workers.submit(work, answer=reply, what=f"`/ops {text}`")
 
     app.command("/ops")(ops)
 
@@ -73,7 +85,7 @@ def run(gate: Gate, parsed: Command, *, user: str, origin: Origin, reply: Reply)
             assert parsed.namespace is not None
             assert parsed.workload is not None
             lines = gate.history(parsed.namespace, parsed.env, parsed.workload)
-            reply("\n".join(lines))
+            reply(blocks.history_lines(lines))
         elif parsed.name == "grants":
             _grants(gate, user, reply, parsed.page)
         elif parsed.name == "revoke":
@@ -105,7 +117,7 @@ def _status(gate: Gate, request_id: int | None, user_id: str, reply: Reply, page
     if request_id is None:
         views = gate.latest(requester_id=user_id, limit=STATUS_LIMIT, page=page)
     else:
-        views = [gate.get(request_id)]
+        views = [gate.get_for(request_id, Actor(user_id))]
     reply(blocks.status_list(views))
 
 

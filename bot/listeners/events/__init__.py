@@ -1,5 +1,10 @@
 """Events: ``app_mention`` (``@opsgate rollback … `` works like ``/ops``) and ``app_home_opened``
-(the App Home tab: your grants, your pending requests, and what waits on your approval)."""
+(the App Home tab: your grants, your pending requests, and what waits on your approval).
+
+slack-bolt acks events itself before it calls a listener; the listeners here only check who
+asked and whether Slack already delivered the event, and hand the rest (the channel's name, the
+gate's work, ``views.publish``) to opsgate's workers, so bolt's threads are free for the next ack.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ from bot import blocks, grant_blocks
 from bot.grammar import CommandError, parse
 from bot.listeners.commands import run
 from bot.notifier import SLACK_FAILURES
+from bot.work import Workers
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +32,9 @@ def command_text(text: str) -> str:
     return _MENTION.sub("", text, count=1).strip()
 
 
-def register(app: App, gate: Gate) -> None:
-    """Listen for mentions of the bot and for the App Home tab being opened."""
+def register(app: App, gate: Gate, workers: Workers) -> None:
+    """Listen for mentions of the bot and for the App Home tab being opened; work on
+    ``workers``."""
 
     def mention(event: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
         channel = event.get("channel")
@@ -39,9 +46,6 @@ def register(app: App, gate: Gate) -> None:
         if not user or not channel:
             return
         event_id = body.get("event_id")
-        if event_id and not gate.first_delivery(str(event_id)):
-            log.info("event %s was already delivered; ignoring Slack's retry", body["event_id"])
-            return
         thread_ts = event.get("thread_ts") or event.get("ts")
 
         def reply(message: str) -> None:
@@ -55,23 +59,31 @@ def register(app: App, gate: Gate) -> None:
             except SLACK_FAILURES as exc:
                 log.warning("could not answer %s in %s: %s", user, channel, exc)
 
-        try:
-            parsed = parse(command_text(event.get("text", "")))
-        except CommandError as exc:
-            reply(blocks.error_message(str(exc)))
-            return
-        run(
-            gate,
-            parsed,
-            user=user,
-            origin=Origin(channel_id=channel, channel_name=_channel_name(client, channel)),
-            reply=reply,
-        )
+        text = command_text(str(event.get("text") or ""))
+
+        def work() -> None:
+            if event_id and not gate.first_delivery(str(event_id)):
+                log.info("event %s was already delivered; ignoring Slack's retry", event_id)
+                return
+            try:
+                parsed = parse(text)
+            except CommandError as exc:
+                reply(blocks.error_message(str(exc)))
+                return
+            origin = Origin(channel_id=channel, channel_name=_channel_name(client, channel))
+            run(gate, parsed, user=user, origin=origin, reply=reply)
+
+        workers.submit(work, answer=reply, what=f"`@opsgate {text}`")
 
     def home(event: dict[str, Any], client: WebClient) -> None:
-        if event.get("tab", "home") != "home":
+        user = event.get("user")
+        if event.get("tab", "home") != "home" or not isinstance(user, str):
             return
-        publish_home(gate, client, event["user"])
+        workers.submit(
+            lambda: publish_home(gate, client, user),
+            answer=lambda _message: None,  # nobody asked: the log line is the answer
+            what=f"the App Home of {user}",
+        )
 
     app.event("app_mention")(mention)
     app.event("app_home_opened")(home)
