@@ -25,11 +25,11 @@ by <@U…>: <reason>`` or ``drift: …``; the audit event says when (``revoked_a
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from queue import SimpleQueue
 from typing import Any, Protocol
 
 from sqlalchemy import bindparam, case, func, insert, literal, select, update
@@ -124,6 +124,48 @@ class _Removal:
 
 _GRANTS = Grant.metadata.tables[Grant.__tablename__]
 _AUDIT = AuditEvent.metadata.tables[AuditEvent.__tablename__]
+
+
+class _Removals:
+    """Removals from the backends running on ``pool``, handed back to the sweep in runs of at
+    least ``run`` (or all that remain): the sweep's thread wakes once a run, not once a grant."""
+
+    def __init__(
+        self, pool: ThreadPoolExecutor, remove: Callable[[Grant], _Removal], *, run: int
+    ) -> None:
+        self._pool = pool
+        self._remove = remove
+        self._run = run
+        self._done: list[Future[_Removal]] = []
+        self._outstanding = 0
+        self._ready = threading.Condition()
+
+    @property
+    def outstanding(self) -> int:
+        """How many have started and not been taken yet."""
+        with self._ready:
+            return self._outstanding + len(self._done)
+
+    def start(self, grants: Iterable[Grant]) -> None:
+        for grant in grants:
+            with self._ready:
+                self._outstanding += 1
+            self._pool.submit(self._remove, grant).add_done_callback(self._finished)
+
+    def _finished(self, future: Future[_Removal]) -> None:
+        with self._ready:
+            self._done.append(future)
+            self._outstanding -= 1
+            if len(self._done) >= self._run or not self._outstanding:
+                self._ready.notify()
+
+    def take(self) -> list[_Removal]:
+        """Wait for a run of finished removals (or the last ones) and return them; re-raises
+        what a removal raised (``_remove`` itself turns backend errors into results)."""
+        with self._ready:
+            self._ready.wait_for(lambda: len(self._done) >= self._run or not self._outstanding)
+            taken, self._done = self._done, []
+        return [future.result() for future in taken]
 
 
 class GrantService:
@@ -446,25 +488,21 @@ class GrantService:
         """
         now = self._clock()
         ended: list[_Ended] = []
-        completed: SimpleQueue[Future[_Removal]] = SimpleQueue()
         with ThreadPoolExecutor(
             max_workers=max(self._workers, 1), thread_name_prefix="revoke"
         ) as pool:
-            inflight = 0
+            removals = _Removals(pool, self._remove, run=max(self._batch_size // 2, 1))
             finished: list[_Removal] = []
             more = True
-            while more or inflight:
-                if more and inflight < self._batch_size:
+            while more or removals.outstanding:
+                if more and removals.outstanding < self._batch_size:
                     claimed = self._claim_overdue(now)
                     # a short batch is the last (what others took, they finish)
                     more = len(claimed) >= self._batch_size
-                    for grant in claimed:
-                        pool.submit(self._remove, grant).add_done_callback(completed.put)
-                        inflight += 1
+                    removals.start(claimed)
                     continue
-                finished.append(completed.get().result())
-                inflight -= 1
-                if len(finished) >= self._batch_size or not (more or inflight):
+                finished.extend(removals.take())
+                if len(finished) >= self._batch_size or not (more or removals.outstanding):
                     ended.extend(self._record(finished))
                     finished = []
         ended.extend(self._finish_many(self._claim_stale(now)))

@@ -1,18 +1,23 @@
-"""Revocation lag and start-up sweep time, on SQLite and PostgreSQL.
+"""Revocation lag and start-up times, on SQLite and PostgreSQL.
 
-    .venv/bin/python bench/revocation_lag.py [--grants 1000] [--postgres URL] [--no-sqlite]
+    .venv/bin/python bench/revocation_lag.py [--grants 1000] [--active 10000] [--postgres URL]
+                                             [--no-sqlite]
 
 For each database:
 
 1. *Lag*: ``--grants`` active grants that all expire in the same second, a few seconds ahead,
    each with its RoleBinding in a fake Kubernetes API server (real HTTP, ``tests/fakes/kube.py``)
-   and its expiry job in the APScheduler job store, as ``GrantService.activate`` leaves them. The
-   ExpiryScheduler runs in real time; when every grant is revoked, the lag of each (``revoked_at``,
-   the moment the backends confirmed the removal, minus ``expires_at``, both from the database) is
-   reported as p50 / p99 / max, with how long after the expiry the last end was committed.
+   and announced to the ExpiryScheduler (``grant_scheduled``), as ``GrantService.activate``
+   does. The ExpiryScheduler runs in real time; when every grant is revoked, the lag of each
+   (``revoked_at``, the moment the backends confirmed the removal, minus ``expires_at``, both
+   from the database) is reported as p50 / p99 / max, with how long after the expiry the last end
+   was committed.
 2. *Sweep at start*: ``--grants`` grants already an hour overdue (the bot was down), then
    ``ExpiryScheduler.start()`` is timed: it sweeps them all, and runs the drift check, before it
    returns.
+3. *Start with active grants*: ``--active`` grants ending in two hours, each with its
+   RoleBinding; ``ExpiryScheduler.start()`` is timed: its sweep finds nothing due and its drift
+   check, nothing to remove.
 
 The notifier does nothing (Slack's latency is not opsgate's revocation lag). The PostgreSQL URL
 must name a database the script may wipe: its ``public`` schema is dropped and recreated.
@@ -27,9 +32,10 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, insert, select, text
 from sqlalchemy.engine import make_url
@@ -121,17 +127,19 @@ def seed(engine: Engine, kube: FakeKubernetes, count: int, expires_at: datetime)
     if engine.dialect.name == "postgresql":
         with engine.begin() as conn:
             conn.execute(text("SELECT setval('requests_id_seq', (SELECT max(id) FROM requests))"))
-    for i in ids:
-        kube.add(
-            role_binding_body(
-                grant_id=i,
-                namespace="payments",
-                cluster_role="view",
-                kubernetes_user=f"user{i}@example.com",
-                expires_at=expires_at,
-            )
-        )
+    kube.add_many(bindings(ids, expires_at))
     return ids
+
+
+def bindings(ids: list[int], expires_at: datetime) -> Iterator[dict[str, Any]]:
+    for i in ids:
+        yield role_binding_body(
+            grant_id=i,
+            namespace="payments",
+            cluster_role="view",
+            kubernetes_user=f"user{i}@example.com",
+            expires_at=expires_at,
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -168,6 +176,8 @@ def lag_run(url: str, count: int, workdir: Path) -> dict[str, float]:
         setup_done = now()
         if setup_done >= expires_at:
             raise SystemExit("setup took longer than the lead time; raise it")
+        time.sleep(max((expires_at - now()).total_seconds(), 0))
+        cpu = time.process_time()  # from the expiry on: opsgate's and the fake API server's
         deadline = time.monotonic() + 600
         with make_sessionmaker(engine)() as session:
             while True:
@@ -183,6 +193,7 @@ def lag_run(url: str, count: int, workdir: Path) -> dict[str, float]:
             # when the last end was committed (to the 0.05 s of this loop): revoked_at is when
             # the backends confirmed a removal, which a batch records in one transaction later
             recorded = (now() - expires_at).total_seconds()
+            cpu = time.process_time() - cpu
             rows = session.execute(select(Grant.revoked_at, Grant.expires_at)).all()
         scheduler.shutdown()
         backend.close()
@@ -194,6 +205,7 @@ def lag_run(url: str, count: int, workdir: Path) -> dict[str, float]:
         "max": max(lags),
         "min": min(lags),
         "recorded": recorded,
+        "cpu": cpu,
     }
 
 
@@ -211,6 +223,21 @@ def start_sweep_run(url: str, count: int, workdir: Path) -> float:
             )
         assert left == 0, f"{left} grants left after start"
         assert not kube.objects("RoleBinding"), "RoleBindings left after start"
+        scheduler.shutdown()
+        backend.close()
+        engine.dispose()
+    return elapsed
+
+
+def start_run(url: str, count: int, workdir: Path) -> float:
+    with FakeKubernetes() as kube:
+        engine, grants, backend = build(url, kube, workdir, now)
+        seed(engine, kube, count, now() + timedelta(hours=2))
+        scheduler = ExpiryScheduler(engine, grants=grants, clock=now, instance="bench-active")
+        began = time.perf_counter()
+        scheduler.start()
+        elapsed = time.perf_counter() - began
+        assert len(kube.objects("RoleBinding")) == count, "the drift check removed bindings"
         scheduler.shutdown()
         backend.close()
         engine.dispose()
@@ -237,6 +264,7 @@ def machine() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grants", type=int, default=1000)
+    parser.add_argument("--active", type=int, default=10_000)
     parser.add_argument(
         "--postgres",
         default=os.environ.get("OPSGATE_BENCH_POSTGRES_URL"),
@@ -266,7 +294,8 @@ def main() -> None:
                 f"{name}: revocation lag, {args.grants} grants expiring in the same second: "
                 f"p50 {lag['p50']:.2f} s, p99 {lag['p99']:.2f} s, max {lag['max']:.2f} s "
                 f"(min {lag['min']:.2f} s); every end recorded {lag['recorded']:.2f} s after "
-                "the expiry"
+                f"the expiry, with {lag['cpu']:.2f} s of CPU (this process: opsgate and the fake "
+                "API server)"
             )
             if name.startswith("PostgreSQL"):
                 reset_postgres(url)
@@ -274,6 +303,13 @@ def main() -> None:
                 (workdir / "bench.db").unlink()
             elapsed = start_sweep_run(url, args.grants, workdir)
             print(f"{name}: start-up sweep of {args.grants} overdue grants: {elapsed:.2f} s")
+            if name.startswith("PostgreSQL"):
+                reset_postgres(url)
+            else:
+                (workdir / "bench.db").unlink()
+            if args.active:
+                elapsed = start_run(url, args.active, workdir)
+                print(f"{name}: start with {args.active} active grants: {elapsed:.2f} s")
 
 
 if __name__ == "__main__":
