@@ -24,7 +24,7 @@ Rule settings (``Target.settings``)::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -47,6 +47,9 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "opsgate"
 MANAGED_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
 GRANT_ID_ANNOTATION = "opsgate.io/grant-id"
+GRANT_ID_LABEL = "opsgate.io/grant-id"
+"""Also a label, so that the RoleBindings of many grants are deleted in one call (a label
+selector); RoleBindings made before it existed carry only the annotation."""
 EXPIRES_AT_ANNOTATION = "opsgate.io/expires-at"
 GRANTEE_ANNOTATION = "opsgate.io/kubernetes-user"
 RBAC_GROUP = "rbac.authorization.k8s.io"
@@ -118,7 +121,7 @@ def role_binding_body(
         "metadata": {
             "name": role_binding_name(grant_id),
             "namespace": namespace,
-            "labels": {MANAGED_BY_LABEL: MANAGED_BY},
+            "labels": {MANAGED_BY_LABEL: MANAGED_BY, GRANT_ID_LABEL: str(grant_id)},
             "annotations": {
                 GRANT_ID_ANNOTATION: str(grant_id),
                 EXPIRES_AT_ANNOTATION: rfc3339(expires_at),
@@ -403,15 +406,19 @@ class Access:
         role_binding: str,
         vault_group: str | None = None,
         vault_entity_id: str | None = None,
+        role_binding_deleted: bool = False,
     ) -> dict[str, bool]:
         """Remove the grant from the backends; idempotent.
 
         A RoleBinding already gone, an entity already out of the group, a group that no longer
-        exists are all fine. Returns ``{"role_binding_deleted": bool, "vault_member_removed":
-        bool}`` (False: it was already gone). Raises ``actions.errors`` errors when a backend
-        cannot be reached or refuses (the caller retries).
+        exists are all fine. ``role_binding_deleted``: :meth:`delete_grant_bindings` has deleted
+        the RoleBinding already; only Vault is left. Returns ``{"role_binding_deleted": bool,
+        "vault_member_removed": bool}`` (False: it was already gone). Raises ``actions.errors``
+        errors when a backend cannot be reached or refuses (the caller retries).
         """
-        deleted = self._kube.delete_role_binding(kube_context, namespace, role_binding)
+        deleted = role_binding_deleted or self._kube.delete_role_binding(
+            kube_context, namespace, role_binding
+        )
         removed = False
         if vault_group and vault_entity_id:
             if self._vault is None:
@@ -424,6 +431,24 @@ class Access:
             except NotFound:
                 removed = False
         return {"role_binding_deleted": deleted, "vault_member_removed": removed}
+
+    def delete_grant_bindings(
+        self, kube_context: str | None, namespace: str, grant_ids: Sequence[int]
+    ) -> set[int]:
+        """Delete the RoleBindings of grants ``grant_ids`` in ``namespace`` in one call (a
+        ``deletecollection`` selecting their grant-ID label); returns the IDs whose RoleBinding
+        the API server answers it deleted. A grant left out (a RoleBinding made before the
+        label, one already gone, an API server that answers a ``Status``) is for
+        :meth:`revoke` to remove, one at a time. Raises ``actions.errors`` errors
+        (``Forbidden`` without the ``deletecollection`` verb): the caller removes them one at a
+        time instead.
+        """
+        if not grant_ids:
+            return set()
+        ids = ",".join(str(i) for i in sorted(set(grant_ids)))
+        selector = f"{MANAGED_SELECTOR},{GRANT_ID_LABEL} in ({ids})"
+        names = set(self._kube.delete_role_bindings(kube_context, namespace, selector))
+        return {i for i in grant_ids if role_binding_name(i) in names}
 
     def managed_role_bindings(self, kube_context: str | None) -> list[dict[str, Any]]:
         """Every RoleBinding labelled ``app.kubernetes.io/managed-by=opsgate``, all namespaces."""

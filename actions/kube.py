@@ -105,3 +105,11 @@ class KubernetesPort(Protocol):
     ) -> list[dict[str, Any]]:
         """RoleBindings matching ``label_selector`` in ``namespace`` (None: all namespaces)."""
         ...
+
+    def delete_role_bindings(
+        self, context: str | None, namespace: str, label_selector: str
+    ) -> list[str]:
+        """Delete every RoleBinding of ``namespace`` matching ``label_selector`` in one call
+        (``deletecollection``); returns the names the API server answers it deleted (none when
+        it answers a ``Status`` rather than the list)."""
+        ...

@@ -9,11 +9,12 @@ Exactly once, with any number of bot instances on one database: a grant is first
 guarded ``UPDATE grants SET status = 'revoking' … WHERE id IN (…) AND status = 'active'
 RETURNING id`` (on PostgreSQL the candidates are read ``FOR UPDATE SKIP LOCKED``, so two sweeps
 share the work instead of queueing), then removed from the backends (idempotent: a RoleBinding
-already gone, an entity already out of the group are fine), then moved ``revoking → revoked``
-together with its request's ``active → revoked`` transition and audit event: one transaction for
-a whole batch of claimed grants (a guarded ``UPDATE … WHERE id IN (…) AND status = 'revoking'
-RETURNING id`` decides which ends a call records), so 1,000 grants that end together cost a few
-transactions, not 2,000.
+already gone, an entity already out of the group are fine; the RoleBindings of a batch in one
+namespace in one ``deletecollection`` call, by their grant-ID label), then moved
+``revoking → revoked`` together with its request's ``active → revoked`` transition and audit
+event: one transaction for a whole batch of claimed grants (a guarded ``UPDATE … WHERE id IN (…)
+AND status = 'revoking' RETURNING id`` decides which ends a call records), so 1,000 grants that
+end together cost a few transactions, not 2,000, and a few Kubernetes requests, not 1,000.
 A claim whose process died before the end (a ``revoking`` row untouched for ``retry_after``
 seconds) is claimed again by the next sweep; so is one whose backend call failed.
 
@@ -127,11 +128,11 @@ _AUDIT = AuditEvent.metadata.tables[AuditEvent.__tablename__]
 
 
 class _Removals:
-    """Removals from the backends running on ``pool``, handed back to the sweep in runs of at
-    least ``run`` (or all that remain): the sweep's thread wakes once a run, not once a grant."""
+    """Removals from the backends running on ``pool``, handed back in runs of at least ``run``
+    (or all that remain): the waiting thread wakes once a run, not once a grant."""
 
     def __init__(
-        self, pool: ThreadPoolExecutor, remove: Callable[[Grant], _Removal], *, run: int
+        self, pool: ThreadPoolExecutor, remove: Callable[[Grant, bool], _Removal], *, run: int
     ) -> None:
         self._pool = pool
         self._remove = remove
@@ -146,11 +147,21 @@ class _Removals:
         with self._ready:
             return self._outstanding + len(self._done)
 
-    def start(self, grants: Iterable[Grant]) -> None:
+    def start(self, grants: Iterable[Grant], deleted: Mapping[int, datetime]) -> None:
+        """Remove ``grants``; those in ``deleted`` (grant ID: when its RoleBinding was deleted
+        with others) are done already, unless Vault is left."""
         for grant in grants:
             with self._ready:
                 self._outstanding += 1
-            self._pool.submit(self._remove, grant).add_done_callback(self._finished)
+            at = deleted.get(grant.id)
+            if at is not None and not (grant.vault_group and grant.vault_entity_id):
+                done: Future[_Removal] = Future()
+                removed = {"role_binding_deleted": True, "vault_member_removed": False}
+                done.set_result(_Removal(grant, at, removed, None))
+                self._finished(done)
+                continue
+            future = self._pool.submit(self._remove, grant, at is not None)
+            future.add_done_callback(self._finished)
 
     def _finished(self, future: Future[_Removal]) -> None:
         with self._ready:
@@ -483,8 +494,10 @@ class GrantService:
         Idempotent and safe to run from several instances at once: each grant is revoked once.
         The work is a pipeline: batches of ``batch_size`` grants are claimed while earlier ones
         are still being removed (at most about two batches in flight, so other instances still
-        get a share), ``workers`` threads remove them from the backends, and their ends are
-        recorded a batch at a time as the removals finish, while the next ones go on.
+        get a share); a batch's RoleBindings go in one call per namespace
+        (:meth:`_delete_bindings`), what is left (Vault, RoleBindings the call did not delete)
+        on ``workers`` threads; the ends are recorded a batch at a time as the removals finish,
+        while the next ones go on.
         """
         now = self._clock()
         ended: list[_Ended] = []
@@ -499,7 +512,7 @@ class GrantService:
                     claimed = self._claim_overdue(now)
                     # a short batch is the last (what others took, they finish)
                     more = len(claimed) >= self._batch_size
-                    removals.start(claimed)
+                    removals.start(claimed, self._delete_bindings(pool, claimed))
                     continue
                 finished.extend(removals.take())
                 if len(finished) >= self._batch_size or not (more or removals.outstanding):
@@ -567,8 +580,44 @@ class GrantService:
             with ThreadPoolExecutor(
                 max_workers=min(self._workers, len(grants)), thread_name_prefix="revoke"
             ) as pool:
-                removals = list(pool.map(self._remove, grants))
+                runs = _Removals(pool, self._remove, run=len(grants))
+                runs.start(grants, self._delete_bindings(pool, grants))
+                removals = runs.take()
         return self._record(removals, actor)
+
+    def _delete_bindings(
+        self, pool: ThreadPoolExecutor, grants: Sequence[Grant]
+    ) -> dict[int, datetime]:
+        """Delete the RoleBindings of ``grants`` a namespace at a time, one call each (on
+        ``pool``): 200 grants ending together cost one request, not 200. Returns grant ID: when
+        the API server answered that it deleted its RoleBinding. The others (a RoleBinding made
+        before the grant-ID label, one already gone, a call refused, e.g. without the
+        ``deletecollection`` verb) are removed one at a time by :meth:`_remove`."""
+        groups: dict[tuple[str | None, str], list[int]] = {}
+        for grant in grants:
+            groups.setdefault((grant.kube_context, grant.namespace), []).append(grant.id)
+
+        def delete(group: tuple[tuple[str | None, str], list[int]]) -> dict[int, datetime]:
+            (context, namespace), ids = group
+            if len(ids) < 2:
+                return {}
+            try:
+                deleted = self._access.delete_grant_bindings(context, namespace, ids)
+            except ActionError as exc:
+                log.info(
+                    "deleting %d RoleBindings in %s at once failed (%s); one at a time",
+                    len(ids),
+                    namespace,
+                    exc,
+                )
+                return {}
+            at = self._clock()
+            return dict.fromkeys(deleted, at)
+
+        found: dict[int, datetime] = {}
+        for deleted in pool.map(delete, groups.items()):
+            found.update(deleted)
+        return found
 
     def _claimed(self, grant_ids: Sequence[int]) -> list[Grant]:
         """The rows of the grants ``grant_ids`` that are still ``revoking`` (one query)."""
@@ -717,9 +766,10 @@ class GrantService:
             session.connection().execute(insert(_AUDIT), events)
         return ended
 
-    def _remove(self, grant: Grant) -> _Removal:
-        """Remove one claimed grant from Kubernetes and Vault (idempotent); never raises
-        ``ActionError``: a failure is returned, for the caller to audit and retry."""
+    def _remove(self, grant: Grant, role_binding_deleted: bool = False) -> _Removal:
+        """Remove one claimed grant from Kubernetes (unless ``role_binding_deleted``) and Vault
+        (idempotent); never raises ``ActionError``: a failure is returned, for the caller to
+        audit and retry."""
         try:
             removed = self._access.revoke(
                 kube_context=grant.kube_context,
@@ -727,6 +777,7 @@ class GrantService:
                 role_binding=grant.role_binding,
                 vault_group=grant.vault_group,
                 vault_entity_id=grant.vault_entity_id,
+                role_binding_deleted=role_binding_deleted,
             )
         except ActionError as exc:
             return _Removal(grant, self._clock(), None, exc)

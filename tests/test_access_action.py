@@ -13,6 +13,7 @@ import pytest
 from actions.access import (
     EXPIRES_AT_ANNOTATION,
     GRANT_ID_ANNOTATION,
+    GRANT_ID_LABEL,
     MANAGED_BY_LABEL,
     NO_KUBERNETES_IDENTITY,
     Access,
@@ -191,7 +192,7 @@ def test_execute_binds_and_joins_then_revoke_removes_both_idempotently(
     assert grant["expires_at"] == "2026-11-21T04:50:00Z"
     binding = kube.get_object(RB_API, "RoleBinding", "payments", "opsgate-grant-42")
     assert binding is not None
-    assert binding["metadata"]["labels"] == {MANAGED_BY_LABEL: "opsgate"}
+    assert binding["metadata"]["labels"] == {MANAGED_BY_LABEL: "opsgate", GRANT_ID_LABEL: "42"}
     assert binding["metadata"]["annotations"][GRANT_ID_ANNOTATION] == "42"
     assert binding["metadata"]["annotations"][EXPIRES_AT_ANNOTATION] == "2026-11-21T04:50:00Z"
     assert binding["roleRef"] == {

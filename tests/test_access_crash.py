@@ -29,6 +29,7 @@ from tests.conftest import buttons, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, cluster_role, write_kubeconfig
 from tests.fakes.openbao import OpenBao, stop_process
+from tests.test_grants import binding_deletes
 from tests.test_serve import OPSGATE, env_for, free_port
 
 pytest_plugins = ["tests.fixtures_vault"]
@@ -378,9 +379,8 @@ def test_two_bots_on_one_postgresql_revoke_each_grant_exactly_once(
         assert sorted(created) == sorted(f"opsgate-grant-{g}" for g in ids)
         assert all(world.binding(g, "checkout") is None for g in ids)
         for grant_id in ids:
-            path = f"/namespaces/checkout/rolebindings/opsgate-grant-{grant_id}"
-            deletes = world.kube.requests_matching(method="DELETE", path_contains=path)
-            assert len(deletes) == 1, f"grant #{grant_id}: {len(deletes)} DELETEs"
+            deletes = binding_deletes(world.kube, "checkout", grant_id)
+            assert deletes == 1, f"grant #{grant_id}: {deletes} DELETEs"
         with Session(world.db) as session:
             ends = session.execute(
                 select(AuditEvent.request_id, AuditEvent.event, func.count())

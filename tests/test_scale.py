@@ -213,6 +213,36 @@ def test_reminders_and_the_sweep_use_a_bounded_number_of_queries(gw: GrantWorld)
     assert gw.grants.next_expiry() is None
 
 
+def test_a_burst_of_ends_deletes_the_role_bindings_a_batch_per_call(gw: GrantWorld) -> None:
+    """300 grants ending together: their RoleBindings go in one ``deletecollection`` per batch
+    of 200 (selected by the grant-ID label), not 300 DELETEs; one made before the label existed
+    is still deleted, on its own."""
+    soon = T0 + timedelta(minutes=5)
+    ids = seed_grants(gw.engine, 300, expires_at=soon)
+    gw.kube.add_many(bindings(ids, soon))
+    old = gw.kube.get_object(RB_API, "RoleBinding", "payments", f"opsgate-grant-{ids[-1]}")
+    assert old is not None
+    del old["metadata"]["labels"]["opsgate.io/grant-id"]
+    gw.kube.add(old)
+    gw.kube.clear_requests()
+    gw.clock.advance(301)
+    assert sorted(gw.grants.sweep()) == ids
+    deletes = gw.kube.requests_matching(method="DELETE")
+    collections = [r for r in deletes if r.path.endswith("/rolebindings")]
+    assert len(collections) == 2
+    assert (
+        collections[0]
+        .query["labelSelector"]
+        .startswith("app.kubernetes.io/managed-by=opsgate,opsgate.io/grant-id in (")
+    )
+    assert [r.path.rsplit("/", 1)[1] for r in deletes if r not in collections] == [
+        f"opsgate-grant-{ids[-1]}"
+    ]
+    assert gw.kube.objects("RoleBinding") == []
+    [ended] = [e for e in gw.audit(ids[0]) if e.to_status == "revoked"]
+    assert ended.detail["removed"] == {"role_binding_deleted": True, "vault_member_removed": False}
+
+
 # --- the gate's sweeps and reads -----------------------------------------------------------------
 
 

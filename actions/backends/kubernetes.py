@@ -396,6 +396,24 @@ class KubernetesBackend:
             return False
         return True
 
+    def delete_role_bindings(
+        self, context: str | None, namespace: str, label_selector: str
+    ) -> list[str]:
+        """DELETE the RoleBindings of ``namespace`` matching ``label_selector`` in one request
+        (``deletecollection``, which the API server answers with the list of what it deleted);
+        returns their names, none for a ``Status`` answer. A request sent without an answer
+        raises ``MaybeApplied``."""
+        data = self._call(
+            context,
+            f"deleting rolebindings ({label_selector}) in {namespace}",
+            self._rbac(context).delete_collection_namespaced_role_binding,
+            namespace,
+            label_selector=label_selector,
+            write=True,
+        )
+        items = data.get("items") if data.get("kind") != "Status" else None
+        return [str(item.get("metadata", {}).get("name", "")) for item in items or []]
+
     def list_role_bindings(
         self, context: str | None, namespace: str | None, label_selector: str
     ) -> list[dict[str, Any]]:

@@ -22,8 +22,9 @@ concurrency on PUT and PATCH, JSON patch (RFC 6902), merge patch (RFC 7386) and 
 patch, ``?dryRun=All``, ``null`` fields dropped as decoding into Go types does, an immutable
 RoleBinding ``roleRef``, ``labelSelector`` and ``fieldSelector`` on lists, ``meta.k8s.io/v1``
 ``Table`` answers for ``kubectl get``, no-op updates that keep the ``resourceVersion``.
-Not served: watch (answers an empty stream that ends after ``timeoutSeconds``, at most 5 s),
-server-side apply, deletecollection, protobuf, aggregated discovery (clients fall back to the
+``deletecollection`` (``DELETE`` on a collection, with selectors) answers the list of what it
+deleted. Not served: watch (answers an empty stream that ends after ``timeoutSeconds``, at most
+5 s), server-side apply, protobuf, aggregated discovery (clients fall back to the
 legacy documents), pagination (``limit`` is ignored: every list is complete).
 
 Authentication: a request with a wrong ``Authorization`` header gets 401, but one without any is
@@ -2635,6 +2636,29 @@ class FakeKubernetes:
             return None
         return _Route(rt, namespace, name, subresource)
 
+    def _delete_collection(
+        self, rt: ResourceType, namespace: str | None, query: Mapping[str, str], dry_run: bool
+    ) -> Obj:
+        """``deletecollection``: delete every object the selectors match, in ``namespace`` (or
+        in every namespace), and answer the list of what was deleted, as the API server does."""
+        items, _ = self.store.list(
+            rt, namespace, query.get("labelSelector"), query.get("fieldSelector")
+        )
+        deleted = []
+        for item in items:
+            meta = item.get("metadata", {})
+            try:
+                self.store.delete(rt, meta.get("namespace"), meta.get("name", ""), dry_run=dry_run)
+            except ApiError:  # deleted meanwhile
+                continue
+            deleted.append({k: v for k, v in item.items() if k not in ("apiVersion", "kind")})
+        return {
+            "kind": f"{rt.kind}List",
+            "apiVersion": rt.api_version,
+            "metadata": {"resourceVersion": self.store.resource_version},
+            "items": deleted,
+        }
+
     def _serve(
         self,
         method: str,
@@ -2679,6 +2703,8 @@ class FakeKubernetes:
                 if not dry_run:
                     self.controllers.written(rt, namespace, created["metadata"]["name"])
                 return 201, created
+            if method == "DELETE" and "deletecollection" in rt.verbs:
+                return 200, self._delete_collection(rt, namespace, query, dry_run)
             raise method_not_allowed(rt, method.lower())
 
         if method == "GET":
