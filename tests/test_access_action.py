@@ -26,9 +26,9 @@ from actions.base import Target
 from actions.errors import Invalid, NotFound
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.fakes.openbao import OpenBao
-from tests.test_grants import RB_API, SETTINGS, Clock, seed_cluster_roles
+from tests.helpers.grants import RB_API, SETTINGS, Clock, seed_cluster_roles
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 

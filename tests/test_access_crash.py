@@ -25,14 +25,14 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from approvals.models import AuditEvent, Grant, Request
-from tests.conftest import buttons, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, cluster_role, write_kubeconfig
 from tests.fakes.openbao import OpenBao, stop_process
-from tests.test_grants import binding_deletes
-from tests.test_serve import OPSGATE, env_for, free_port
+from tests.helpers.bot import buttons, wait_for
+from tests.helpers.grants import binding_deletes
+from tests.helpers.serve import OPSGATE, env_for, free_port
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 RB_API = "rbac.authorization.k8s.io/v1"
 

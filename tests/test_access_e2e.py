@@ -24,51 +24,15 @@ from sqlalchemy.orm import Session
 from actions.access import parse_rfc3339, rfc3339, role_binding_body
 from approvals.models import AuditEvent, Grant, Request
 from bot.settings import Settings
-from tests.conftest import buttons, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, cluster_role
+from tests.helpers.access import POLICY, app_home_opened
+from tests.helpers.bot import buttons, running_bot, wait_for
 
 RB_API = "rbac.authorization.k8s.io/v1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 GRANT_ID = "opsgate.io/grant-id"
 EXPIRES_AT = "opsgate.io/expires-at"
-
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-
-groups:
-  sre: {users: [U0SRE1, U0SRE2]}
-
-identities:
-  U0DEV1: {kubernetes_user: alice@example.com}
-  U0DEV2: {kubernetes_user: bob@example.com}
-
-environments:
-  prod:    {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-
-rules:
-  - name: payments access
-    match: {action: access, environment: prod, namespace: payments}
-    approvers: [sre]
-    roles: [view, edit]
-    max_duration: 4h
-    default_duration: 1h
-    extend: approval
-  - name: checkout access
-    match: {action: access, environment: prod, namespace: checkout}
-    approvers: [sre]
-    roles: [view]
-    max_duration: 2h
-    extend: auto
-  - name: staging access
-    match: {action: access, environment: staging}
-    approvers: [sre]
-    roles: [view]
-    max_duration: 1m
-"""
 
 
 class Clock:
@@ -243,17 +207,6 @@ class AccessBot:
         self.click(message, "approve", user=approver)
         wait_for(lambda: self.request(grant_id).status == "active", what="the grant to start")
         return grant_id
-
-
-def app_home_opened(user: str) -> dict[str, Any]:
-    """The ``app_home_opened`` event Slack sends when ``user`` opens the bot's Home tab."""
-    return {
-        "type": "app_home_opened",
-        "user": user,
-        "channel": "D0HOME" + user[-4:],
-        "tab": "home",
-        "event_ts": f"{datetime.now(UTC).timestamp():.6f}",
-    }
 
 
 @contextmanager

@@ -28,13 +28,13 @@ from approvals.models import AuditEvent, Request
 from bot.listeners import listener_failed
 from bot.settings import Settings
 from bot.work import DATABASE_DOWN, Workers
-from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.test_gate import World, restart
-from tests.test_gate import world as world
-from tests.test_restart_e2e import patches, responses, submit, wait_approval_message
+from tests.helpers.bot import RunningBot, running_bot, wait_for
+from tests.helpers.gate import World, restart
+from tests.helpers.gate import world as world
+from tests.helpers.slack_flow import patches, responses, submit, wait_approval_message
 
 STALLED = 12
 ACK_BUDGET = 3.0

@@ -25,12 +25,12 @@ from bot.grammar import parse
 from bot.mrkdwn import escape, escape_composed, unescape
 from bot.notifier import SlackGrantNotifier
 from bot.settings import Settings
-from tests.conftest import POLICY as BASE_POLICY
-from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_blocks import make_view
-from tests.test_grant_blocks import NOW, grant
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.grant_views import NOW, grant
+from tests.helpers.policy import POLICY as BASE_POLICY
+from tests.helpers.request_views import make_view
 
 REASON = "<!channel> approve now <https://evil.example|payments dashboard> <@U0BOSS> R&D"
 REASON_SHOWN = (

@@ -5,7 +5,7 @@ refreshed on a click (injected clock, recording notifier, fake cluster, test dat
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -23,7 +23,8 @@ from approvals.models import ActorKind, AuditEvent, Request
 from approvals.notifier import MessageRef, RequestView
 from approvals.policy import parse_policy
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_gate import Clock, RecordingNotifier
+from tests.helpers.clock import Clock
+from tests.helpers.gate import Directory, ReviewingNotifier
 
 POLICY = """\
 version: 1
@@ -61,31 +62,6 @@ rules:
   - match: {action: restart, environment: staging}
     approval: auto
 """
-
-
-@dataclass
-class ReviewingNotifier(RecordingNotifier):
-    reviews: list[int] = field(default_factory=list)
-
-    def review_opened(self, request: RequestView) -> MessageRef | None:
-        self.reviews.append(request.id)
-        return MessageRef("C0AUDIT", f"{request.id}.9")
-
-
-@dataclass
-class Directory:
-    """A user-group directory whose membership a test changes; counts refreshes."""
-
-    groups: dict[str, frozenset[str]] = field(default_factory=dict)
-    refreshed: int = 0
-    pending_change: dict[str, frozenset[str]] = field(default_factory=dict)
-
-    def members(self, usergroup_id: str) -> frozenset[str]:
-        return self.groups.get(usergroup_id, frozenset())
-
-    def refresh(self) -> None:
-        self.refreshed += 1
-        self.groups.update(self.pending_change)
 
 
 @dataclass

@@ -40,7 +40,7 @@ from approvals.policy import (
     requester_kind,
 )
 from bot import cli
-from tests.test_policy import PROPERTY_SETTINGS, cases, first_match, reference_matches
+from tests.helpers.policy_cases import PROPERTY_SETTINGS, cases, first_match, reference_matches
 
 AT = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 

@@ -15,16 +15,16 @@ import pytest
 
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import POLICY as BASE_POLICY
-from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_policy_e2e import request_status
-from tests.test_restart_e2e import (
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.policy import POLICY as BASE_POLICY
+from tests.helpers.slack_flow import (
     RESTARTED_AT,
     annotations,
     ephemerals_to,
     patches,
+    request_status,
     rows,
 )
 

@@ -23,15 +23,16 @@ import pytest
 
 from approvals.models import Approval, AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_restart_e2e import (
+from tests.helpers.bot import RunningBot, running_bot, wait_for
+from tests.helpers.slack_flow import (
     RESTARTED_AT,
     action_ids,
     annotations,
     ephemerals_to,
     patches,
+    request_status,
     responses,
     rows,
     submit,
@@ -199,11 +200,6 @@ def click_on(
         response_url=bot.fake_slack.response_url(),
     )
     assert bot.post(body).status_code == 200
-
-
-def request_status(settings: Settings, request_id: int = 1) -> str | None:
-    """Request ``request_id``'s status, or None while it does not exist yet."""
-    return next((r.status for r in rows(settings, Request) if r.id == request_id), None)
 
 
 def audit_events(settings: Settings) -> list[str]:

@@ -28,12 +28,13 @@ from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Request
 from approvals.policy import DEFAULT_REQUESTS_PER_MINUTE, PolicyError, parse_policy
 from bot.settings import Settings
-from tests.conftest import POLICY as BOT_POLICY
-from tests.conftest import RunningBot, wait_for
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_gate import Clock, RecordingNotifier
-from tests.test_restart_e2e import responses as answers_to
-from tests.test_restart_e2e import rows, submit, wait_approval_message
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.clock import Clock
+from tests.helpers.gate import RecordingNotifier
+from tests.helpers.policy import POLICY as BOT_POLICY
+from tests.helpers.slack_flow import responses as answers_to
+from tests.helpers.slack_flow import rows, submit, wait_approval_message
 
 POLICY = """\
 version: 1

@@ -46,7 +46,7 @@ from tests.fakes.kube import FakeKubernetes, deployment, statefulset, write_kube
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

@@ -22,13 +22,13 @@ from sqlalchemy import MetaData, Table, create_engine, inspect, select
 from actions.backends.vault import SEALED_MESSAGE
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
+from tests.helpers.bot import RunningBot, running_bot, wait_for
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 PASSWORD_POLICY = "opsgate-e2e"

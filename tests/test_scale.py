@@ -34,13 +34,14 @@ from approvals.gate import Gate
 from approvals.models import AuditEvent, Grant, Request
 from approvals.policy import parse_policy
 from bot.settings import Settings
-from tests.conftest import running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_access_e2e import POLICY as ACCESS_POLICY
-from tests.test_access_e2e import app_home_opened
-from tests.test_gate import Clock, RecordingNotifier
-from tests.test_grants import T0, GrantWorld, make_world
+from tests.helpers.access import POLICY as ACCESS_POLICY
+from tests.helpers.access import app_home_opened
+from tests.helpers.bot import running_bot, wait_for
+from tests.helpers.clock import Clock
+from tests.helpers.gate import RecordingNotifier
+from tests.helpers.grants import T0, GrantWorld, make_world
 
 RB_API = "rbac.authorization.k8s.io/v1"
 MANY = 10_000

@@ -26,7 +26,7 @@ from actions.rotate import Restore, RestoreParams, Rotate, RotateParams
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "vault.md"
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

@@ -23,12 +23,12 @@ from approvals.lifecycle import Actor
 from approvals.models import ActorKind
 from approvals.policy import LoadedPolicy, PolicyError, parse_policy, policy_warnings
 from bot.settings import Settings
-from tests.conftest import POLICY as BOT_POLICY
-from tests.conftest import RunningBot, wait_for
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_gate import Clock, RecordingNotifier
-from tests.test_gate_policy import Directory
-from tests.test_restart_e2e import request_status, responses, submit, wait_approval_message
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.clock import Clock
+from tests.helpers.gate import Directory, RecordingNotifier
+from tests.helpers.policy import POLICY as BOT_POLICY
+from tests.helpers.slack_flow import request_status, responses, submit, wait_approval_message
 
 POLICY = """\
 version: 1
