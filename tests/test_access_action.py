@@ -26,7 +26,8 @@ from actions.base import Target
 from actions.errors import Invalid, NotFound
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.fakes.openbao import OpenBao
-from tests.helpers.grants import RB_API, SETTINGS, Clock, seed_cluster_roles
+from tests.helpers.clock import Clock
+from tests.helpers.grants import RB_API, SETTINGS, seed_cluster_roles
 
 pytest_plugins = ["tests.helpers.vault"]
 

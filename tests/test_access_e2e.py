@@ -9,7 +9,6 @@ second. One test lets a 2-second grant expire in real time with the real clock.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,27 +27,12 @@ from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, cluster_role
 from tests.helpers.access import POLICY, app_home_opened
 from tests.helpers.bot import buttons, running_bot, wait_for
+from tests.helpers.clock import Clock
 
 RB_API = "rbac.authorization.k8s.io/v1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 GRANT_ID = "opsgate.io/grant-id"
 EXPIRES_AT = "opsgate.io/expires-at"
-
-
-class Clock:
-    """The bot's injected clock: aware UTC, moved by hand from the test's thread."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += timedelta(seconds=seconds)
 
 
 # --- fixtures -------------------------------------------------------------------------------------

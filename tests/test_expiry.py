@@ -26,7 +26,8 @@ from approvals.notifier import GrantView
 from tests.fakes.kube import FakeKubernetes
 from tests.fakes.openbao import OpenBao
 from tests.helpers.bot import wait_for
-from tests.helpers.grants import SETTINGS, Clock, GrantWorld, make_world
+from tests.helpers.clock import Clock
+from tests.helpers.grants import SETTINGS, GrantWorld, make_world
 
 pytest_plugins = ["tests.helpers.vault"]
 

@@ -32,10 +32,10 @@ from approvals.grants import (
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Grant
 from tests.fakes.kube import FakeKubernetes
+from tests.helpers.clock import T0
 from tests.helpers.grants import (
     RB_API,
     SETTINGS,
-    T0,
     GrantWorld,
     binding_deletes,
     make_world,

@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,6 +24,7 @@ from bot.settings import Settings
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
 from tests.helpers.bot import RunningBot, running_bot, wait_for
+from tests.helpers.clock import Clock
 from tests.helpers.slack_flow import (
     RESTARTED_AT,
     action_ids,
@@ -83,37 +82,6 @@ START = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 ONCALL_USERGROUP = "S0ONCALL"
 PAGER = "U0PAGER"
 """A member of the sre group only through the Slack user group S0ONCALL."""
-
-
-class Clock:
-    """The bot's injected clock: an aware UTC datetime a test moves, which also counts who
-    asked it (by the calling function's name), so a test can wait for a periodic job's run."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-        self._lock = threading.Lock()
-        self._calls: Counter[str] = Counter()
-
-    def __call__(self) -> datetime:
-        caller = sys._getframe(1).f_code.co_name
-        with self._lock:
-            self._calls[caller] += 1
-            return self._now
-
-    def move_to(self, when: datetime, *, then_run: str) -> None:
-        """Set the time to ``when``, then wait until the periodic job whose gate method is
-        ``then_run`` (``escalate_due``, ``expire_pending``) has run to the end at that time.
-
-        A job never overlaps itself (``max_instances=1``), so once it has read the clock twice
-        after the change, its first run at the new time has finished.
-        """
-        with self._lock:
-            self._now = when
-            seen = self._calls[then_run]
-        wait_for(
-            lambda: self._calls[then_run] >= seen + 2,
-            what=f"{then_run} to run at {when.isoformat()}",
-        )
 
 
 @pytest.fixture

@@ -39,9 +39,9 @@ from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.helpers.access import POLICY as ACCESS_POLICY
 from tests.helpers.access import app_home_opened
 from tests.helpers.bot import running_bot, wait_for
-from tests.helpers.clock import Clock
+from tests.helpers.clock import T0, Clock
 from tests.helpers.gate import RecordingNotifier
-from tests.helpers.grants import T0, GrantWorld, make_world
+from tests.helpers.grants import GrantWorld, make_world
 
 RB_API = "rbac.authorization.k8s.io/v1"
 MANY = 10_000

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,7 @@ from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Grant, Request, Status
 from approvals.notifier import GrantView
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-
-T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
-
+from tests.helpers.clock import Clock
 
 RB_API = "rbac.authorization.k8s.io/v1"
 
@@ -43,19 +40,6 @@ SETTINGS: dict[str, Any] = {
     "extend": "approval",
     "identity": {"kubernetes_user": "alice@example.com", "vault_entity": "alice"},
 }
-
-
-class Clock:
-    """An injected clock: aware UTC, moved by hand."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 @dataclass
