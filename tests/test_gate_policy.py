@@ -25,26 +25,10 @@ from approvals.policy import parse_policy
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.helpers.clock import Clock
 from tests.helpers.gate import Directory, ReviewingNotifier
+from tests.helpers.policy import YEAR_END_FREEZE, policy
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-groups:
-  sre: {users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}
-  security: {users: [U0SEC1]}
-  oncall: {users: [U0ONCALL]}
-environments:
-  prod: {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-freezes:
-  - name: year-end
-    start: "2026-12-20 00:00"
-    end: "2027-01-04 00:00"
-    timezone: Europe/Berlin
-    reason: "year-end change freeze"
-    allow: [rollback]
-rules:
+POLICY = policy(
+    """\
   - name: checkout two steps
     match: {action: restart, environment: prod, namespace: checkout}
     steps:
@@ -61,7 +45,16 @@ rules:
     break_glass: [oncall]
   - match: {action: restart, environment: staging}
     approval: auto
-"""
+""",
+    settings={"incident_channels": None},
+    groups={
+        "sre": "{users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}",
+        "oncall": "{users: [U0ONCALL]}",
+    },
+    environments={"sandbox": None},
+    sections=YEAR_END_FREEZE,
+    spaced=False,
+)
 
 
 @dataclass

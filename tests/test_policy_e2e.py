@@ -25,6 +25,7 @@ from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
 from tests.helpers.bot import RunningBot, running_bot, wait_for
 from tests.helpers.clock import Clock
+from tests.helpers.policy import YEAR_END_FREEZE, policy
 from tests.helpers.slack_flow import (
     RESTARTED_AT,
     action_ids,
@@ -37,30 +38,8 @@ from tests.helpers.slack_flow import (
     submit,
 )
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-incident_channels: ["inc-*"]
-
-groups:
-  sre: {users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}
-  security: {users: [U0SEC1]}
-  oncall: {users: [U0ONCALL]}
-
-environments:
-  prod:    {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-
-freezes:
-  - name: year-end
-    start: "2026-12-20 00:00"
-    end: "2027-01-04 00:00"
-    timezone: Europe/Berlin
-    reason: "year-end change freeze"
-    allow: [rollback]
-
-rules:
+POLICY = policy(
+    """\
   - name: checkout two steps
     match: {action: restart, environment: prod, namespace: checkout}
     steps:
@@ -76,7 +55,14 @@ rules:
     break_glass: [oncall]
   - match: {action: restart, environment: staging}
     approval: auto
-"""
+""",
+    groups={
+        "sre": "{users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}",
+        "oncall": "{users: [U0ONCALL]}",
+    },
+    environments={"sandbox": None},
+    sections=YEAR_END_FREEZE,
+)
 
 START = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 ONCALL_USERGROUP = "S0ONCALL"

@@ -32,27 +32,27 @@ from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.helpers.bot import RunningBot, wait_for
 from tests.helpers.clock import Clock
 from tests.helpers.gate import RecordingNotifier
-from tests.helpers.policy import POLICY as BOT_POLICY
+from tests.helpers.policy import policy
 from tests.helpers.slack_flow import responses as answers_to
 from tests.helpers.slack_flow import rows, submit, wait_approval_message
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-rate_limit: {requests_per_minute: 3, agents_per_minute: 2}
-groups:
-  sre: {users: [U0SRE1, U0SRE2]}
-agents:
-  U0DEPLOYBOT: {name: deploy-bot}
-environments:
-  prod: {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-rules:
+POLICY = policy(
+    """\
   - match: {action: restart, environment: staging}
     approval: auto
   - match: {action: restart, environment: prod}
     approvers: [sre]
-"""
+""",
+    settings={
+        "audit_channel": None,
+        "incident_channels": None,
+        "rate_limit": "{requests_per_minute: 3, agents_per_minute: 2}",
+    },
+    groups={"security": None},
+    agents={"U0DEPLOYBOT": "{name: deploy-bot}"},
+    environments={"sandbox": None},
+    spaced=False,
+)
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -228,7 +228,7 @@ def test_a_bad_rate_limit_is_refused_with_its_line(value: str, field: str, messa
 
 @pytest.fixture
 def policy_text() -> str:
-    return BOT_POLICY + "rate_limit: {requests_per_minute: 2}\n"
+    return policy(settings={"rate_limit": "{requests_per_minute: 2}"})
 
 
 def test_the_requester_over_the_limit_is_told_and_nothing_is_asked(

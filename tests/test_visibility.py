@@ -27,25 +27,11 @@ from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.helpers.bot import RunningBot, wait_for
 from tests.helpers.clock import Clock
 from tests.helpers.gate import Directory, RecordingNotifier
-from tests.helpers.policy import POLICY as BOT_POLICY
+from tests.helpers.policy import policy
 from tests.helpers.slack_flow import request_status, responses, submit, wait_approval_message
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_readers: [auditors]
-groups:
-  sre: {users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}
-  security: {users: [U0SEC1]}
-  auditors: {users: [U0AUD1], usergroups: [S0AUDIT]}
-  managers: {users: [U0MGR1]}
-agents:
-  U0DEPLOYBOT: {name: deploy-bot}
-  U0OTHERBOT: {name: other-bot}
-environments:
-  prod: {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-rules:
+POLICY = policy(
+    """\
   - match: {action: restart, environment: staging}
     approval: auto
   - match: {action: restart, environment: prod, namespace: checkout}
@@ -56,7 +42,17 @@ rules:
     approvers: [sre]
     escalate_after: 30m
     escalate_to: managers
-"""
+""",
+    settings={"audit_channel": None, "incident_channels": None, "audit_readers": "[auditors]"},
+    groups={
+        "sre": "{users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}",
+        "auditors": "{users: [U0AUD1], usergroups: [S0AUDIT]}",
+        "managers": "{users: [U0MGR1]}",
+    },
+    agents={"U0DEPLOYBOT": "{name: deploy-bot}", "U0OTHERBOT": "{name: other-bot}"},
+    environments={"sandbox": None},
+    spaced=False,
+)
 
 
 @dataclass
@@ -213,7 +209,7 @@ def test_a_group_used_only_as_audit_readers_is_used_and_one_name_may_stand_alone
 
 @pytest.fixture
 def policy_text() -> str:
-    return BOT_POLICY + "audit_readers: [security]\n"
+    return policy(settings={"audit_readers": "[security]"})
 
 
 def test_status_of_a_failed_request_is_shown_only_to_those_who_may_see_it(

@@ -5,23 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
+from tests.helpers.policy import policy
 
-groups:
-  sre: {users: [U0SRE1, U0SRE2]}
-
-identities:
-  U0DEV1: {kubernetes_user: alice@example.com}
-  U0DEV2: {kubernetes_user: bob@example.com}
-
-environments:
-  prod:    {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-
-rules:
+POLICY = policy(
+    """\
   - name: payments access
     match: {action: access, environment: prod, namespace: payments}
     approvers: [sre]
@@ -40,7 +27,15 @@ rules:
     approvers: [sre]
     roles: [view]
     max_duration: 1m
-"""
+""",
+    settings={"incident_channels": None},
+    groups={"security": None},
+    identities={
+        "U0DEV1": "{kubernetes_user: alice@example.com}",
+        "U0DEV2": "{kubernetes_user: bob@example.com}",
+    },
+    environments={"sandbox": None},
+)
 
 
 def app_home_opened(user: str) -> dict[str, Any]:

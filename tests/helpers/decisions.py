@@ -28,6 +28,7 @@ from approvals.policy import LoadedPolicy, parse_policy
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.helpers.clock import Clock
 from tests.helpers.gate import Directory, ReviewingNotifier
+from tests.helpers.policy import policy
 
 SRE = [f"U0SRE{n:02d}" for n in range(1, 21)]
 
@@ -35,35 +36,37 @@ SRE = [f"U0SRE{n:02d}" for n in range(1, 21)]
 NEWCOMER = "U0SRENEW"  # in sre only through the S0SRE user group
 
 
-POLICY = f"""\
-version: 1
-rate_limit: {{requests_per_minute: 1000}}  # the races file many requests in a minute
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-groups:
-  sre: {{users: [{", ".join(SRE)}], usergroups: [S0SRE]}}
-  oncall: {{users: [U0ONCALL]}}
-  finance: {{users: [U0FIN1]}}
-agents:
-  U0SREBOT: {{name: sre-bot}}
-environments:
-  prod: {{kube_context: prod, namespaces: [payments, checkout, billing]}}
-rules:
+POLICY = policy(  # rate_limit: the races file many requests in a minute
+    """\
   - name: payments needs two
-    match: {{action: restart, environment: prod, namespace: payments}}
+    match: {action: restart, environment: prod, namespace: payments}
     approvers: [sre]
     min_approvals: 2
     break_glass: [oncall]
   - name: checkout needs one
-    match: {{action: restart, environment: prod, namespace: checkout}}
+    match: {action: restart, environment: prod, namespace: checkout}
     approvers: [sre]
   - name: billing needs sre and finance
-    match: {{action: restart, environment: prod, namespace: billing}}
+    match: {action: restart, environment: prod, namespace: billing}
     steps:
-      - {{approvers: [sre]}}
-      - {{approvers: [finance]}}
+      - {approvers: [sre]}
+      - {approvers: [finance]}
     break_glass: [oncall]
-"""
+""",
+    settings={"incident_channels": None, "rate_limit": "{requests_per_minute: 1000}"},
+    groups={
+        "sre": f"{{users: [{', '.join(SRE)}], usergroups: [S0SRE]}}",
+        "security": None,
+        "oncall": "{users: [U0ONCALL]}",
+        "finance": "{users: [U0FIN1]}",
+    },
+    agents={"U0SREBOT": "{name: sre-bot}"},
+    environments={
+        "prod": "{kube_context: prod, namespaces: [payments, checkout, billing]}",
+        "staging": None,
+        "sandbox": None,
+    },
+)
 
 
 @dataclass

@@ -14,22 +14,10 @@ from tests.fakes.kube import (
     FakeKubernetes,
 )
 from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.policy import policy
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-incident_channels: ["inc-*"]
-
-groups:
-  sre: {users: [U0SRE1, U0SRE2]}
-  oncall: {users: [U0ONCALL]}
-
-environments:
-  prod:    {kube_context: prod, namespaces: [payments, checkout, shared]}
-  staging: {kube_context: staging, namespaces: ["staging-*", shared]}
-
-rules:
+POLICY = policy(
+    """\
   - name: incident rollbacks
     match: {action: rollback, environment: prod, channel: incident}
     approvers: [oncall]
@@ -47,7 +35,14 @@ rules:
   - name: staging restarts
     match: {action: restart, environment: staging}
     approval: auto
-"""
+""",
+    groups={"security": None, "oncall": "{users: [U0ONCALL]}"},
+    environments={
+        "prod": "{kube_context: prod, namespaces: [payments, checkout, shared]}",
+        "staging": '{kube_context: staging, namespaces: ["staging-*", shared]}',
+        "sandbox": None,
+    },
+)
 
 
 CHANGE_CAUSE = "kubernetes.io/change-cause"
