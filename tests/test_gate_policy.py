@@ -12,19 +12,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from actions.backends.kubernetes import KubernetesBackend
-from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import AlreadyDecided, Gate, NotAllowed, Origin, Rejected, Submission
 from approvals.lifecycle import Actor
 from approvals.models import ActorKind, AuditEvent, Request
 from approvals.notifier import MessageRef, RequestView
 from approvals.policy import parse_policy
-from tests.fakes.kube import FakeKubernetes, write_kubeconfig
+from tests.fakes.kube import FakeKubernetes
 from tests.helpers.clock import Clock
-from tests.helpers.gate import Directory, ReviewingNotifier
+from tests.helpers.gate import Directory, ReviewingNotifier, built_gate
 from tests.helpers.policy import YEAR_END_FREEZE, policy
 
 POLICY = policy(
@@ -76,29 +72,22 @@ def finished(gate: Gate, request_id: int) -> RequestView:
 
 @pytest.fixture
 def world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Iterator[World]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    sessions = make_sessionmaker(engine)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
     clock = Clock()
     notifier = ReviewingNotifier()
     directory = Directory()
     loaded = parse_policy(POLICY)
-    gate = Gate(
-        sessions=sessions,
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
         policy=lambda: loaded,
-        actions=build_registry(kube=backend, clock=clock, poll_interval=0.01, rollout_timeout=5),
         notifier=notifier,
         clock=clock,
-        rollouts=RolloutReader(backend),
         directory=directory,
-    )
-    yield World(gate, notifier, clock, directory, kube, sessions)
-    backend.close()
-    engine.dispose()
+        poll_interval=0.01,
+        rollout_timeout=5,
+    ) as built:
+        yield World(built.gate, notifier, clock, directory, kube, built.sessions)
 
 
 def restart(
@@ -274,22 +263,17 @@ def test_a_stranger_stays_a_stranger_after_the_refresh(world: World) -> None:
 def test_someone_a_reload_removed_from_a_group_can_no_longer_approve(
     tmp_path: Path, database_url: str, kube: FakeKubernetes
 ) -> None:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
     current = [parse_policy(POLICY)]
-    gate = Gate(
-        sessions=make_sessionmaker(engine),
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
         policy=lambda: current[0],
-        actions=build_registry(kube=backend, clock=Clock(), poll_interval=0.01),
         notifier=ReviewingNotifier(),
         clock=Clock(),
-        rollouts=RolloutReader(backend),
-    )
-    try:
+        poll_interval=0.01,
+    ) as built:
+        gate = built.gate
         view = gate.submit(restart("payments", "payments-api"))
         # U0SRE2 leaves sre in a reloaded policy while the request waits
         current[0] = parse_policy(POLICY.replace("users: [U0SRE1, U0SRE2]", "users: [U0SRE1]"))
@@ -297,6 +281,3 @@ def test_someone_a_reload_removed_from_a_group_can_no_longer_approve(
             gate.approve(view.id, Actor("U0SRE2"))
         assert gate.approve(view.id, Actor("U0SRE1")).status == "executing"
         assert finished(gate, view.id).status == "succeeded"
-    finally:
-        backend.close()
-        engine.dispose()

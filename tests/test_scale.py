@@ -28,8 +28,7 @@ from actions.backends.kubernetes import (
     KubernetesBackend,
     _at_most_every,
 )
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
+from approvals.db import make_engine, migrate
 from approvals.gate import Gate
 from approvals.models import AuditEvent, Grant, Request
 from approvals.policy import parse_policy
@@ -40,7 +39,7 @@ from tests.helpers.access import POLICY as ACCESS_POLICY
 from tests.helpers.access import app_home_opened
 from tests.helpers.bot import running_bot, wait_for
 from tests.helpers.clock import T0, Clock
-from tests.helpers.gate import RecordingNotifier
+from tests.helpers.gate import RecordingNotifier, built_gate
 from tests.helpers.grants import GrantWorld, make_world
 
 RB_API = "rbac.authorization.k8s.io/v1"
@@ -249,21 +248,13 @@ def test_a_burst_of_ends_deletes_the_role_bindings_a_batch_per_call(gw: GrantWor
 
 @pytest.fixture
 def gate_world(database_url: str) -> Iterator[tuple[Gate, RecordingNotifier, Clock, Engine]]:
-    migrate(database_url)
-    engine = make_engine(database_url)
     clock = Clock()
     notifier = RecordingNotifier()
     loaded = parse_policy(ACCESS_POLICY)
-    gate = Gate(
-        sessions=make_sessionmaker(engine),
-        policy=lambda: loaded,
-        actions={},
-        notifier=notifier,
-        clock=clock,
-        rollouts=RolloutReader(KubernetesBackend(kubeconfig=None)),  # never read: no rollouts
-    )
-    yield gate, notifier, clock, engine
-    engine.dispose()
+    with built_gate(
+        database_url, policy=lambda: loaded, notifier=notifier, clock=clock, actions={}
+    ) as built:
+        yield built.gate, notifier, clock, built.engine
 
 
 def seed_pending(

@@ -13,20 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from actions.backends.kubernetes import KubernetesBackend
-from actions.registry import build_registry
 from actions.restart import RestartParams
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import Gate, Origin, Submission, UnknownRequest
 from approvals.lifecycle import Actor
 from approvals.models import ActorKind
 from approvals.policy import LoadedPolicy, PolicyError, parse_policy, policy_warnings
 from bot.settings import Settings
-from tests.fakes.kube import FakeKubernetes, write_kubeconfig
+from tests.fakes.kube import FakeKubernetes
 from tests.helpers.bot import RunningBot, wait_for
 from tests.helpers.clock import Clock
-from tests.helpers.gate import Directory, RecordingNotifier
+from tests.helpers.gate import Directory, RecordingNotifier, built_gate
 from tests.helpers.policy import policy
 from tests.helpers.slack_flow import request_status, responses, submit, wait_approval_message
 
@@ -64,27 +60,20 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Iterator[World]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
-    clock = Clock()
     directory = Directory()
     policy = [parse_policy(POLICY)]
-    gate = Gate(
-        sessions=make_sessionmaker(engine),
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
         policy=lambda: policy[0],
-        actions=build_registry(kube=backend, clock=clock, poll_interval=0.01, rollout_timeout=5),
         notifier=RecordingNotifier(),
-        clock=clock,
-        rollouts=RolloutReader(backend),
+        clock=Clock(),
         directory=directory,
-    )
-    yield World(gate, directory, policy)
-    backend.close()
-    engine.dispose()
+        poll_interval=0.01,
+        rollout_timeout=5,
+    ) as built:
+        yield World(built.gate, directory, policy)
 
 
 def restart(

@@ -11,11 +11,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from actions.backends.kubernetes import KubernetesBackend
-from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import (
     Gate,
     Origin,
@@ -25,9 +21,9 @@ from approvals.lifecycle import Actor
 from approvals.models import Approval, AuditEvent
 from approvals.notifier import RequestView
 from approvals.policy import LoadedPolicy, parse_policy
-from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
+from tests.fakes.kube import FakeKubernetes, deployment
 from tests.helpers.clock import Clock
-from tests.helpers.gate import Directory, ReviewingNotifier
+from tests.helpers.gate import Directory, ReviewingNotifier, built_gate
 from tests.helpers.policy import policy
 
 SRE = [f"U0SRE{n:02d}" for n in range(1, 21)]
@@ -96,31 +92,24 @@ class World:
 def gate_world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Iterator[World]:
     """A gate on the test database and the fake cluster; the S0SRE user group holds
     :data:`NEWCOMER` (and the agent U0SREBOT, whom no step may count)."""
-    migrate(database_url)
-    engine = make_engine(database_url)
-    sessions = make_sessionmaker(engine)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube})), request_timeout=5
-    )
     kube.add(deployment("ledger", "billing"))
     clock = Clock()
     notifier = ReviewingNotifier()
     directory = Directory(groups={"S0SRE": frozenset({NEWCOMER, "U0SREBOT"})})
     policies = Policies()
-    gate = Gate(
-        sessions=sessions,
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
+        contexts=("prod",),
+        request_timeout=5,
         policy=policies,
-        actions=build_registry(kube=backend, clock=clock, poll_interval=0.01),
         notifier=notifier,
         clock=clock,
         directory=directory,
-        rollouts=RolloutReader(backend),
-    )
-    try:
-        yield World(gate, clock, sessions, kube, notifier, directory, policies)
-    finally:
-        backend.close()
-        engine.dispose()
+        poll_interval=0.01,
+    ) as built:
+        yield World(built.gate, clock, built.sessions, kube, notifier, directory, policies)
 
 
 def submit(

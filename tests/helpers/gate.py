@@ -3,14 +3,18 @@ user-group directory and the world the gate tests share."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.backends.kubernetes import KubernetesBackend
+from actions.base import ActionKind
 from actions.registry import build_registry
 from actions.restart import RestartParams
 from actions.rollout import RolloutReader
@@ -19,10 +23,11 @@ from approvals.gate import (
     Gate,
     Origin,
     Submission,
+    UsergroupDirectory,
 )
 from approvals.lifecycle import Actor
-from approvals.notifier import MessageRef, NotifyError, OpenedRefs, RequestView
-from approvals.policy import load_policy
+from approvals.notifier import MessageRef, Notifier, NotifyError, OpenedRefs, RequestView
+from approvals.policy import LoadedPolicy, load_policy
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.helpers.clock import Clock
 
@@ -63,31 +68,82 @@ class World:
     kube: FakeKubernetes
 
 
+@dataclass
+class BuiltGate:
+    """A Gate and what it runs on; see :func:`built_gate`."""
+
+    gate: Gate
+    sessions: sessionmaker[Session]
+    engine: Engine
+    backend: KubernetesBackend
+
+
+@contextmanager
+def built_gate(
+    database_url: str,
+    *,
+    policy: Callable[[], LoadedPolicy],
+    notifier: Notifier,
+    clock: Clock,
+    kube: FakeKubernetes | None = None,
+    kubeconfig: Path | None = None,
+    contexts: Sequence[str] = ("prod", "staging"),
+    request_timeout: float = 2,
+    actions: Mapping[str, ActionKind] | None = None,
+    directory: UsergroupDirectory | None = None,
+    **registry: Any,
+) -> Iterator[BuiltGate]:
+    """The one way the tests build a Gate: on the migrated database ``database_url``, with the
+    Kubernetes backend on ``kube`` (a kubeconfig written to ``kubeconfig`` whose ``contexts``
+    all point at it; without ``kube``, a backend nothing reads), the action kinds of
+    ``build_registry(kube=backend, clock=clock, **registry)`` unless ``actions`` is given
+    (``registry``: ``poll_interval``, ``rollout_timeout``... in seconds). The backend is closed
+    and the engine disposed on leaving the block."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    sessions = make_sessionmaker(engine)
+    if kube is not None:
+        if kubeconfig is None:
+            raise ValueError("built_gate: a kube needs a kubeconfig path to write")
+        written = write_kubeconfig(kubeconfig, dict.fromkeys(contexts, kube))
+        backend = KubernetesBackend(kubeconfig=str(written), request_timeout=request_timeout)
+    else:
+        backend = KubernetesBackend(kubeconfig=None)  # never read: no rollouts
+    extra: dict[str, Any] = {} if directory is None else {"directory": directory}
+    gate = Gate(
+        sessions=sessions,
+        policy=policy,
+        actions=build_registry(kube=backend, clock=clock, **registry)
+        if actions is None
+        else actions,
+        notifier=notifier,
+        clock=clock,
+        rollouts=RolloutReader(backend),
+        **extra,
+    )
+    try:
+        yield BuiltGate(gate, sessions, engine, backend)
+    finally:
+        backend.close()
+        engine.dispose()
+
+
 @pytest.fixture
 def world(
     tmp_path: Path, database_url: str, kube: FakeKubernetes, policy_path: Path
 ) -> Iterator[World]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    sessions = make_sessionmaker(engine)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
     clock = Clock()
     notifier = RecordingNotifier()
     loaded = load_policy(policy_path)
-    gate = Gate(
-        sessions=sessions,
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
         policy=lambda: loaded,
-        actions=build_registry(kube=backend, clock=clock),
         notifier=notifier,
         clock=clock,
-        rollouts=RolloutReader(backend),
-    )
-    yield World(gate, notifier, clock, sessions, kube)
-    backend.close()
-    engine.dispose()
+    ) as built:
+        yield World(built.gate, notifier, clock, built.sessions, kube)
 
 
 def restart(
