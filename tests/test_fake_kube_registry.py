@@ -20,6 +20,7 @@ from tests.fakes.kube import (
     ObjectStore,
     ResourceType,
     Table,
+    add_reader,
     invalid,
     register,
     register_controller,
@@ -187,3 +188,37 @@ def test_a_type_registered_twice_or_a_reader_without_its_subresource_is_refused(
     with pytest.raises(ValueError, match=r"readers for subresources \['log'\] not in"):
         register(gadgets, readers={"log": read_log})
     assert gadgets not in RESOURCE_TYPES
+
+
+def pod_log(
+    fake: FakeKubernetes, namespace: str | None, name: str, query: Mapping[str, str]
+) -> tuple[int, Any]:
+    return 200, f"log of {name} ({query.get('container', 'the only container')})\n"
+
+
+@pytest.mark.kubectl
+def test_a_reader_added_to_a_type_registered_elsewhere_answers_kubectl_logs(
+    registered: None, tmp_path: Path
+) -> None:
+    pods = add_reader("", "pods", "log", pod_log)
+    assert pods.subresources == ("status", "log")
+    with FakeKubernetes() as fake:
+        fake.add(
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "job-x-abcde", "namespace": NS},
+                "spec": {"containers": [{"name": "main", "image": "busybox:1.36"}]},
+            }
+        )
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"test": fake})
+        logs = kubectl(kubeconfig, tmp_path / "home", "logs", "job-x-abcde", "-n", NS)
+    assert logs.returncode == 0, logs.stderr
+    assert logs.stdout == "log of job-x-abcde (main)\n"
+
+
+def test_add_reader_refuses_an_unknown_type_and_a_subresource_it_has(registered: None) -> None:
+    with pytest.raises(KeyError, match=r"no resource type jobs\.batch is registered"):
+        add_reader("batch", "jobs", "log", pod_log)
+    with pytest.raises(ValueError, match=r"widgets\.example\.com has a log subresource already"):
+        add_reader("example.com", "widgets", "log", pod_log)

@@ -78,7 +78,7 @@ Object builders (plain dicts with a plausible ``status``)::
 
 Modules (each imports only those above it)::
 
-    registry      ResourceType, RESOURCE_TYPES, register(), register_controller(), Table, Hooks
+    registry      ResourceType, RESOURCE_TYPES, register(), add_reader(), register_controller()
     errors        Status error bodies (ApiError, not_found, conflict, invalid...)
     patch         JSON patch, merge patch, strategic merge patch
     selectors     labelSelector and fieldSelector
@@ -97,7 +97,9 @@ Adding a resource (batch/v1 Jobs, say) is one new module that registers its type
 below with the other resource modules (or from the module that needs it, before the
 ``FakeKubernetes`` is created)::
 
-    from tests.fakes.kube.registry import ResourceType, Table, register, register_controller
+    from tests.fakes.kube.registry import (
+        ResourceType, Table, add_reader, register, register_controller,
+    )
 
     JOBS = register(
         ResourceType("batch", "v1", "jobs", "Job", True, (), ("status",)),
@@ -105,7 +107,7 @@ below with the other resource modules (or from the module that needs it, before 
         defaults=fill_job_defaults,            # on create: obj -> None, mutates obj
         on_update=refuse_template_changes,     # (rt, name, new, current), raises ApiError
     )
-    register(ResourceType("", "v1", "pods", ...), readers={"log": read_log})  # text answers
+    add_reader("", "pods", "log", read_log)    # a subresource of a type registered elsewhere
 
     @register_controller                       # called (store, types) per FakeKubernetes
     class JobController: ...                   # enabled, seeded(obj), written(rt, ns, name),
@@ -171,6 +173,7 @@ from .registry import (
     Obj,
     ResourceType,
     Table,
+    add_reader,
     register,
     register_controller,
 )
@@ -222,6 +225,7 @@ __all__ = [
     "RecordedRequest",
     "ResourceType",
     "Table",
+    "add_reader",
     "already_exists",
     "apply_patch",
     "apps",

@@ -31,7 +31,7 @@ from .tables import to_scale, to_table
 
 
 class FakeKubernetes:
-    """A fake Kubernetes API server; see the module docstring."""
+    """A fake Kubernetes API server; see the docstring of the ``tests.fakes.kube`` package."""
 
     def __init__(
         self,

@@ -4,16 +4,17 @@ A resource module (``core``, ``apps``, ``rbac``, ``autoscaling``...) declares it
 :func:`register`, one call per type, together with what is particular to the type: its ``kubectl
 get`` columns (:class:`Table`), the defaults the API server fills in on create, checks on update
 (immutable fields), and readers of subresources that answer something else than the object
-(``pods/log`` answers text). A controller (something that reacts to writes and reads, as the
-rollout controllers do) is registered with :func:`register_controller`. The package's
-``__init__`` imports every resource module, in the order discovery lists them; adding a resource
-is one new module plus its import line there. See the package docstring for an example.
+(``pods/log`` answers text; :func:`add_reader` adds one to a type registered elsewhere). A
+controller (something that reacts to writes and reads, as the rollout controllers do) is
+registered with :func:`register_controller`. The package's ``__init__`` imports every resource
+module, in the order discovery lists them; adding a resource is one new module plus its import
+line there. See the package docstring for an example.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -145,6 +146,28 @@ def register(
     RESOURCE_TYPES.append(rt)
     HOOKS[(rt.group, rt.plural)] = Hooks(table, defaults, on_update, dict(readers or {}))
     return rt
+
+
+def add_reader(
+    group: str, plural: str, subresource: str, reader: SubresourceReader
+) -> ResourceType:
+    """Give the registered type ``(group, plural)`` a subresource answered by ``reader`` (e.g.
+    ``add_reader("", "pods", "log", read_log)`` for ``pods/log``), for every ``FakeKubernetes``
+    created afterwards; returns the type as now registered. Raises ``KeyError`` when no such type
+    is registered, ``ValueError`` when it has that subresource already."""
+    index = next(
+        (i for i, t in enumerate(RESOURCE_TYPES) if (t.group, t.plural) == (group, plural)), None
+    )
+    if index is None:
+        raise KeyError(f"no resource type {plural}.{group or 'core'} is registered")
+    rt = RESOURCE_TYPES[index]
+    if subresource in rt.subresources:
+        raise ValueError(f"{rt.group_resource} has a {subresource} subresource already")
+    extended = replace(rt, subresources=(*rt.subresources, subresource))
+    RESOURCE_TYPES[index] = extended
+    old = hooks(rt)
+    HOOKS[(group, plural)] = replace(old, readers={**old.readers, subresource: reader})
+    return extended
 
 
 def register_controller(factory: ControllerFactory) -> ControllerFactory:
