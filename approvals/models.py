@@ -195,7 +195,8 @@ class AuditChainHead(Base):
 class AuditSink(Base):
     """A delivery cursor over the chain (approvals.audit_sink): the events up to
     ``delivered_seq`` have been accepted by the sink ``name``; after a failure, the next attempt
-    waits until ``next_attempt_at``."""
+    waits until ``next_attempt_at``; a run holds the sink (``lease_owner``) until
+    ``lease_until``."""
 
     __tablename__ = "audit_sinks"
 
@@ -204,6 +205,8 @@ class AuditSink(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     next_attempt_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
 
 
 class GrantStatus(StrEnum):

@@ -43,6 +43,8 @@ def upgrade() -> None:
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("lease_owner", sa.String(64), nullable=True),
+        sa.Column("lease_until", UTCDateTime(), nullable=True),
         sa.PrimaryKeyConstraint("name", name="pk_audit_sinks"),
     )
     seq, prev = _chain_existing()
