@@ -55,6 +55,10 @@ FIELDS = (
 )
 """The columns of ``audit_events`` that the hash covers: all of them but ``hash`` itself."""
 
+CHAIN_STATEMENTS = 4
+"""SQL statements that chaining adds to a transaction that wrote audit events, however many:
+lock the head, read the unchained events, number them (one executemany), move the head."""
+
 _WROTE_EVENTS = "opsgate.audit_chain.wrote_events"
 _TABLE = cast(Table, AuditEvent.__table__)
 
