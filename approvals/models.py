@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -173,6 +174,39 @@ class AuditEvent(Base):
     policy_sha256: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(index=True)
+    # The hash chain (approvals.audit_chain): position in commit order, the previous event's
+    # hash and this one's; NULL only until the writing transaction commits.
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The one row (``id`` 1) that holds the chain's last ``seq`` and ``hash``: locked by every
+    transaction that chains events, so events are chained in commit order."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditSink(Base):
+    """A delivery cursor over the chain (approvals.audit_sink): the events up to
+    ``delivered_seq`` have been accepted by the sink ``name``; after a failure, the next attempt
+    waits until ``next_attempt_at``; a run holds the sink (``lease_owner``) until
+    ``lease_until``."""
+
+    __tablename__ = "audit_sinks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    delivered_seq: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
 
 
 class GrantStatus(StrEnum):

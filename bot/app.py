@@ -42,6 +42,7 @@ from approvals.notifier import GrantView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
 from bot import listeners
+from bot.audit_jobs import add_audit_jobs
 from bot.listeners.events import publish_home
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
@@ -188,6 +189,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
+    add_audit_jobs(scheduler, sessions, settings, client, store)
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(

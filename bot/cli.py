@@ -1,4 +1,5 @@
-"""The ``opsgate`` command: ``serve``, ``migrate``, ``policy check`` and ``policy explain``."""
+"""The ``opsgate`` command: ``serve``, ``migrate``, ``policy check``, ``policy explain``,
+``audit verify`` and ``audit export``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from approvals.policy import (
     resolve_environment,
     seconds_text,
 )
+from bot import audit_cli
 from bot.settings import Settings
 
 log = logging.getLogger("opsgate")
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--at", help="when the request is made (ISO 8601; no offset: UTC; default: now)"
     )
+    audit_cli.add_parser(sub)
     return parser
 
 
@@ -84,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(settings.database_url)
         print(f"opsgate: database at head ({_redacted(settings.database_url)})")
         return 0
+    if args.command == "audit":
+        return audit_cli.run(args, settings.database_url)
     if args.command == "policy":
         path = args.file or settings.policy_path
         try:
