@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
+from actions.durations import Duration, parse_duration
+from actions.durations import format_duration as format_duration  # approvals.grants
 from actions.errors import (
     ActionError,
     Invalid,
@@ -41,6 +43,7 @@ from actions.errors import (
 )
 from actions.kube import KubernetesPort
 from actions.readback import CONFIRMED, Seen, read_back
+from actions.spec import Arg, ArgType, KindSpec, Loc, RuleSettings, Scope, StrList
 from actions.vault import VaultPort
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -72,6 +75,82 @@ class AccessParams(BaseModel):
     duration_seconds: int | None = Field(default=None, gt=0)
 
 
+class AccessSettings(RuleSettings):
+    """A rule's settings for ``access``: the ``roles`` allowed (None: any ClusterRole; the first
+    is the default), ``max_duration`` and ``default_duration`` (``1h``: one hour, capped at
+    ``max_duration``, when absent) and ``vault_groups`` (role -> Vault identity group)."""
+
+    max_duration: Duration | None = None
+    default_duration: Duration | None = None
+    roles: StrList | None = None
+    vault_groups: dict[str, str] = {}
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        """A default longer than the maximum; a Vault group for a role the rule does not allow."""
+        out: list[tuple[Loc, str]] = []
+        if (
+            self.default_duration is not None
+            and self.max_duration is not None
+            and parse_duration(self.default_duration) > parse_duration(self.max_duration)
+        ):
+            out.append((("default_duration",), "default_duration is longer than max_duration"))
+        if self.roles is not None:
+            for role in self.vault_groups:
+                if role not in self.roles:
+                    out.append(
+                        (
+                            ("vault_groups", role),
+                            f"role '{role}' is not in the rule's roles ({', '.join(self.roles)})",
+                        )
+                    )
+        return out
+
+    def as_settings(self, *, applies: bool) -> dict[str, Any]:
+        """``max_duration`` and ``default_duration`` in seconds (the default filled in when the
+        rule decides access), ``roles``, ``vault_groups``."""
+        max_duration = parse_duration(self.max_duration) if self.max_duration else None
+        default_duration: int | None = None
+        if self.default_duration is not None:
+            default_duration = parse_duration(self.default_duration)
+        elif applies:
+            default_duration = min(DEFAULT_DURATION, max_duration or DEFAULT_DURATION)
+        return {
+            "roles": list(self.roles) if self.roles is not None else None,
+            "max_duration": max_duration,
+            "default_duration": default_duration,
+            "vault_groups": dict(self.vault_groups),
+        }
+
+
+KIND = KindSpec(
+    name="access",
+    summary="time-bound access to a namespace for your own identity (e.g. --for 1h)",
+    grammar=(
+        Arg("namespace", metavar="<namespace>", help="the namespace to get access to"),
+        Arg(
+            "role",
+            flags=("--role",),
+            metavar="ROLE",
+            required=False,
+            help="the ClusterRole to be bound (default: the rule's first role)",
+        ),
+        Arg(
+            "duration_seconds",
+            ArgType.DURATION,
+            flags=("--for",),
+            metavar="DURATION",
+            required=False,
+            help="how long (30m, 2h, 1h30m; default: the rule's default_duration)",
+        ),
+    ),
+    params_model=AccessParams,
+    scope=Scope.NAMESPACE,
+    reversible=True,  # a grant ends by itself, and can be revoked
+    rule_settings=AccessSettings,
+    build=lambda b: Access(kube=b.kube, vault=b.vault, clock=b.clock),
+)
+
+
 def role_binding_name(grant_id: int) -> str:
     """``opsgate-grant-<id>``."""
     return f"opsgate-grant-{grant_id}"
@@ -88,21 +167,6 @@ def parse_rfc3339(text: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
     return moment.astimezone(UTC)
-
-
-def format_duration(seconds: float) -> str:
-    """``1h30m``, ``45m``, ``2h``, ``30s``: the grammar's duration form (rounded down)."""
-    total = max(int(seconds), 0)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = []
-    if hours:
-        parts.append(f"{hours}h")
-    if minutes:
-        parts.append(f"{minutes}m")
-    if secs and not hours:
-        parts.append(f"{secs}s")
-    return "".join(parts) or "0s"
 
 
 def role_binding_body(
@@ -145,9 +209,9 @@ class Access:
     group cannot be satisfied) are the adapters; ``clock`` returns an aware UTC ``datetime``.
     """
 
-    name: ClassVar[str] = "access"
-    reversible: ClassVar[bool] = True
-    params_model: ClassVar[type[BaseModel]] = AccessParams
+    name: ClassVar[str] = KIND.name
+    reversible: ClassVar[bool] = KIND.reversible
+    params_model: ClassVar[type[BaseModel]] = KIND.params_model
 
     def __init__(
         self,

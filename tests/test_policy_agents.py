@@ -23,7 +23,8 @@ from hypothesis import strategies as st
 from actions.access import Access
 from actions.restart import Restart
 from actions.rollback import Rollback
-from actions.rotate import Restore, Rotate
+from actions.restore import Restore
+from actions.rotate import Rotate
 from actions.scale import Scale
 from approvals.extend import Extend
 from approvals.policy import (
