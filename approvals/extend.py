@@ -13,8 +13,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.access import rfc3339
-from actions.durations import format_duration
 from actions.base import Outcome, Preview, Target
+from actions.durations import format_duration
 from actions.errors import Conflict, Invalid, NotFound
 from approvals.grants import GrantError, GrantService, extension_refusal
 from approvals.lifecycle import SYSTEM, Actor

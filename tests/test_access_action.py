@@ -19,7 +19,6 @@ from actions.access import (
     Access,
     AccessParams,
 )
-
 from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
 from actions.base import Target
