@@ -202,6 +202,35 @@ def _seconds(settings: Mapping[str, Any], key: str) -> int | None:
     return None if value is None else int(value)
 
 
+def _role(params: AccessParams, settings: Mapping[str, Any]) -> str:
+    """The role asked for, else the rule's first; Invalid when there is none or the rule's
+    ``roles`` do not allow it."""
+    roles: list[str] | None = settings.get("roles")
+    role = params.role or (roles[0] if roles else None)
+    if role is None:
+        raise Invalid("say which role you need with --role (the rule names no default)")
+    if roles is not None and role not in roles:
+        raise Invalid(f"role '{role}' is not allowed here; allowed: {', '.join(roles)}")
+    return role
+
+
+def _duration(params: AccessParams, settings: Mapping[str, Any]) -> tuple[int, int | None]:
+    """``(duration, max_duration)`` in seconds: the one asked for, else the rule's default (one
+    hour when it has none), capped at ``max_duration``; Invalid when the one asked for is
+    longer."""
+    max_duration = _seconds(settings, "max_duration")
+    default = _seconds(settings, "default_duration") or DEFAULT_DURATION
+    if max_duration is not None:
+        default = min(default, max_duration)
+    duration = params.duration_seconds or default
+    if max_duration is not None and duration > max_duration:
+        raise Invalid(
+            f"{format_duration(duration)} is longer than this rule allows "
+            f"(at most {format_duration(max_duration)})"
+        )
+    return duration, max_duration
+
+
 class Access:
     """The access request kind.
 
@@ -240,24 +269,8 @@ class Access:
         if not kubernetes_user:
             raise Invalid(NO_KUBERNETES_IDENTITY)
 
-        roles: list[str] | None = settings.get("roles")
-        role = params.role or (roles[0] if roles else None)
-        if role is None:
-            raise Invalid("say which role you need with --role (the rule names no default)")
-        if roles is not None and role not in roles:
-            raise Invalid(f"role '{role}' is not allowed here; allowed: {', '.join(roles)}")
-
-        max_duration = _seconds(settings, "max_duration")
-        default = _seconds(settings, "default_duration") or DEFAULT_DURATION
-        if max_duration is not None:
-            default = min(default, max_duration)
-        duration = params.duration_seconds or default
-        if max_duration is not None and duration > max_duration:
-            raise Invalid(
-                f"{format_duration(duration)} is longer than this rule allows "
-                f"(at most {format_duration(max_duration)})"
-            )
-
+        role = _role(params, settings)
+        duration, max_duration = _duration(params, settings)
         try:
             self._kube.get_cluster_role(target.kube_context, role)
         except NotFound as exc:
@@ -265,24 +278,12 @@ class Access:
                 f"there is no ClusterRole '{role}' in the cluster of environment "
                 f"{target.environment}"
             ) from exc
-
         vault_groups: Mapping[str, str] = settings.get("vault_groups") or {}
         vault_group = vault_groups.get(role)
         vault_entity: str | None = None
         vault_entity_id: str | None = None
         if vault_group is not None:
-            vault_entity = identity.get("vault_entity")
-            if not vault_entity:
-                raise Invalid(
-                    f"role '{role}' includes Vault access, but you have no Vault entity in the "
-                    "policy's identities; ask the platform team to add you"
-                )
-            if self._vault is None:
-                raise Invalid(f"role '{role}' includes Vault access, but Vault is not configured")
-            try:
-                vault_entity_id = self._vault.entity_id(vault_entity)
-            except NotFound as exc:
-                raise NotFound(f"there is no Vault identity entity named '{vault_entity}'") from exc
+            vault_entity, vault_entity_id = self._vault_entity(role, identity)
 
         lines = [
             f"Access for Kubernetes user *{kubernetes_user}*",
@@ -309,6 +310,22 @@ class Access:
         return Preview(
             target=f"{role} access to {params.namespace}", lines=tuple(lines), facts=facts
         )
+
+    def _vault_entity(self, role: str, identity: Mapping[str, Any]) -> tuple[str, str]:
+        """The requester's Vault entity name and ID, for a role that includes Vault access.
+        Raises Invalid (no entity in the policy's identities, no Vault) or NotFound."""
+        vault_entity = identity.get("vault_entity")
+        if not vault_entity:
+            raise Invalid(
+                f"role '{role}' includes Vault access, but you have no Vault entity in the "
+                "policy's identities; ask the platform team to add you"
+            )
+        if self._vault is None:
+            raise Invalid(f"role '{role}' includes Vault access, but Vault is not configured")
+        try:
+            return vault_entity, self._vault.entity_id(vault_entity)
+        except NotFound as exc:
+            raise NotFound(f"there is no Vault identity entity named '{vault_entity}'") from exc
 
     # --- execute ------------------------------------------------------------------------------
 

@@ -167,7 +167,7 @@ def _kind_subcommand(spec: KindSpec) -> Subcommand:
     def configure(parser: argparse.ArgumentParser) -> None:
         for arg in spec.grammar:
             if arg.positional:
-                parser.add_argument(arg.name, type=_argument(arg), metavar=arg.metavar)
+                parser.add_argument(arg.name, type=_argument(arg), help=arg.help)
             else:
                 parser.add_argument(
                     *arg.flags,

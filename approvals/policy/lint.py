@@ -92,6 +92,14 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
 
     Sound: a rule is reported unreachable only when it provably is.
     """
+    return [*_unreachable_rules(loaded), *_unused_groups(loaded), *_agents(loaded)] + (
+        _ended_freezes(loaded, now) if now is not None else []
+    )
+
+
+def _unreachable_rules(loaded: LoadedPolicy) -> list[PolicyIssue]:
+    """Rules shadowed by an earlier one; rules whose namespaces are in none of their
+    environments."""
     policy = loaded.policy
     out: list[PolicyIssue] = []
     for j, rule in enumerate(policy.rules):
@@ -124,6 +132,13 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
                         f"{', '.join(m.namespace)}",
                     )
                 )
+    return out
+
+
+def _unused_groups(loaded: LoadedPolicy) -> list[PolicyIssue]:
+    """Groups with nobody in them; groups no rule (nor ``audit_readers``) uses."""
+    policy = loaded.policy
+    out: list[PolicyIssue] = []
     used: set[str] = set(policy.audit_readers)
     for rule in policy.rules:
         used |= _groups_used(rule)
@@ -133,6 +148,13 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
             out.append(PolicyIssue(line_no, f"groups.{name}", "has nobody in it"))
         if name not in used:
             out.append(PolicyIssue(line_no, f"groups.{name}", "is not used by any rule"))
+    return out
+
+
+def _agents(loaded: LoadedPolicy) -> list[PolicyIssue]:
+    """Rules for automation when no agent is listed; agents that no rule lets ask."""
+    policy = loaded.policy
+    out: list[PolicyIssue] = []
     if not policy.agents:
         for j, rule in enumerate(policy.rules):
             if rule.match.requester_kind == "agent":
@@ -153,15 +175,16 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
                 "request of these agents is denied",
             )
         )
-    if now is not None:
-        for k, freeze in enumerate(policy.freezes):
-            if freeze.window()[1] <= now:
-                out.append(
-                    PolicyIssue(
-                        loaded.lines.get(("freezes", k)), f"freezes[{k}]", "has already ended"
-                    )
-                )
     return out
+
+
+def _ended_freezes(loaded: LoadedPolicy, now: datetime) -> list[PolicyIssue]:
+    """Freezes that ended before ``now``."""
+    return [
+        PolicyIssue(loaded.lines.get(("freezes", k)), f"freezes[{k}]", "has already ended")
+        for k, freeze in enumerate(loaded.policy.freezes)
+        if freeze.window()[1] <= now
+    ]
 
 
 def freeze_window_text(freeze: Freeze) -> str:
