@@ -1,4 +1,4 @@
-"""``rotate`` and ``restore``: Vault secret rotation, and going back to an earlier KV version.
+"""``rotate``: Vault secret rotation (a KV v2 key, or a database static role's password).
 
 ``/ops rotate <path>`` acts on one of two kinds of path, told apart by the secrets engine mounted
 there (the longest mount prefix, as Vault itself resolves a path):
@@ -20,15 +20,17 @@ The preview first checks, through the injected ``check_consumer``, that each of 
 can be restarted), so a typo is refused before anyone is asked and before anything is written;
 the preview then names the workloads as resolved (``deployment/payments-api``).
 
-``/ops restore <path> --to-version N`` writes version N's data as a new version (check-and-set
-against the current version); no version is ever deleted or destroyed.
+Going back to an earlier KV version is the ``restore`` kind (:mod:`actions.restore`); what both
+share (the rule's ``rotate`` settings, check-and-set writes, the consumers) is in
+:mod:`actions.secret_kind`.
 
 Secret values never leave :class:`actions.vault.VaultPort`'s adapter except for a generated value
 on its way into the write: they are never logged, put in a Preview, an Outcome or an error, and the
 references are dropped as soon as the write returns (Python cannot wipe a ``str``; ``del`` is the
 most it allows).
 
-Rule settings (``Target.settings["rotate"]``, all optional)::
+Rule settings (``Target.settings["rotate"]``, all optional; the model is
+:class:`actions.secret_kind.RotateSettings`)::
 
     {"password_policy": "opsgate-db",            # or
      "generator": {"length": 40, "charset": "abc…"},

@@ -242,6 +242,15 @@ class KindSpec:
             parts.append(arg.usage())
         return " ".join([f"/ops {self.name}", *parts, options])
 
+    def scope_of(self, params: BaseModel) -> tuple[str | None, str | None]:
+        """``(namespace, path)`` of a request's ``params``: what the gate resolves the
+        environment from and rules match on. ``namespace``: the params' ``namespace`` (for a
+        Vault path, the namespace of the workloads it touches, if any; none for the cluster);
+        ``path``: the params' ``path`` for a Vault path, else None."""
+        namespace = None if self.scope is Scope.CLUSTER else getattr(params, "namespace", None)
+        path = getattr(params, "path", None) if self.scope is Scope.VAULT_PATH else None
+        return namespace, path
+
     def params(self, values: Mapping[str, Any]) -> BaseModel:
         """The params model filled from the arguments' converted ``values`` (None: not given,
         the model's default applies). Raises ``ValueError`` (pydantic's ``ValidationError`` is

@@ -182,9 +182,8 @@ def _kind_subcommand(spec: KindSpec) -> Subcommand:
     def build(ns: argparse.Namespace) -> Command:
         values = {arg.name: getattr(ns, arg.name) for arg in spec.grammar}
         params = spec.params(values)
-        return _request(
-            spec.name, params, ns, namespace=values.get("namespace"), path=values.get("path")
-        )
+        namespace, path = spec.scope_of(params)
+        return _request(spec.name, params, ns, namespace=namespace, path=path)
 
     return Subcommand(spec.usage(_REQ), spec.summary, configure, build)
 
