@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
     from actions.base import ActionKind
     from actions.kube import KubernetesPort
     from actions.vault import VaultPort
+
+P = TypeVar("P")
 
 MAX_ID = 2**31 - 1
 """The largest request or grant ID, replica count or revision opsgate accepts: a 32-bit
@@ -198,6 +200,16 @@ class Backends:
     poll_interval: float = 2.0
     restart_consumer: Callable[[str, str, str | None], str] | None = None
     check_consumer: Callable[[str, str, str | None], str] | None = None
+
+    def adapter(self, port: type[P]) -> P | None:
+        """The adapter (``kube``, then ``vault``) that implements ``port``, a
+        ``typing.runtime_checkable`` Protocol a kind declares in its own module for what it
+        needs beyond :class:`actions.kube.KubernetesPort` and :class:`actions.vault.VaultPort`
+        (e.g. Jobs and pod logs); None when neither does (the kind is then not built)."""
+        for candidate in (self.kube, self.vault):
+            if candidate is not None and isinstance(candidate, port):
+                return candidate
+        return None
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import pytest
 import yaml
@@ -20,7 +20,7 @@ import yaml
 from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
 from actions.registry import KINDS, build_registry
-from actions.spec import ArgType, KindSpec, Scope
+from actions.spec import ArgType, Backends, KindSpec, Scope
 from approvals.policy import (
     KNOWN_ACTIONS,
     REVERSIBLE,
@@ -224,3 +224,21 @@ def test_every_kind_round_trips_through_the_registry(
     without_vault = build_registry(kube=kube, clock=lambda: datetime.now(UTC))
     needs_vault = {s.name for s in KINDS if s.scope is Scope.VAULT_PATH}
     assert set(without_vault) == set(IDS) - needs_vault
+
+
+@runtime_checkable
+class _RoleReader(Protocol):
+    def get_cluster_role(self, context: str | None, name: str) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class _JobRunner(Protocol):
+    def create_job(self, context: str | None, namespace: str, body: dict[str, Any]) -> Any: ...
+
+
+def test_a_kind_finds_the_adapter_that_implements_the_port_it_declares(
+    kube: KubernetesBackend, vault: VaultBackend
+) -> None:
+    backends = Backends(kube=kube, vault=vault, clock=lambda: datetime.now(UTC))
+    assert backends.adapter(_RoleReader) is kube
+    assert backends.adapter(_JobRunner) is None  # no adapter runs Jobs: such a kind is not built
