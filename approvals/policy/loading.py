@@ -15,7 +15,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from approvals.policy.model import LoadedPolicy, Loc, Policy, PolicyError, PolicyIssue
+from actions.spec import Loc
+from approvals.policy.model import LoadedPolicy, Policy, PolicyError, PolicyIssue
 from approvals.policy.validation import cross_references
 
 

@@ -40,9 +40,6 @@ DEFAULT_REASON_MIN_LENGTH = 10
 DEFAULT_REQUESTS_PER_MINUTE = 20
 """New requests one requester may make per minute when the policy has no ``rate_limit``."""
 
-Loc = tuple[int | str, ...]
-"""A field's path in the policy file: ``("rules", 2, "limits", "max_factor")``."""
-
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -301,13 +298,7 @@ class RuleBase(_Model):
     def kind_settings(self, spec: KindSpec) -> RuleSettings | None:
         """This rule's settings for the kind ``spec`` (its ``rule_settings`` model, holding the
         values this rule was validated with), or None when the kind has no settings."""
-        model = spec.rule_settings
-        if model is None:
-            return None
-        values = {key: getattr(self, key) for key in model.model_fields}
-        return model.model_construct(
-            _fields_set=set(model.model_fields) & self.model_fields_set, **values
-        )
+        return _settings_of(self, spec.rule_settings)
 
 
 class PolicyBase(_Model):
@@ -326,6 +317,22 @@ class PolicyBase(_Model):
     rules: list[Rule]
     audit_readers: StrList = []
     rate_limit: RateLimit = RateLimit()
+
+    def kind_settings(self, spec: KindSpec) -> RuleSettings | None:
+        """The policy's top-level settings for the kind ``spec`` (its ``policy_settings`` model,
+        e.g. the runbooks a runbook kind runs), or None when the kind has none."""
+        return _settings_of(self, spec.policy_settings)
+
+
+def _settings_of(owner: BaseModel, model: type[RuleSettings] | None) -> RuleSettings | None:
+    """``model`` holding ``owner``'s values of its fields (already validated with ``owner``, whose
+    class has the same fields: see :func:`_kind_fields`)."""
+    if model is None:
+        return None
+    values = {key: getattr(owner, key) for key in model.model_fields}
+    return model.model_construct(
+        _fields_set=set(model.model_fields) & owner.model_fields_set, **values
+    )
 
 
 def _kind_fields(models: Iterable[type[RuleSettings] | None], where: str) -> dict[str, Any]:

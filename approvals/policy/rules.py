@@ -60,16 +60,20 @@ def freeze_in_force(policy: Policy, ctx: RequestContext) -> Freeze | None:
     return None
 
 
-def rule_settings(rule: Rule) -> dict[str, Any]:
+def rule_settings(policy: Policy, rule: Rule) -> dict[str, Any]:
     """The rule's per-kind settings as JSON (each kind's ``RuleSettings.as_settings``: ``limits``,
     ``roles``, ``max_duration`` and ``default_duration`` in seconds, ``vault_groups``,
-    ``rotate`` …) and ``extend``, for ``Decision.settings``."""
+    ``rotate`` …), the policy's top-level settings of the kinds the rule decides, and
+    ``extend``, for ``Decision.settings``."""
     covered = actions_covered(rule.match.action)
     out: dict[str, Any] = {}
     for spec in KINDS:
         settings = rule.kind_settings(spec)
         if settings is not None:
             out.update(settings.as_settings(applies=spec.name in covered))
+        top_level = policy.kind_settings(spec)
+        if top_level is not None and spec.name in covered:
+            out.update(top_level.as_settings(applies=True))
     out["extend"] = rule.extend_mode()
     return out
 
@@ -299,7 +303,7 @@ def _deciding(
         ),
         "policy_sha256": loaded.sha256,
         "reversible": ctx.reversible,
-        "settings": rule_settings(rule),
+        "settings": rule_settings(policy, rule),
     }
     auto = rule.extend_mode() == "auto" if ctx.action == "extend" else rule.approval == "auto"
     return Deciding(

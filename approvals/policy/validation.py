@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from actions.durations import format_duration, parse_duration
 from actions.registry import KINDS
+from actions.spec import Loc
 from approvals.policy.model import (
     DEFAULT_PENDING_TTL,
     EXTEND_DECIDED_WITH,
     KNOWN_ACTIONS,
-    Loc,
     Policy,
     Rule,
     actions_covered,
@@ -205,6 +205,14 @@ def _kind_settings(rule: Rule, at: Loc, covered: set[str], problems: Problems) -
         )
 
 
+def _policy_settings(policy: Policy, problems: Problems) -> None:
+    """Each kind's own checks of its top-level settings."""
+    for spec in KINDS:
+        settings = policy.kind_settings(spec)
+        if settings is not None:
+            problems.extend(settings.problems())
+
+
 def cross_references(policy: Policy) -> Problems:
     """Every problem pydantic cannot see alone, as ``(field path, message)`` pairs, in the
     order of the file: groups that hold agents, names that point at nothing, outcomes that
@@ -212,6 +220,7 @@ def cross_references(policy: Policy) -> Problems:
     that can never apply or that their kind refuses."""
     problems: Problems = []
     refs = _Refs(policy, problems)
+    _policy_settings(policy, problems)
     _agents_in_groups(policy, problems)
     refs.groups(("audit_readers",), policy.audit_readers)
     _agents_reading_audit(policy, problems)
