@@ -7,6 +7,7 @@ rule's ``rotate.restart`` settings are then restarted, as after a rotation (:mod
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,7 +26,7 @@ from actions.secret_kind import (
     stamp,
     write_kv,
 )
-from actions.spec import Arg, ArgType, Backends, KindSpec, Scope
+from actions.spec import Arg, ArgType, Backends, KindSpec, Scope, Undo
 from actions.vault import KvMetadata, KvVersion
 
 
@@ -45,6 +46,12 @@ def _build(b: Backends) -> Restore | None:
     return Restore(
         vault=b.vault, restart_consumer=b.restart_consumer, clock=b.clock, check_consumer=check
     )
+
+
+def _undo(params: BaseModel, facts: Mapping[str, Any]) -> Undo:
+    """Restoring the version that was current before (its data is kept)."""
+    assert isinstance(params, RestoreParams)
+    return Undo("restore", params.model_copy(update={"to_version": int(facts["version"])}))
 
 
 KIND = KindSpec(
@@ -72,6 +79,7 @@ KIND = KindSpec(
     scope=Scope.VAULT_PATH,
     reversible=False,  # writes yet another version, which consumers may use at once
     decided_with="rotate",
+    undo=_undo,
     build=_build,
 )
 

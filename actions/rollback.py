@@ -11,6 +11,7 @@ the Deployment's own bookkeeping ones. This module sends exactly that patch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,7 +28,7 @@ from actions.history import (
 )
 from actions.readback import CONFIRMED, Seen, read_back
 from actions.rollout import RolloutFollower
-from actions.spec import Arg, ArgType, KindSpec, Scope
+from actions.spec import Arg, ArgType, KindSpec, Scope, Undo
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 ANNOTATIONS_KEPT = frozenset(
@@ -51,6 +52,16 @@ class RollbackParams(BaseModel):
     name: str = Field(min_length=1, max_length=253)
     namespace: str = Field(min_length=1, max_length=63)
     to_revision: int | None = Field(default=None, ge=1)
+
+
+def _undo(params: BaseModel, facts: Mapping[str, Any]) -> Undo | None:
+    """Rolling back to the revision the Deployment was at (its ReplicaSet keeps that revision
+    number), as ``kubectl rollout undo --to-revision`` would; None when it was not known."""
+    assert isinstance(params, RollbackParams)
+    current = facts.get("current_revision")
+    if current is None:
+        return None
+    return Undo("rollback", params.model_copy(update={"to_revision": int(current)}))
 
 
 KIND = KindSpec(
@@ -87,6 +98,7 @@ KIND = KindSpec(
     params_model=RollbackParams,
     scope=Scope.NAMESPACE,
     reversible=True,  # rolling back is undone by rolling back again
+    undo=_undo,
     build=lambda b: Rollback(
         kube=b.kube,
         clock=b.clock,

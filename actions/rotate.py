@@ -49,6 +49,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
 from actions.errors import ActionError, Invalid, NotFound, PermanentError
+from actions.restore import RestoreParams
 from actions.secret_kind import (
     PATH_PATTERN,
     Generator,
@@ -66,7 +67,7 @@ from actions.secret_kind import (
     stamp,
     write_kv,
 )
-from actions.spec import Arg, ArgType, Backends, KindSpec, Scope
+from actions.spec import Arg, ArgType, Backends, KindSpec, Scope, Undo
 from actions.vault import Mount
 
 
@@ -92,6 +93,14 @@ def _build(b: Backends) -> Rotate | None:
     return Rotate(
         vault=b.vault, restart_consumer=b.restart_consumer, clock=b.clock, check_consumer=check
     )
+
+
+def _undo(params: BaseModel, facts: Mapping[str, Any]) -> Undo | None:
+    """A KV secret: restoring the version the preview read; a database static role's old
+    password is gone: None."""
+    if facts.get("kind") != "kv":
+        return None
+    return Undo("restore", RestoreParams(path=facts["path"], to_version=int(facts["version"])))
 
 
 KIND = KindSpec(
@@ -136,6 +145,7 @@ KIND = KindSpec(
     # but consumers may already have used the new value: never approved automatically
     reversible=False,
     rule_settings=RotateRuleSettings,
+    undo=_undo,
     build=_build,
 )
 

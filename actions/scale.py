@@ -16,7 +16,7 @@ from actions.base import Outcome, Preview, Target
 from actions.errors import Invalid, MaybeApplied
 from actions.readback import CONFIRMED, Seen, read_back
 from actions.rollout import RolloutFollower
-from actions.spec import Arg, ArgType, KindSpec, RuleSettings, Scope
+from actions.spec import Arg, ArgType, KindSpec, RuleSettings, Scope, Undo
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 SCALABLE = (WorkloadKind.DEPLOYMENT, WorkloadKind.STATEFULSET)
@@ -69,6 +69,12 @@ class ScaleSettings(RuleSettings):
     limits: Limits | None = None
 
 
+def _undo(params: BaseModel, facts: Mapping[str, Any]) -> Undo:
+    """Scaling back to the replica count the preview read."""
+    assert isinstance(params, ScaleParams)
+    return Undo("scale", params.model_copy(update={"replicas": int(facts["current_replicas"])}))
+
+
 KIND = KindSpec(
     name="scale",
     summary="set the replicas of a Deployment or StatefulSet",
@@ -101,6 +107,7 @@ KIND = KindSpec(
     scope=Scope.NAMESPACE,
     reversible=True,  # scaling back is another scale
     rule_settings=ScaleSettings,
+    undo=_undo,
     build=lambda b: Scale(
         kube=b.kube,
         clock=b.clock,

@@ -10,6 +10,7 @@ reversibility and rule settings (``approvals.policy``) are derived from that lis
 
 from __future__ import annotations
 
+import shlex
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from actions.durations import parse_duration
+from actions.durations import format_duration, parse_duration
 from actions.workloads import WorkloadKind, parse_workload
 
 if TYPE_CHECKING:
@@ -213,6 +214,15 @@ class Backends:
 
 
 @dataclass(frozen=True)
+class Undo:
+    """The request that puts back what a request changed: the ``kind`` (command word) and its
+    ``params`` (``/ops restore <path> --to-version N`` after a rotation)."""
+
+    kind: str
+    params: BaseModel
+
+
+@dataclass(frozen=True)
 class KindSpec:
     """One request kind, declared in one place.
 
@@ -224,7 +234,9 @@ class KindSpec:
     settings a rule may give it (None: none); ``policy_settings`` top-level keys it adds to the
     policy file (None: none); ``decided_with`` another kind whose rules decide this one too
     (``restore`` is decided by a rule naming ``rotate``); ``build`` makes the kind from the
-    backends (None: it cannot run with them, e.g. no Vault).
+    backends (None: it cannot run with them, e.g. no Vault); ``undo``, where the kind has one,
+    gives from a request's params and its preview's facts the request that puts back what it
+    changes (None: that one cannot be undone by a request, e.g. a static role's password).
     """
 
     name: str
@@ -237,6 +249,29 @@ class KindSpec:
     rule_settings: type[RuleSettings] | None = None
     policy_settings: type[RuleSettings] | None = None
     decided_with: str | None = None
+    undo: Callable[[BaseModel, Mapping[str, Any]], Undo | None] | None = None
+
+    def command_line(self, params: BaseModel) -> str:
+        """``params`` as the ``/ops`` command that asks for them (``/ops scale deployment/api 3
+        -n payments``), the inverse of parsing it: arguments in the grammar's order, an option
+        left out when its value is None or empty."""
+        values = params.model_dump()
+        words = [f"/ops {self.name}"]
+        for arg in self.grammar:
+            if arg.type is ArgType.WORKLOAD:
+                kind = values.get("kind")
+                value: Any = f"{str(kind).lower()}/{values['name']}" if kind else values["name"]
+            else:
+                value = values.get(arg.name)
+            if value is None or value == () or value == []:
+                continue
+            if arg.type is ArgType.WORKLOADS:
+                value = ",".join(value)
+            elif arg.type is ArgType.DURATION:
+                value = format_duration(value)
+            text = shlex.quote(str(value))
+            words.append(text if arg.positional else f"{arg.flags[0]} {text}")
+        return " ".join(words)
 
     def usage(self, options: str) -> str:
         """``/ops <name> <args…> <options>``: the args in order, an argument another requires

@@ -9,6 +9,7 @@ that declaration, for every kind, so that a kind added later is checked without 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,8 @@ import yaml
 
 from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
-from actions.registry import KINDS, build_registry
+from actions.base import Target
+from actions.registry import KINDS, KINDS_BY_NAME, build_registry
 from actions.spec import ArgType, Backends, KindSpec, Scope
 from approvals.policy import (
     KNOWN_ACTIONS,
@@ -31,7 +33,7 @@ from approvals.policy import (
     parse_policy,
 )
 from bot.grammar import SUBCOMMANDS, Command, help_text, parse, usage
-from tests.fakes.kube import FakeKubernetes, write_kubeconfig
+from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.fakes.openbao import OpenBao
 
 pytest_plugins = ["tests.fixtures_vault"]
@@ -106,6 +108,18 @@ def test_a_kind_round_trips_through_the_grammar(spec: KindSpec) -> None:
         assert (arg.metavar or "") in line
         assert arg.positional or arg.flags[0] in line
     assert f"• `{line}`: {spec.summary}" in help_text()
+
+
+@pytest.mark.parametrize("spec", KINDS, ids=IDS)
+def test_a_kinds_params_are_written_back_as_the_command_that_asks_for_them(
+    spec: KindSpec,
+) -> None:
+    text, _texts = sample(spec)
+    params = parse(text).params
+    assert params is not None
+    line = spec.command_line(params)
+    assert line.startswith(f"/ops {spec.name} ")
+    assert parse(line.removeprefix("/ops ")).params == params
 
 
 @pytest.mark.parametrize("spec", KINDS, ids=IDS)
@@ -193,12 +207,17 @@ def test_a_kinds_settings_are_refused_on_another_kinds_rule(spec: KindSpec) -> N
 
 
 @pytest.fixture
-def kube(tmp_path: Path) -> Iterator[KubernetesBackend]:
-    with FakeKubernetes() as cluster:
-        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"prod": cluster})
-        backend = KubernetesBackend(kubeconfig=str(kubeconfig), request_timeout=2.0)
-        yield backend
-        backend.close()
+def cluster() -> Iterator[FakeKubernetes]:
+    with FakeKubernetes() as fake:
+        yield fake
+
+
+@pytest.fixture
+def kube(tmp_path: Path, cluster: FakeKubernetes) -> Iterator[KubernetesBackend]:
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"prod": cluster})
+    backend = KubernetesBackend(kubeconfig=str(kubeconfig), request_timeout=2.0)
+    yield backend
+    backend.close()
 
 
 @pytest.fixture
@@ -242,3 +261,42 @@ def test_a_kind_finds_the_adapter_that_implements_the_port_it_declares(
     backends = Backends(kube=kube, vault=vault, clock=lambda: datetime.now(UTC))
     assert backends.adapter(_RoleReader) is kube
     assert backends.adapter(_JobRunner) is None  # no adapter runs Jobs: such a kind is not built
+
+
+def test_the_undo_of_a_scale_is_the_scale_back_to_the_count_it_read(
+    cluster: FakeKubernetes, kube: KubernetesBackend
+) -> None:
+    cluster.add(deployment("api", NAMESPACE, replicas=3))
+    scale = build_registry(kube=kube, clock=lambda: datetime.now(UTC))["scale"]
+    params = parse(f"scale deploy/api 5 -n {NAMESPACE}").params
+    assert params is not None
+    preview = scale.preview(params, target=Target("prod", "prod", NAMESPACE))
+    spec = KINDS_BY_NAME["scale"]
+    assert spec.undo is not None
+    undo = spec.undo(params, preview.facts)
+    assert undo is not None
+    assert KINDS_BY_NAME[undo.kind].command_line(undo.params) == (
+        f"/ops scale deployment/api 3 -n {NAMESPACE}"
+    )
+
+
+def test_the_undo_of_a_rotation_restores_the_version_it_read(
+    openbao: OpenBao, kube: KubernetesBackend, vault: VaultBackend
+) -> None:
+    inside = f"prod/{uuid.uuid4().hex[:8]}/db"
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=inside, secret={"password": "p"}, mount_point="secret"
+    )
+    registry = build_registry(kube=kube, vault=vault, clock=lambda: datetime.now(UTC))
+    params = parse(f"rotate secret/{inside}").params
+    assert params is not None
+    preview = registry["rotate"].preview(params, target=Target("prod", None, None))
+    spec = KINDS_BY_NAME["rotate"]
+    assert spec.undo is not None
+    undo = spec.undo(params, preview.facts)
+    assert undo is not None
+    line = KINDS_BY_NAME[undo.kind].command_line(undo.params)
+    assert line == f"/ops restore secret/{inside} --to-version 1"
+    restore = parse(line.removeprefix("/ops "))
+    assert (restore.name, restore.params) == ("restore", undo.params)
+    assert KINDS_BY_NAME["restore"].undo is not None
