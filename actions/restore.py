@@ -87,9 +87,9 @@ KIND = KindSpec(
 class Restore(SecretKind):
     """The restore request kind: version N's data written as a new KV v2 version.
 
-    Same collaborators as :class:`Rotate`. After the write, the workloads in the rule's
-    ``rotate.restart`` settings (if any) are restarted, as after a rotation, so they read the
-    restored value.
+    Constructed as :class:`actions.secret_kind.SecretKind`. After the write, the workloads in the
+    rule's ``rotate.restart`` settings (if any) are restarted, as after a rotation, so they read
+    the restored value.
     """
 
     name: ClassVar[str] = KIND.name

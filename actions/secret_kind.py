@@ -51,7 +51,7 @@ NAMED_CHARSETS: Mapping[str, str] = {
     "alphanumeric": string.ascii_letters + string.digits,
     "ascii": string.ascii_letters + string.digits + string.punctuation,
 }
-"""The charsets a policy rule may name (``approvals.policy.Generator``): ``ascii`` is printable
+"""The charsets a rule's generator may name (:class:`Generator`): ``ascii`` is printable
 ASCII without the space."""
 
 
