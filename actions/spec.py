@@ -10,6 +10,7 @@ reversibility and rule settings (``approvals.policy``) are derived from that lis
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from collections.abc import Callable, Mapping
@@ -72,7 +73,9 @@ class ArgType(StrEnum):
     ``name`` or ``kind/name`` (``deploy/api``), as ``(WorkloadKind | None, name)``, setting the
     params' ``name`` and, when the params have one, ``kind``; ``workloads``: a comma-separated
     list of workload references, as a tuple of the references; ``vault_path``: a Vault path,
-    leading and trailing slashes dropped.
+    leading and trailing slashes dropped; ``parameters``: zero or more ``key=value`` words (a
+    positional argument, last), as a dict; a key is a letter or ``_`` then letters, digits or
+    ``_`` (it may become an environment variable's name), given at most once.
     """
 
     TEXT = "text"
@@ -81,6 +84,10 @@ class ArgType(StrEnum):
     WORKLOAD = "workload"
     WORKLOADS = "workloads"
     VAULT_PATH = "vault_path"
+    PARAMETERS = "parameters"
+
+
+_PARAMETER_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @dataclass(frozen=True)
@@ -134,6 +141,13 @@ class Arg:
             return workloads
         if self.type is ArgType.VAULT_PATH:
             return text.strip("/")
+        if self.type is ArgType.PARAMETERS:
+            key, sep, value = text.partition("=")
+            if not sep or not _PARAMETER_KEY.match(key):
+                raise ValueError(
+                    f"'{text}' is not key=value (a key is letters, digits and _, not first a digit)"
+                )
+            return key, value
         return text
 
     def _integer(self, text: str) -> int:
@@ -159,6 +173,8 @@ class Arg:
     def usage(self) -> str:
         """How the usage line shows this argument alone (``<workload>``, ``-n <namespace>``,
         ``[--key K]``)."""
+        if self.type is ArgType.PARAMETERS:
+            return self.metavar or "[key=value …]"
         metavar = self.metavar or (f"<{self.name}>" if self.positional else self.name.upper())
         if self.positional:
             return metavar
@@ -233,7 +249,8 @@ class KindSpec:
     auto`` on an irreversible kind needs ``allow_irreversible_auto``); ``rule_settings`` the
     settings a rule may give it (None: none); ``policy_settings`` top-level keys it adds to the
     policy file (None: none); ``decided_with`` another kind whose rules decide this one too
-    (``restore`` is decided by a rule naming ``rotate``); ``build`` makes the kind from the
+    (``restore`` is decided by a rule naming ``rotate``); ``command`` the ``/ops`` word when it
+    is not ``name``; ``build`` makes the kind from the
     backends (None: it cannot run with them, e.g. no Vault); ``undo``, where the kind has one,
     gives from a request's params and its preview's facts the request that puts back what it
     changes (None: that one cannot be undone by a request, e.g. a static role's password).
@@ -250,14 +267,25 @@ class KindSpec:
     policy_settings: type[RuleSettings] | None = None
     decided_with: str | None = None
     undo: Callable[[BaseModel, Mapping[str, Any]], Undo | None] | None = None
+    command: str | None = None
+
+    @property
+    def word(self) -> str:
+        """The ``/ops`` command word: ``command``, else ``name`` (``/ops run`` for a kind the
+        policy names ``runbook``)."""
+        return self.command or self.name
 
     def command_line(self, params: BaseModel) -> str:
         """``params`` as the ``/ops`` command that asks for them (``/ops scale deployment/api 3
         -n payments``), the inverse of parsing it: arguments in the grammar's order, an option
         left out when its value is None or empty."""
         values = params.model_dump()
-        words = [f"/ops {self.name}"]
+        words = [f"/ops {self.word}"]
         for arg in self.grammar:
+            if arg.type is ArgType.PARAMETERS:
+                pairs = values.get(arg.name) or {}
+                words += [shlex.quote(f"{key}={value}") for key, value in pairs.items()]
+                continue
             if arg.type is ArgType.WORKLOAD:
                 kind = values.get("kind")
                 value: Any = f"{str(kind).lower()}/{values['name']}" if kind else values["name"]
@@ -287,7 +315,7 @@ class KindSpec:
                 parts.append(inner if arg.required else f"[{inner}]")
                 continue
             parts.append(arg.usage())
-        return " ".join([f"/ops {self.name}", *parts, options])
+        return " ".join([f"/ops {self.word}", *parts, options])
 
     def scope_of(self, params: BaseModel) -> tuple[str | None, str | None]:
         """``(namespace, path)`` of a request's ``params``: what the gate resolves the
@@ -314,5 +342,18 @@ class KindSpec:
                 if "kind" in self.params_model.model_fields:
                     fields["kind"] = kind
                 continue
+            if arg.type is ArgType.PARAMETERS:
+                fields[arg.name] = _pairs(value)
+                continue
             fields[arg.name] = value
         return self.params_model.model_validate(fields)
+
+
+def _pairs(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """``key=value`` pairs as a dict; ValueError for a key given twice."""
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"{key} is given twice")
+        out[key] = value
+    return out

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 
 from actions.durations import parse_duration
 from actions.registry import KINDS
-from actions.spec import MAX_ID, Arg, KindSpec
+from actions.spec import MAX_ID, Arg, ArgType, KindSpec
 from actions.workloads import WorkloadKind, parse_workload
 from approvals.extend import ExtendParams
 from approvals.paging import MAX_PAGE
@@ -112,7 +112,16 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-__all__ = ["MAX_ID", "Command", "CommandError", "help_text", "parse", "parse_id", "usage"]
+__all__ = [
+    "MAX_ID",
+    "Command",
+    "CommandError",
+    "help_text",
+    "kind_subcommand",
+    "parse",
+    "parse_id",
+    "usage",
+]
 
 
 def parse_id(text: str, what: str) -> int:
@@ -161,13 +170,15 @@ def _argument(arg: Arg) -> Callable[[str], Any]:
     return convert
 
 
-def _kind_subcommand(spec: KindSpec) -> Subcommand:
-    """The subcommand of a request kind, from its declared arguments."""
+def kind_subcommand(spec: KindSpec) -> Subcommand:
+    """The subcommand of a request kind, from its declared arguments (its ``Command`` is named
+    by the kind's ``name``, what the policy's rules match)."""
 
     def configure(parser: argparse.ArgumentParser) -> None:
         for arg in spec.grammar:
             if arg.positional:
-                parser.add_argument(arg.name, type=_argument(arg), help=arg.help)
+                many = "*" if arg.type is ArgType.PARAMETERS else None
+                parser.add_argument(arg.name, type=_argument(arg), nargs=many, help=arg.help)
             else:
                 parser.add_argument(
                     *arg.flags,
@@ -254,7 +265,7 @@ def _extend_build(ns: argparse.Namespace) -> Command:
 _REQ = "[--env ENV] [--reason TEXT] [--break-glass REASON]"
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    **{spec.name: _kind_subcommand(spec) for spec in KINDS},
+    **{spec.word: kind_subcommand(spec) for spec in KINDS},
     "history": Subcommand(
         "/ops history <deployment> -n <namespace> [--env ENV]",
         "a Deployment's revisions, as `kubectl rollout history` lists them (no approval)",

@@ -8,7 +8,9 @@ that declaration, for every kind, so that a kind added later is checked without 
 
 from __future__ import annotations
 
+import argparse
 import json
+import shlex
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,12 +19,13 @@ from typing import Any, Protocol, runtime_checkable
 
 import pytest
 import yaml
+from pydantic import BaseModel, ConfigDict
 
 from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
 from actions.base import Target
 from actions.registry import KINDS, KINDS_BY_NAME, build_registry
-from actions.spec import ArgType, Backends, KindSpec, Scope
+from actions.spec import Arg, ArgType, Backends, KindSpec, Scope
 from approvals.policy import (
     KNOWN_ACTIONS,
     REVERSIBLE,
@@ -32,7 +35,7 @@ from approvals.policy import (
     decide,
     parse_policy,
 )
-from bot.grammar import SUBCOMMANDS, Command, help_text, parse, usage
+from bot.grammar import SUBCOMMANDS, Command, help_text, kind_subcommand, parse, usage
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.fakes.openbao import OpenBao
 
@@ -61,9 +64,11 @@ def sample(spec: KindSpec) -> tuple[str, dict[str, str]]:
             texts[arg.name] = "deployment/api,worker"
         elif arg.type is ArgType.VAULT_PATH:
             texts[arg.name] = f"/{PATH}/"
+        elif arg.type is ArgType.PARAMETERS:
+            texts[arg.name] = "key=value"
         else:
             texts[arg.name] = f"{arg.name}-1"
-    words = [spec.name]
+    words = [spec.word]
     for arg in spec.grammar:
         words += [texts[arg.name]] if arg.positional else [arg.flags[-1], texts[arg.name]]
     return " ".join(words), texts
@@ -94,6 +99,8 @@ def test_a_kind_round_trips_through_the_grammar(spec: KindSpec) -> None:
             kind, name = value
             assert params["name"] == name
             assert params.get("kind", kind) == kind
+        elif arg.type is ArgType.PARAMETERS:
+            assert params[arg.name] == dict([value])
         else:
             assert params[arg.name] == value
     if spec.scope is Scope.NAMESPACE:
@@ -101,9 +108,9 @@ def test_a_kind_round_trips_through_the_grammar(spec: KindSpec) -> None:
     if spec.scope is Scope.VAULT_PATH:
         assert command.path == PATH
     # the usage line and help are the declaration's
-    assert usage(spec.name) == f"Usage: `{SUBCOMMANDS[spec.name].usage}`"
-    line = SUBCOMMANDS[spec.name].usage
-    assert line.startswith(f"/ops {spec.name} ")
+    assert usage(spec.word) == f"Usage: `{SUBCOMMANDS[spec.word].usage}`"
+    line = SUBCOMMANDS[spec.word].usage
+    assert line.startswith(f"/ops {spec.word} ")
     for arg in spec.grammar:
         assert (arg.metavar or "") in line
         assert arg.positional or arg.flags[0] in line
@@ -118,13 +125,15 @@ def test_a_kinds_params_are_written_back_as_the_command_that_asks_for_them(
     params = parse(text).params
     assert params is not None
     line = spec.command_line(params)
-    assert line.startswith(f"/ops {spec.name} ")
+    assert line.startswith(f"/ops {spec.word} ")
     assert parse(line.removeprefix("/ops ")).params == params
 
 
 @pytest.mark.parametrize("spec", KINDS, ids=IDS)
 def test_a_missing_required_argument_names_it_and_shows_the_usage(spec: KindSpec) -> None:
-    required = [a for a in spec.grammar if a.positional or a.required]
+    required = [
+        a for a in spec.grammar if (a.positional or a.required) and a.type is not ArgType.PARAMETERS
+    ]
     text, texts = sample(spec)
     for arg in required:
         words = text.split()
@@ -239,7 +248,7 @@ def test_every_kind_round_trips_through_the_registry(
             spec.reversible,
             spec.params_model,
         )
-        assert spec.name in SUBCOMMANDS
+        assert spec.word in SUBCOMMANDS
     without_vault = build_registry(kube=kube, clock=lambda: datetime.now(UTC))
     needs_vault = {s.name for s in KINDS if s.scope is Scope.VAULT_PATH}
     assert set(without_vault) == set(IDS) - needs_vault
@@ -300,3 +309,70 @@ def test_the_undo_of_a_rotation_restores_the_version_it_read(
     restore = parse(line.removeprefix("/ops "))
     assert (restore.name, restore.params) == ("restore", undo.params)
     assert KINDS_BY_NAME["restore"].undo is not None
+
+
+# --- what a kind may declare that today's kinds do not use ------------------------------------
+
+
+class _RunParams(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    runbook: str
+    parameters: dict[str, str] = {}
+    namespace: str
+
+
+RUN = KindSpec(
+    name="runbook",
+    command="run",
+    summary="run a runbook",
+    grammar=(
+        Arg("runbook", metavar="<runbook>"),
+        Arg("parameters", ArgType.PARAMETERS),
+        Arg("namespace", flags=("-n", "--namespace"), metavar="<namespace>"),
+    ),
+    params_model=_RunParams,
+    scope=Scope.NAMESPACE,
+    reversible=False,
+    build=lambda _backends: None,
+)
+
+
+def _parser(spec: KindSpec) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"/ops {spec.word}", add_help=False, exit_on_error=False)
+    kind_subcommand(spec).configure(parser)
+    return parser
+
+
+def test_a_kind_takes_key_value_parameters_under_its_own_command_word() -> None:
+    sub = kind_subcommand(RUN)
+    assert sub.usage == (
+        "/ops run <runbook> [key=value …] -n <namespace> "
+        "[--env ENV] [--reason TEXT] [--break-glass REASON]"
+    )
+    words = ["db-migrate", "version=42", "note=a b=c", "empty=", "-n", NAMESPACE]
+    command = sub.build(_parser(RUN).parse_args(words))
+    assert (command.name, command.namespace) == ("runbook", NAMESPACE)
+    wanted = {"version": "42", "note": "a b=c", "empty": ""}
+    assert command.params == _RunParams(
+        runbook="db-migrate", parameters=wanted, namespace=NAMESPACE
+    )
+    line = RUN.command_line(command.params)
+    assert line == f"/ops run db-migrate version=42 'note=a b=c' empty= -n {NAMESPACE}"
+    again = sub.build(_parser(RUN).parse_args(shlex.split(line)[2:]))
+    assert again.params == command.params
+    none = sub.build(_parser(RUN).parse_args(["db-migrate", "-n", NAMESPACE]))
+    assert none.params == _RunParams(runbook="db-migrate", namespace=NAMESPACE)
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        (["r", "a=1", "a=2", "-n", "ns"], "a is given twice"),
+        (["r", "1a=2", "-n", "ns"], "'1a=2' is not key=value"),
+        (["r", "flag", "-n", "ns"], "'flag' is not key=value"),
+    ],
+)
+def test_bad_key_value_parameters_say_which(words: list[str], message: str) -> None:
+    with pytest.raises((ValueError, argparse.ArgumentError), match=message):
+        kind_subcommand(RUN).build(_parser(RUN).parse_args(words))
