@@ -1,9 +1,24 @@
 """The request kinds opsgate executes: :data:`KINDS`, one line per kind, and
 :func:`build_registry`, which makes them from the backends.
 
-Adding a kind: write its module (its params model, ``KIND = KindSpec(...)`` and the class), then
-add ``<module>.KIND`` to :data:`KINDS` below. The ``/ops`` grammar and help, the policy's known
-actions, reversibility and rule settings follow from :data:`KINDS`.
+Adding a kind touches its module, one line here, and at most one more file:
+
+1. ``actions/<kind>.py``: its params model (pydantic, frozen, ``extra="forbid"``); its rule
+   settings (a :class:`actions.spec.RuleSettings` subclass whose fields are the rule's keys,
+   with ``problems`` and ``as_settings``) and, if the policy declares things for it at the top
+   level, its ``policy_settings``; ``KIND = KindSpec(...)`` (name, ``command`` if the ``/ops``
+   word differs, summary, grammar as ``Arg`` tuples, scope, reversible, ``decided_with``,
+   ``undo``, ``build``); the class, whose ``name``, ``reversible`` and ``params_model`` are
+   ``KIND``'s, with ``preview`` and ``execute``. What it needs of Kubernetes or Vault beyond
+   :class:`actions.kube.KubernetesPort` and :class:`actions.vault.VaultPort` is a
+   ``runtime_checkable`` Protocol in the same module, found with ``Backends.adapter``.
+2. here: ``<kind>.KIND`` in :data:`KINDS` (and its import).
+3. at most one more: the adapter that implements that Protocol
+   (``actions/backends/kubernetes.py`` or ``actions/backends/vault.py``), when there is one.
+
+``/ops`` parsing, usage and help (``bot.grammar``), the policy's known actions, reversibility,
+rule and top-level settings and their validation (``approvals.policy``) follow from
+:data:`KINDS`; ``tests/test_kinds.py`` checks that the new kind round-trips through all of them.
 """
 
 from __future__ import annotations
