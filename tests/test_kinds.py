@@ -192,6 +192,9 @@ def test_a_kind_round_trips_through_the_policy(spec: KindSpec) -> None:
             applies = other.name == spec.name
             keys = other.rule_settings().as_settings(applies=applies).keys()
             assert set(keys) <= set(decision.settings)
+    if spec.rule_settings is not None:  # the rule's values, as the kind reads them back
+        own = spec.rule_settings().as_settings(applies=True)
+        assert {k: decision.settings[k] for k in own} == own
     assert json.loads(json.dumps(dict(decision.settings))) == dict(decision.settings)
     # a kind decided with another is decided by that one's rule
     if spec.decided_with is not None:
