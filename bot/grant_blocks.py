@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from actions.access import format_duration
+from actions.durations import format_duration
 from approvals.notifier import GrantView, RequestView
 from approvals.paging import Page
 from bot.blocks import (
@@ -50,7 +50,7 @@ def clock_time(moment: datetime) -> str:
 def time_left(grant: GrantView, now: datetime) -> str:
     """``1h20m left``, or ``ending`` once the end has passed."""
     left = grant.seconds_left(now)
-    return f"{format_duration(left)} left" if left >= 1 else "ending"
+    return f"{format_duration(left, exact=False)} left" if left >= 1 else "ending"
 
 
 def grant_title(grant: GrantView) -> str:
@@ -97,7 +97,7 @@ def grant_buttons(grant: GrantView) -> dict[str, Any]:
 def reminder_message(grant: GrantView, now: datetime) -> tuple[str, Blocks]:
     """The reminder before the end, to the grantee: time left, Extend and End now."""
     text = (
-        f"{grant_title(grant)} ends in {format_duration(grant.seconds_left(now))} "
+        f"{grant_title(grant)} ends in {format_duration(grant.seconds_left(now), exact=False)} "
         f"({clock_time(grant.expires_at)})"
     )
     limit = grant.extendable_by()
@@ -105,7 +105,7 @@ def reminder_message(grant: GrantView, now: datetime) -> tuple[str, Blocks]:
         ""
         if limit is None
         else (
-            f"It can be extended by at most {format_duration(limit)}."
+            f"It can be extended by at most {format_duration(limit, exact=False)}."
             if limit > 0
             else "It cannot be extended further (the rule's maximum is reached)."
         )
@@ -140,7 +140,7 @@ def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Bloc
         user=escape(grant.kubernetes_user),
         vault=f" and Vault group {escape(grant.vault_group)}" if grant.vault_group else "",
         end=clock_time(grant.expires_at),
-        duration=format_duration(grant.duration_seconds),
+        duration=format_duration(grant.duration_seconds, exact=False),
         left=time_left(grant, now),
         reason=escape_composed(grant.revoke_reason or "no reason given"),
         binding=escape(grant.role_binding),

@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from actions.access import Access
 from actions.restart import Restart
+from actions.restore import Restore
 from actions.rollback import Rollback
-from actions.rotate import Restore, Rotate
+from actions.rotate import Rotate
 from actions.scale import Scale
 from approvals.extend import Extend
 from approvals.policy import (

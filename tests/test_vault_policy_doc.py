@@ -22,7 +22,8 @@ import pytest
 from actions.backends.vault import VaultBackend
 from actions.base import Target
 from actions.errors import Forbidden
-from actions.rotate import Restore, RestoreParams, Rotate, RotateParams
+from actions.restore import Restore, RestoreParams
+from actions.rotate import Rotate, RotateParams
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
 
