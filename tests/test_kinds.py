@@ -39,7 +39,7 @@ from bot.grammar import SUBCOMMANDS, Command, help_text, kind_subcommand, parse,
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.fakes.openbao import OpenBao
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 IDS = [spec.name for spec in KINDS]
 NAMESPACE = "payments"
