@@ -24,6 +24,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
 from actions.errors import ActionError, OutcomeUnknown, RolloutFailed
+from approvals.explain import Explained, explain
 from approvals.grants import GrantError, GrantService, GrantView
 from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition, transition_many
 from approvals.lifecycle import record as record_event
@@ -197,6 +198,32 @@ class Gate:
         except Rejected as exc:
             self._audit_rejection(submission, loaded, str(exc))
             raise
+
+    def explain(self, submission: Submission) -> Explained:
+        """The decision and preview ``submission`` would get, filing, auditing and announcing
+        nothing (:func:`approvals.explain.explain`). Raises :class:`Rejected` for a kind opsgate
+        cannot execute or a namespace the policy does not know."""
+        loaded = self._policy()
+        sub = replace(submission, requester=self.actor(submission.requester, loaded))
+        kind = self._actions.get(sub.action)
+        if kind is None:
+            raise Rejected(f"opsgate cannot execute '{sub.action}' requests yet")
+        try:
+            return explain(
+                loaded,
+                kind,
+                params=sub.params,
+                requester=sub.requester,
+                namespace=sub.namespace,
+                env=sub.env,
+                path=sub.path,
+                reason=sub.reason,
+                break_glass=sub.break_glass is not None,
+                groups=self._groups(loaded),
+                now=self._clock(),
+            )
+        except NamespaceError as exc:
+            raise Rejected(str(exc)) from exc
 
     def _check_rate(self, requester: Actor, loaded: LoadedPolicy) -> None:
         """Count a new request of ``requester``; raise :class:`RateLimited` when the policy's
@@ -596,6 +623,28 @@ class Gate:
             ):
                 raise AlreadyDecided(f"Request #{request_id} was decided meanwhile.")
         self._notify(request_id, to.value)
+        return self.get(request_id)
+
+    def cancel(self, request_id: int, requester: Actor) -> RequestView:
+        """Withdraw ``requester``'s own pending request (a person or an agent: withdrawing
+        decides nothing). Raises :class:`UnknownRequest` (also for someone else's request) or
+        :class:`AlreadyDecided`."""
+        actor = self.actor(requester)
+        with self._sessions.begin() as session:
+            request = self._locked(session, request_id)
+            if request.requester_id != actor.id:
+                raise UnknownRequest(f"There is no request #{request_id} of yours.")
+            if not transition(
+                session,
+                request,
+                expected=Status.PENDING,
+                to=Status.CANCELLED,
+                actor=actor,
+                now=self._clock(),
+                decided_by=actor.id,
+            ):
+                raise AlreadyDecided(f"Request #{request_id} is already {request.status}.")
+        self._notify(request_id, Status.CANCELLED.value)
         return self.get(request_id)
 
     def _decidable(

@@ -38,10 +38,14 @@ from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
+from approvals.idempotency import IdempotencyStore
 from approvals.notifier import GrantView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
+from approvals.tokens import TokenStore
 from bot import listeners
+from bot.api.app import build_api
+from bot.api.auth import Authenticator
 from bot.listeners.events import publish_home
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
@@ -255,6 +259,18 @@ def _start_background(services: Services, stopping: threading.Event) -> None:
             delay = min(delay * 2, START_RETRY_MAX)
 
 
+def http_api(services: Services, clock: Callable[[], datetime]) -> FastAPI:
+    """The HTTP API's app (:mod:`bot.api.app`), mounted at ``/api/v1``."""
+    sessions = make_sessionmaker(services.engine)
+    return build_api(
+        gate=services.gate,
+        authenticator=Authenticator(TokenStore(sessions, clock), services.policy),
+        sessions=sessions,
+        policy=services.policy,
+        idempotency=IdempotencyStore(sessions, clock),
+    )
+
+
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
     """The FastAPI app for ``settings``; see the module docstring."""
     services = build_services(settings, clock=clock)
@@ -309,6 +325,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         @api.post("/slack/events")
         async def slack_events(request: Request) -> Response:
             return await endpoint(request)
+
+    api.mount("/api/v1", http_api(services, clock))
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:

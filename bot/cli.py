@@ -1,4 +1,5 @@
-"""The ``opsgate`` command: ``serve``, ``migrate``, ``policy check`` and ``policy explain``."""
+"""The ``opsgate`` command: ``serve``, ``migrate``, ``policy check|explain``, ``token``,
+``request``, ``status``, ``explain`` (clients of the HTTP API) and ``mcp``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from approvals.policy import (
     resolve_environment,
     seconds_text,
 )
+from bot import client, token_cli
 from bot.settings import Settings
 
 log = logging.getLogger("opsgate")
@@ -66,6 +68,14 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--at", help="when the request is made (ISO 8601; no offset: UTC; default: now)"
     )
+    token_cli.add_commands(sub)
+    client.add_commands(sub)
+    mcp = sub.add_parser(
+        "mcp", help="serve the Model Context Protocol (OPSGATE_URL, OPSGATE_TOKEN)"
+    )
+    mcp.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
+    mcp.add_argument("--host", default="127.0.0.1", help="streamable-http: address to listen on")
+    mcp.add_argument("--port", type=int, default=8765, help="streamable-http: TCP port")
     return parser
 
 
@@ -75,6 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command in ("request", "status", "explain"):
+        return client.run(args)
+    if args.command == "mcp":
+        from bot.mcp_server import serve
+
+        return serve(args.transport, host=args.host, port=args.port)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -84,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(settings.database_url)
         print(f"opsgate: database at head ({_redacted(settings.database_url)})")
         return 0
+    if args.command == "token":
+        return token_cli.run(settings, args)
     if args.command == "policy":
         path = args.file or settings.policy_path
         try:

@@ -95,7 +95,7 @@ class SlackNotifier:
             thread_posted(thread)
         approval: MessageRef | None = None
         if request.needs_approval and request.approval_channel is not None:
-            text, message_blocks = blocks.approval_message(request)
+            text, message_blocks = blocks.approval_message(request, self._agent_name(request))
             try:
                 response = self._client.chat_postMessage(
                     channel=request.approval_channel, text=text, blocks=message_blocks
@@ -173,7 +173,7 @@ class SlackNotifier:
         """Update the approval message (``chat.update``), if it has been posted, to show
         ``request`` as it is now. A failure is logged, never raised."""
         if request.approval is not None:
-            text, message_blocks = blocks.approval_message(request)
+            text, message_blocks = blocks.approval_message(request, self._agent_name(request))
             what = f"request #{request.id}: chat.update"
             _update(self._client, what, request.approval, text, message_blocks)
 
@@ -197,7 +197,14 @@ class SlackNotifier:
                 level=logging.WARNING,
             )
 
+    def _agent_name(self, request: RequestView) -> str | None:
+        """The requester's name in the policy's ``agents``, or None."""
+        agent = self._policy().policy.agents.get(request.requester_id)
+        return agent.name if agent is not None else None
+
     def _tell_requester(self, request: RequestView, text: str) -> None:
+        if request.thread is None and not request.response_url and not request.origin_channel_id:
+            return  # asked through the HTTP API: its requester reads the status there
         if request.thread is not None and _post(
             self._client,
             f"request #{request.id}: thread reply",
