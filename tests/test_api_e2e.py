@@ -8,6 +8,7 @@ first request; the agent cannot approve by any route; a revoked or expired token
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import sessionmaker
+from sqlalchemy.pool import NullPool
 
 from approvals.models import AuditEvent
 from approvals.tokens import TokenStore
@@ -66,7 +68,8 @@ def now() -> datetime:
 
 
 def store(settings: Settings) -> TokenStore:
-    return TokenStore(sessionmaker(create_engine(settings.database_url)), now)
+    """The bot's tokens; NullPool: no connection outlives its session."""
+    return TokenStore(sessionmaker(create_engine(settings.database_url, poolclass=NullPool)), now)
 
 
 @pytest.fixture
@@ -298,3 +301,35 @@ def test_token_cli_prints_the_token_alone_and_lists_and_revokes(
     assert main(["token", "list"]) == 0
     assert "revoked" in capsys.readouterr().out
     assert main(["token", "revoke", "99"]) == 1
+
+
+def test_cli_client_files_waits_and_exits_with_the_outcome(
+    api_bot: RunningBot,
+    agent_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("OPSGATE_URL", api_bot.url)
+    monkeypatch.setenv("OPSGATE_TOKEN", agent_token)
+
+    def approve() -> None:
+        wait_for(lambda: api_bot.fake_slack.calls_of("chat.postMessage"), what="the card")
+        api_bot.click(APPROVE_ACTION, "1", user="U0SRE1")
+
+    approver = threading.Thread(target=approve)
+    approver.start()
+    code = main(
+        ["request", "restart", "payments-api", "-n", "payments", "--reason", "OOM", "--wait"]
+    )
+    approver.join()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "request #1: restart deployment/payments-api: succeeded" in out
+    assert main(["status", "1"]) == 0
+    assert main(["explain", "scale", "cart", "1", "-n", "checkout"]) == 3
+    assert "automation may not scale" in capsys.readouterr().out
+    assert main(["request", "scale", "cart", "1", "-n", "checkout"]) == 3
+    assert main(["status", "99"]) == 6
+    monkeypatch.setenv("OPSGATE_TOKEN", "ogt_wrong")
+    assert main(["status", "1"]) == 6
+    assert "401" in capsys.readouterr().err
