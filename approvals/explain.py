@@ -8,7 +8,7 @@ stops before the request is written.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
@@ -53,9 +53,11 @@ def explain(
     break_glass: bool,
     groups: Mapping[str, frozenset[str]],
     now: datetime,
+    adjust: Callable[[Decision], Decision] = lambda decision: decision,
 ) -> Explained:
     """Decide and preview one request as the gate would, filing nothing.
 
+    ``adjust`` may change the policy's decision as the gate does (earned autonomy).
     Raises :class:`approvals.policy.NamespaceError` for a namespace or environment the policy
     does not know (the gate refuses those before deciding).
     """
@@ -84,6 +86,7 @@ def explain(
         ),
         groups=groups,
     )
+    decision = adjust(decision)
     if decision.outcome is Outcome.DENY:
         return Explained(decision, environment, None, None)
     consumers_namespace = (decision.settings.get("rotate") or {}).get("namespace")

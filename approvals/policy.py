@@ -368,6 +368,17 @@ class RotateSettings(_Model):
         return self
 
 
+class Autonomy(_Model):
+    """Earned autonomy (issue 12): once an agent's requests under the rule were approved by
+    people and succeeded ``after_approved`` times within ``within``, its next ones go through
+    without a human (reversible kinds only), until a request ends in one of ``reset_on`` or
+    someone clicks Undo. Evaluated in :mod:`approvals.autonomy`."""
+
+    after_approved: int = Field(ge=1, le=1000)
+    within: Duration
+    reset_on: list[Literal["failed", "denied", "unknown", "expired"]] = ["failed", "denied"]
+
+
 class Rule(_Model):
     """One rule: a match and exactly one outcome (``approval: auto``, ``approvers``, ``steps`` or
     ``deny``), with the settings of the request kinds it covers."""
@@ -395,6 +406,7 @@ class Rule(_Model):
     vault_groups: dict[str, str] = {}
     extend: Literal["auto", "approval"] | None = None
     rotate: RotateSettings | None = None
+    autonomy: Autonomy | None = None
 
     def step_models(self) -> list[StepModel]:
         """The rule's approval steps: ``steps``, or ``approvers`` as one step, or none."""
@@ -897,6 +909,7 @@ class DecisionReason(StrEnum):
     BREAK_GLASS = "break_glass"
     BREAK_GLASS_NOT_ALLOWED = "break_glass_not_allowed"
     NOT_ENOUGH_APPROVERS = "not_enough_approvers"
+    EARNED_AUTONOMY = "earned_autonomy"
 
 
 @dataclass(frozen=True)

@@ -39,13 +39,14 @@ from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
 from approvals.idempotency import IdempotencyStore
-from approvals.notifier import GrantView
+from approvals.notifier import GrantView, RequestView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
 from approvals.tokens import TokenStore
 from bot import listeners
 from bot.api.app import build_api
 from bot.api.auth import Authenticator
+from bot.listeners import autonomy as autonomy_listeners
 from bot.listeners.events import publish_home
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
@@ -209,6 +210,12 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     )
     workers = Workers(settings.workers)
     listeners.register(slack, gate, workers)
+
+    def agent_name(view: RequestView) -> str | None:
+        agent = store.current().policy.agents.get(view.requester_id)
+        return agent.name if agent is not None else None
+
+    autonomy_listeners.register(slack, gate, workers, agent_name)
     return Services(
         store,
         engine,

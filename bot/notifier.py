@@ -12,7 +12,7 @@ from slack_sdk.webhook import WebhookClient
 
 from approvals.notifier import GrantView, MessageRef, NotifyError, OpenedRefs, RequestView
 from approvals.policy import LoadedPolicy
-from bot import blocks, grant_blocks
+from bot import autonomy_blocks, blocks, grant_blocks
 from bot.mrkdwn import escape
 
 log = logging.getLogger(__name__)
@@ -158,6 +158,9 @@ class SlackNotifier:
             _update(self._client, what, request.review, text, message_blocks)
         if event == "reviewed":
             return
+        if event == "autonomy":  # approved on earned autonomy: the notice with its Undo button
+            self._autonomy_notice(request)
+            return
         self.card_changed(request)
         update = blocks.thread_update(request, event)
         if event == "escalated":
@@ -196,6 +199,14 @@ class SlackNotifier:
                 text=text,
                 level=logging.WARNING,
             )
+
+    def _autonomy_notice(self, request: RequestView) -> None:
+        """Post the earned-autonomy notice, with Undo, to the approval channel; a failure is
+        logged (the request is approved and audited whatever happens to its notice)."""
+        channel = request.approval_channel or self._policy().policy.approval_channel
+        text, message_blocks = autonomy_blocks.autonomy_notice(request, self._agent_name(request))
+        what = f"request #{request.id}: earned-autonomy notice"
+        _post(self._client, what, channel=channel, text=text, message_blocks=message_blocks)
 
     def _agent_name(self, request: RequestView) -> str | None:
         """The requester's name in the policy's ``agents``, or None."""
