@@ -151,15 +151,32 @@ AGENT_ID = re.compile(r"^[UWBA][A-Z0-9]{2,}$")
 """A Slack user ID (``U…``/``W…``, a bot user's too), bot ID (``B…``) or app ID (``A…``)."""
 
 
+class ServiceAccountRef(_Model):
+    """A Kubernetes ServiceAccount whose tokens authenticate an agent to the HTTP API, checked
+    with a TokenReview in the cluster of ``environment`` (default: the kubeconfig's current
+    context)."""
+
+    namespace: str
+    name: str
+    environment: str | None = None
+
+    @property
+    def username(self) -> str:
+        """The username a TokenReview gives its tokens: ``system:serviceaccount:NS:NAME``."""
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
+
+
 class Agent(_Model):
     """Automation that may ask opsgate for changes: a bot or app posting in Slack.
 
     Keyed in ``agents`` by the Slack ID its messages carry: the bot user ID (``U…``), the bot ID
     (``B…``, for example a legacy integration or an incoming webhook) or the app ID (``A…``).
+    ``service_account`` lets it call the HTTP API with that ServiceAccount's token (issue 12).
     """
 
     name: str
     description: str | None = None
+    service_account: ServiceAccountRef | None = None
 
 
 def _check_agent_id(value: str) -> str:

@@ -143,6 +143,20 @@ class TokenStore:
                 log.info("API token #%s (%s) revoked", token_id, row.name)
             return _info(row)
 
+    def audit_use(self, actor: Actor, detail: dict[str, Any]) -> None:
+        """Record a call authenticated otherwise than by an opsgate token (a ServiceAccount
+        token checked with a TokenReview) as an ``api_call`` audit event."""
+        with self._sessions.begin() as session:
+            session.add(
+                AuditEvent(
+                    event="api_call",
+                    actor_id=actor.id,
+                    actor_kind=str(actor.kind),
+                    detail=detail,
+                    created_at=self._clock(),
+                )
+            )
+
     def authenticate(self, token: str, *, method: str, path: str) -> TokenInfo:
         """The token ``token`` stands for, if it may be used now; records the use (``last_used_at``
         and an ``api_call`` audit event with ``method`` and ``path``) in one transaction.

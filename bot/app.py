@@ -271,7 +271,9 @@ def http_api(services: Services, clock: Callable[[], datetime]) -> FastAPI:
     sessions = make_sessionmaker(services.engine)
     return build_api(
         gate=services.gate,
-        authenticator=Authenticator(TokenStore(sessions, clock), services.policy),
+        authenticator=Authenticator(
+            TokenStore(sessions, clock), services.policy, review=services.kube.review_token
+        ),
         sessions=sessions,
         policy=services.policy,
         idempotency=IdempotencyStore(sessions, clock),

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from approvals.gate import AlreadyDecided, GateError, NotAllowed, RateLimited, UnknownRequest
 from approvals.idempotency import KeyInFlight, KeyReused
-from bot.api.auth import Unauthenticated
+from bot.api.auth import AuthUnavailable, Unauthenticated
 from bot.api.models import Problem
 from bot.grammar import CommandError
 
@@ -109,6 +109,12 @@ def install(app: FastAPI) -> None:
             kind="unauthorized",
             instance=request.url.path,
             headers={"WWW-Authenticate": 'Bearer realm="opsgate", error="invalid_token"'},
+        )
+
+    @app.exception_handler(AuthUnavailable)
+    async def auth_unavailable(request: Request, exc: AuthUnavailable) -> JSONResponse:
+        return problem(
+            503, "Unavailable", str(exc), kind="auth-unavailable", headers={"Retry-After": "5"}
         )
 
     @app.exception_handler(GateError)

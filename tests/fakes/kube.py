@@ -103,6 +103,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import yaml
 
+from tests.fakes import kube_auth
+
 JSON = Any
 Obj = dict[str, Any]
 
@@ -2304,6 +2306,7 @@ class FakeKubernetes:
         self.store.create(_namespaces(), None, {"metadata": {"name": "default"}})
         self.controllers = Controllers(self.store, self.types)
         self.controllers.enabled = controllers
+        self.token_reviews = kube_auth.TokenReviews()
 
     # -- lifecycle
 
@@ -2538,6 +2541,8 @@ class FakeKubernetes:
         accept: str,
     ) -> tuple[int, JSON]:
         path = "/" + "/".join(unquote(p) for p in path.split("/") if p)
+        if path == kube_auth.PATH:  # TokenReview: tests/fakes/kube_auth.py
+            return self.token_reviews.handle(method, body)
         discovery = self._discovery(path) if method == "GET" else None
         if discovery is not None:
             return 200, discovery
