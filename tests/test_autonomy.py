@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,6 +26,7 @@ from approvals.policy import (
     decide,
     parse_policy,
 )
+from bot.cli import main
 
 POLICY = """\
 version: 1
@@ -249,3 +251,32 @@ def test_never_auto_approved_unless_a_rule_or_earned_autonomy_says_so(
     assert (decision.outcome is Outcome.AUTO) == may  # type: ignore[attr-defined]
     if decision.outcome is Outcome.AUTO:  # type: ignore[attr-defined]
         assert decision.reason is DecisionReason.EARNED_AUTONOMY  # type: ignore[attr-defined]
+
+
+def test_policy_explain_shows_where_an_agent_stands(
+    sessions: sessionmaker[Session],
+    database_url: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    policy = tmp_path / "policy.yml"
+    policy.write_text(POLICY)
+    monkeypatch.setenv("OPSGATE_DATABASE_URL", database_url)
+    monkeypatch.chdir(tmp_path)
+    args = ["policy", "explain", str(policy), "--action", "restart", "-n", "payments"]
+    at = ["--at", (NOW - timedelta(minutes=1)).isoformat()]
+    for _ in range(3):
+        add(sessions, "succeeded")
+    assert main([*args, "--agent", "deploy-bot", *at]) == 0
+    out = capsys.readouterr().out
+    assert "by U0DEPLOYBOT (agent 'deploy-bot')" in out
+    assert "autonomy: not earned yet (3 of 5 approved successes since" in out
+    for _ in range(2):
+        add(sessions, "succeeded")
+    assert main([*args, "--agent", "U0DEPLOYBOT", *at]) == 0
+    assert "autonomy: earned: no human needed (5 of 5" in capsys.readouterr().out
+    assert main([*args[:3], "--action", "rotate", "-n", "payments", "--agent", "deploy-bot"]) == 0
+    assert "autonomy: never for rotate (irreversible)" in capsys.readouterr().out
+    assert main([*args, "--agent", "nobody"]) == 1
+    assert main(args) == 2
