@@ -333,3 +333,40 @@ def test_cli_client_files_waits_and_exits_with_the_outcome(
     monkeypatch.setenv("OPSGATE_TOKEN", "ogt_wrong")
     assert main(["status", "1"]) == 6
     assert "401" in capsys.readouterr().err
+
+
+def test_racing_retries_with_one_idempotency_key_file_one_request(
+    api_bot: RunningBot, agent_token: str, settings: Settings
+) -> None:
+    racers = 6
+    barrier = threading.Barrier(racers)
+    answers: list[httpx.Response] = []
+    lock = threading.Lock()
+
+    def race() -> None:
+        with httpx.Client(timeout=30) as http:
+            barrier.wait()
+            answer = http.post(
+                f"{api_bot.url}/api/v1/requests",
+                json=RESTART,
+                headers={"Authorization": f"Bearer {agent_token}", "Idempotency-Key": "race"},
+            )
+        with lock:
+            answers.append(answer)
+
+    threads = [threading.Thread(target=race) for _ in range(racers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert {a.status_code for a in answers} <= {201, 409}
+    filed = {a.json()["id"] for a in answers if a.status_code == 201}
+    assert len(filed) == 1
+    in_flight = [a for a in answers if a.status_code == 409]
+    assert all("still being handled" in a.json()["detail"] for a in in_flight)
+    listed = call(api_bot, "GET", "/requests", agent_token).json()
+    assert listed["total"] == 1
+    retry = call(
+        api_bot, "POST", "/requests", agent_token, json=RESTART, headers={"Idempotency-Key": "race"}
+    )
+    assert retry.json()["id"] in filed
