@@ -8,6 +8,8 @@ Slack, ``wait_for_request`` returns ``succeeded``.
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from tests.fakes import slack
 from tests.test_api_e2e import POLICY, store
 
 ROOT = Path(__file__).resolve().parent.parent
+MCP = [sys.executable, "-m", "bot.cli", "mcp"]
 
 
 @pytest.fixture
@@ -112,9 +115,7 @@ def test_list_tools_call_restart_and_wait_over_stdio(served: tuple[RunningBot, s
 
 def test_mcp_without_a_token_says_what_is_missing(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPSGATE_")}
-    from subprocess import run
-
-    done = run(
+    done = subprocess.run(
         [sys.executable, "-m", "bot.cli", "mcp"],
         env={**env, "PYTHONPATH": str(ROOT)},
         capture_output=True,
@@ -125,3 +126,45 @@ def test_mcp_without_a_token_says_what_is_missing(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "set OPSGATE_URL and OPSGATE_TOKEN" in done.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_streamable_http_serves_the_same_tools(served: tuple[RunningBot, str]) -> None:
+    bot, token = served
+    port = free_port()
+    server = subprocess.Popen(
+        [*MCP, "--transport", "streamable-http", "--port", str(port)],
+        env={**os.environ, "OPSGATE_URL": bot.url, "OPSGATE_TOKEN": token, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def listening() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(listening, timeout=30, what="opsgate mcp to listen")
+        outcome: dict[str, Any] = {}
+
+        async def session() -> None:
+            async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+                outcome["tools"] = {t.name for t in (await client.list_tools()).tools}
+                outcome["grants"] = await client.call_tool("list_my_grants", {})
+                outcome["missing"] = await client.call_tool("get_request", {"request_id": 7})
+
+        anyio.run(session)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    assert {"restart", "wait_for_request", "explain"} <= outcome["tools"]
+    assert outcome["grants"].structured_content["total"] == 0
+    assert outcome["missing"].is_error
+    assert "There is no request #7" in outcome["missing"].content[0].text
