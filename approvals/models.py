@@ -262,3 +262,58 @@ class SlackEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ApiToken(Base):
+    """A bearer token for the HTTP API (issue 12); only its SHA-256 is stored.
+
+    ``subject_id`` is who the token acts as: an ``agents`` ID of the policy (``subject_kind``
+    ``agent``) or a Slack user ID (``human``); ``name`` is the agent's name or a label;
+    ``prefix`` is the token's first characters, shown by ``opsgate token list``.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(64), index=True)
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` a caller sent with ``POST /api/v1/requests``: a retry with the same
+    key (and body) gets the request the first one filed. ``request_id`` is NULL while the first
+    call is still being handled."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("principal", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("requests.id", ondelete="CASCADE"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AutonomyReset(Base):
+    """An agent put back to needing approval under a rule's ``autonomy`` (the Undo button, or
+    opsgate itself): only what it earns after ``reset_at`` counts again."""
+
+    __tablename__ = "autonomy_resets"
+    __table_args__ = (Index("ix_autonomy_resets_agent_id_rule", "agent_id", "rule"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(256))
+    reset_at: Mapped[datetime]
+    reset_by: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -319,7 +319,13 @@ def parse(text: str) -> Command:
     """Parse the text after ``/ops`` as Slack delivers it (``&``, ``<`` and ``>`` escaped as
     ``&amp;``, ``&lt;`` and ``&gt;``: the command holds what the person typed). Raises
     :class:`CommandError` with the usage line."""
-    words = _split(unescape(text))
+    return parse_words(_split(unescape(text)))
+
+
+def parse_words(words: list[str]) -> Command:
+    """Parse a command already split into words (``["restart", "web", "-n", "shop"]``), as
+    :func:`parse` does after splitting; the HTTP API builds its words from a JSON body. Raises
+    :class:`CommandError` with the usage line."""
     if not words or words[0] == "help":
         return Command("help")
     name, rest = words[0], words[1:]

@@ -55,6 +55,7 @@ from approvals.policy.model import (
     KNOWN_ACTIONS,
     REVERSIBLE,
     Agent,
+    Autonomy,
     Freeze,
     LoadedPolicy,
     Policy,
@@ -62,6 +63,7 @@ from approvals.policy.model import (
     PolicyIssue,
     RateLimit,
     Rule,
+    ServiceAccountRef,
     is_reversible,
 )
 from approvals.policy.rules import DECISION_RULES, decide
@@ -74,6 +76,7 @@ __all__ = [
     "KNOWN_ACTIONS",
     "REVERSIBLE",
     "Agent",
+    "Autonomy",
     "Decision",
     "DecisionReason",
     "Freeze",
@@ -87,6 +90,7 @@ __all__ = [
     "Refusal",
     "RequestContext",
     "Rule",
+    "ServiceAccountRef",
     "Step",
     "agent_of",
     "approval_refusal",

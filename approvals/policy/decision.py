@@ -50,6 +50,7 @@ class DecisionReason(StrEnum):
     BREAK_GLASS = "break_glass"
     BREAK_GLASS_NOT_ALLOWED = "break_glass_not_allowed"
     NOT_ENOUGH_APPROVERS = "not_enough_approvers"
+    EARNED_AUTONOMY = "earned_autonomy"
 
 
 @dataclass(frozen=True)

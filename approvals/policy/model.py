@@ -103,15 +103,32 @@ AGENT_ID = re.compile(r"^[UWBA][A-Z0-9]{2,}$")
 """A Slack user ID (``U…``/``W…``, a bot user's too), bot ID (``B…``) or app ID (``A…``)."""
 
 
+class ServiceAccountRef(_Model):
+    """A Kubernetes ServiceAccount whose tokens authenticate an agent to the HTTP API, checked
+    with a TokenReview in the cluster of ``environment`` (default: the kubeconfig's current
+    context)."""
+
+    namespace: str
+    name: str
+    environment: str | None = None
+
+    @property
+    def username(self) -> str:
+        """The username a TokenReview gives its tokens: ``system:serviceaccount:NS:NAME``."""
+        return f"system:serviceaccount:{self.namespace}:{self.name}"
+
+
 class Agent(_Model):
     """Automation that may ask opsgate for changes: a bot or app posting in Slack.
 
     Keyed in ``agents`` by the Slack ID its messages carry: the bot user ID (``U…``), the bot ID
     (``B…``, for example a legacy integration or an incoming webhook) or the app ID (``A…``).
+    ``service_account`` lets it call the HTTP API with that ServiceAccount's token.
     """
 
     name: str
     description: str | None = None
+    service_account: ServiceAccountRef | None = None
 
 
 def _check_agent_id(value: str) -> str:
@@ -257,6 +274,17 @@ class DuringFreeze(_Model):
         return self
 
 
+class Autonomy(_Model):
+    """Earned autonomy: once an agent's requests under the rule were approved by people and
+    succeeded ``after_approved`` times within ``within``, its next ones go through without a
+    human (reversible kinds only), until a request ends in one of ``reset_on`` or someone clicks
+    Undo. Evaluated in :mod:`approvals.autonomy`."""
+
+    after_approved: int = Field(ge=1, le=1000)
+    within: Duration
+    reset_on: list[Literal["failed", "denied", "unknown", "expired"]] = ["failed", "denied"]
+
+
 class RuleBase(_Model):
     """One rule: a match and exactly one outcome (``approval: auto``, ``approvers``, ``steps`` or
     ``deny``). :data:`Rule` adds the settings of the request kinds (each kind's
@@ -280,6 +308,7 @@ class RuleBase(_Model):
     reason_min_length: int | None = Field(default=None, ge=1)
     allow_irreversible_auto: bool = False
     extend: Literal["auto", "approval"] | None = None
+    autonomy: Autonomy | None = None
 
     def step_models(self) -> list[StepModel]:
         """The rule's approval steps: ``steps``, or ``approvers`` as one step, or none."""

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote
 
+from tests.fakes import kube_auth
+
 from .discovery import Route, discover, find_route
 from .errors import (
     MODIFIED,
@@ -50,6 +52,7 @@ class FakeKubernetes:
         self._rules: list[_Rule] = []
         self._lock = threading.Lock()
         self.store.create(_namespaces(), None, {"metadata": {"name": "default"}})
+        self.token_reviews = kube_auth.TokenReviews()
         self.controllers = Controllers(self.store, self.types)
         # the rollout controllers, then those of registry.register_controller
         self.all_controllers: list[Controller] = [
@@ -304,6 +307,8 @@ class FakeKubernetes:
         accept: str,
     ) -> tuple[int, JSON]:
         path = "/" + "/".join(unquote(p) for p in path.split("/") if p)
+        if path == kube_auth.PATH:  # TokenReview: tests/fakes/kube_auth.py
+            return self.token_reviews.handle(method, body)
         discovery = discover(self.types, path) if method == "GET" else None
         if discovery is not None:
             return 200, discovery
