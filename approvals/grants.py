@@ -43,6 +43,7 @@ from actions.access import (
     rfc3339,
 )
 from actions.errors import ActionError
+from approvals import metrics
 from approvals.drift import DRIFT_REMOVED, DriftCheck
 from approvals.lifecycle import (
     SYSTEM,
@@ -698,6 +699,7 @@ class GrantService:
                                 "reason": r.grant.revoke_reason or EXPIRED,
                             },
                         )
+        metrics.revocations(removals, done)  # metrics: failures and revocation lag
         return ended
 
     @staticmethod

@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` loads the policy (refusing an invalid one), builds the database engine,
 the Kubernetes adapter, the gate and the slack-bolt app, and mounts one ``POST /slack/events``
-(slash commands, interactivity and events) beside ``GET /healthz`` and ``GET /readyz``; in
+(slash commands, interactivity and events) beside ``GET /healthz``, ``GET /readyz`` and
+``GET /metrics`` (Prometheus); in
 Socket Mode (``SLACK_APP_TOKEN`` set) Slack is reached over the WebSocket instead, and
 ``/slack/events`` is not mounted. Migrations are applied when the app starts.
 """
@@ -21,9 +22,9 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,11 +39,13 @@ from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
+from approvals.metrics import MeteredNotifier
 from approvals.notifier import GrantView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
 from bot import listeners
 from bot.listeners.events import publish_home
+from bot.metrics import MeteredWebClient, exposition, metrics_registry
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
 from bot.settings import Settings
@@ -73,6 +76,7 @@ class Services:
     notifier: SlackGrantNotifier
     listener_executor: ThreadPoolExecutor
     workers: Workers
+    metrics: CollectorRegistry
 
     def close(self) -> None:
         """Stop, finishing what was started: the listeners, the work they handed off (an
@@ -115,7 +119,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             timeout=settings.vault_timeout,
         )
     assert settings.slack_bot_token is not None
-    client = WebClient(
+    client = MeteredWebClient(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
     registry = dict(
@@ -166,7 +170,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         sessions=sessions,
         policy=store,
         actions=registry,
-        notifier=SlackNotifier(client, store),
+        notifier=MeteredNotifier(SlackNotifier(client, store), sessions),
         clock=clock,
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
         grants=grants,
@@ -217,6 +221,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         grant_notifier,
         listener_executor,
         workers,
+        metrics_registry(sessions, clock),
     )
 
 
@@ -313,6 +318,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        body = await run_in_threadpool(exposition, services.metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/readyz")
     async def readyz() -> JSONResponse:

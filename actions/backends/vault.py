@@ -32,6 +32,7 @@ from actions.errors import (
     PermanentError,
     TemporaryError,
 )
+from actions.metrics import counted
 from actions.vault import KvMetadata, KvVersion, Mount, StaticRole
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ class VaultBackend:
             # The finished frames under the failed call (hvac, requests) may hold the request
             # body, a secret value among it; the chained exception must not keep them alive.
             traceback.clear_frames(exc.__traceback__)
-            raise self._translate(exc, op, path, not_found, write=write) from exc
+            raise counted("vault", self._translate(exc, op, path, not_found, write=write)) from exc
 
     def _translate(
         self, exc: Exception, op: str, path: str, not_found: str | None, *, write: bool = False
