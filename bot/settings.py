@@ -84,8 +84,9 @@ class Settings(BaseSettings):
         default_factory=lambda: socket.gethostname(),
         validation_alias="OPSGATE_INSTANCE",
         description=(
-            "This bot's name among those sharing the database (default: the host name); each "
-            "keeps its scheduled jobs in its own table, and any of them sweeps what is overdue."
+            "This bot's name among those sharing the database (default: the host name), in its "
+            "logs; its scheduled jobs live in memory, set again from the database at each start, "
+            "and any of the replicas sweeps what is overdue."
         ),
     )
     workers: int = Field(
