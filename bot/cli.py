@@ -32,6 +32,7 @@ from approvals.policy import (
     seconds_text,
 )
 from approvals.rbac import UnboundedRoles, cluster_role
+from bot.logs import configure_logging
 from bot.settings import Settings
 
 log = logging.getLogger("opsgate")
@@ -78,14 +79,12 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the process exit code (0 success, 1 failure, 2 usage)."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = Settings()
     except ValidationError as exc:
         print(f"opsgate: invalid configuration:\n{exc}", file=sys.stderr)
         return 2
+    configure_logging(settings.log_format)
     if args.command == "migrate":
         migrate(settings.database_url)
         print(f"opsgate: database at head ({_redacted(settings.database_url)})")
@@ -260,7 +259,8 @@ def _serve(settings: Settings, host: str, port: int) -> int:
     except ValueError as exc:
         print(f"opsgate: refusing to start: {exc}", file=sys.stderr)
         return 1
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # log_config=None: uvicorn's loggers go through the handler of configure_logging
+    uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
     return 0
 
 

@@ -8,6 +8,7 @@ Nothing in opsgate reads the environment at import time: build a :class:`Setting
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,6 +99,11 @@ class Settings(BaseSettings):
             "Threads that run the work Slack's listeners hand off after their ack (previews, "
             "executions, notifications); separate from the threads that ack."
         ),
+    )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        validation_alias="OPSGATE_LOG_FORMAT",
+        description="text (for a terminal) or json (one JSON object per line, bot/logs.py).",
     )
     usergroup_cache_ttl: float = Field(
         default=300.0,

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from approvals.gate import GateError
 from approvals.grants import GrantError
 from bot import blocks
+from bot.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,11 @@ class Workers:
     @staticmethod
     def run(work: Callable[[], None], *, answer: Answer, what: str, reference: str) -> None:
         """Run ``work()`` here, answering its failure (what :meth:`submit` does on a worker)."""
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - every failure is answered, none escapes
-            answer_safely(answer, failure_answer(exc, what, reference), reference)
+        with log_context(reference=reference):  # every line logged for the work carries it
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 - every failure is answered, none escapes
+                answer_safely(answer, failure_answer(exc, what, reference), reference)
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop taking work; with ``wait``, let what was handed off finish first."""
