@@ -112,11 +112,16 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
     )
     vault: VaultBackend | None = None
-    if settings.vault_addr and settings.vault_token is not None:
+    login = settings.vault_login()
+    if settings.vault_addr and (login is not None or settings.vault_token is not None):
         vault = VaultBackend(
             url=settings.vault_addr,
-            token=settings.vault_token.get_secret_value(),
+            token=None
+            if login or not settings.vault_token
+            else settings.vault_token.get_secret_value(),
             timeout=settings.vault_timeout,
+            login=login,
+            check_interval=settings.vault_renew_interval,
         )
     assert settings.slack_bot_token is not None
     client = MeteredWebClient(
@@ -192,6 +197,10 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
+    if vault is not None and vault.token_keeper is not None:
+        scheduler.add_periodic(
+            "opsgate-vault-token", vault.token_keeper.keep, settings.vault_renew_interval
+        )
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
@@ -243,6 +252,8 @@ def _start_background(services: Services, stopping: threading.Event) -> None:
     """
     delay = 1.0
     recovered = False
+    if services.vault is not None and services.vault.token_keeper is not None:
+        services.vault.token_keeper.keep()  # the first login; then every vault_renew_interval
     while not stopping.is_set():
         try:
             if not recovered:
