@@ -101,7 +101,7 @@ def test_a_revoked_token_is_replaced_by_a_new_login(openbao: OpenBao) -> None:
 def test_a_failing_login_is_logged_without_secrets_and_retried(
     openbao: OpenBao, caplog: pytest.LogCaptureFixture
 ) -> None:
-    login, path = approle(openbao, ttl="1h", max_ttl="2h")
+    login, _ = approle(openbao, ttl="1h", max_ttl="2h")
     wrong = AppRoleLogin(login.role_id, "not-the-secret-id", mount=login.mount)
     backend = VaultBackend(url=openbao.url, token=None, login=wrong, check_interval=60.0)
     keeper = backend.token_keeper
