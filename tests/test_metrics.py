@@ -257,3 +257,21 @@ def test_slack_errors_are_counted_by_method(httpserver: HTTPServer) -> None:
     with pytest.raises(SlackApiError):
         client.chat_update(channel="C1", ts="1.2", text="x")
     assert value(scrape_registry(), name, method="chat.update") == before + 1
+
+
+def test_every_metric_the_alerting_rules_use_is_exported(metered_bot: AccessBot) -> None:
+    """docs/alerts.yml: valid YAML of Prometheus rule groups, on metrics ``/metrics`` serves."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    rules = yaml.safe_load((Path(__file__).parent.parent / "docs" / "alerts.yml").read_text())
+    exprs = [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
+    assert all(rule["alert"] for group in rules["groups"] for rule in group["rules"])
+    used = {name for expr in exprs for name in re.findall(r"opsgate_[a-z_]+", expr)}
+    answer = httpx.get(f"{metered_bot.url}/metrics", timeout=10).text
+    described = set(re.findall(r"^# TYPE (\S+) ", answer, re.MULTILINE))
+    for name in used:  # a histogram's _bucket, a counter's _total: their family is described
+        base = re.sub(r"_(bucket|total)$", "", name)
+        assert base in described or f"{base}_total" in described, name
