@@ -160,11 +160,12 @@ def test_the_deployment() -> None:
 
 
 def checkov(*args: str) -> dict[str, Any]:
-    """``checkov`` (a tool installed beside opsgate: its pins conflict with pytest's) run on
-    ``args`` without reaching Prisma Cloud; returns its JSON report(s) summed up."""
+    """``checkov`` (installed beside opsgate in a virtualenv of its own by ``make install``: its
+    pins conflict with pytest's) run on ``args`` without reaching Prisma Cloud; returns its JSON
+    report(s) summed up."""
     path = shutil.which("checkov") or str(Path(sys.executable).parent / "checkov")
     if not Path(path).exists():
-        missing_tool("checkov", "pip install checkov, or pipx install checkov")
+        missing_tool("checkov", "make install puts it in .venv/checkov; or pipx install checkov")
     done = subprocess.run(
         [path, *args, "--skip-download", "--output", "json"],
         capture_output=True,
