@@ -112,13 +112,12 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
     )
     vault: VaultBackend | None = None
-    login = settings.vault_login()
-    if settings.vault_addr and (login is not None or settings.vault_token is not None):
+    login = settings.vault_login()  # None: VAULT_TOKEN, as it is
+    static = settings.vault_token.get_secret_value() if settings.vault_token else None
+    if settings.vault_addr and (login is not None or static is not None):
         vault = VaultBackend(
             url=settings.vault_addr,
-            token=None
-            if login or not settings.vault_token
-            else settings.vault_token.get_secret_value(),
+            token=None if login is not None else static,
             timeout=settings.vault_timeout,
             login=login,
             check_interval=settings.vault_renew_interval,
