@@ -2,9 +2,10 @@
 
 ``OPSGATE_LOG_FORMAT=json`` (python-json-logger) writes ``timestamp`` (ISO 8601, UTC), ``level``,
 ``logger``, ``message``, and where there is one: ``request_id`` and ``grant_id`` (opsgate names
-them ``request #N`` and ``grant #N`` in its messages, and these are read from there), ``reference``
-(the reference of the work a Slack listener handed off, the one its failure answer gives),
-``action`` and ``actor`` (set with :func:`log_context`), and ``exc_info`` for an exception.
+them ``request #N`` and ``grant #N`` in its messages, and these are read from there), and for the
+work a Slack listener handed off (:class:`bot.work.Workers`, through :func:`log_context`) its
+``reference`` (the one its failure answer gives the person), ``actor`` (the Slack user) and
+``action`` (the command's); ``exc_info`` for an exception.
 uvicorn's and APScheduler's loggers go through the same handler (``uvicorn.run(...,
 log_config=None)``); APScheduler's INFO chatter ("Adding job tentatively", "Running job", …) and
 the access log lines of the probes and of ``/metrics`` are dropped.

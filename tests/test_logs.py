@@ -178,3 +178,33 @@ def test_opsgate_serve_logs_json_with_the_request_id(
     access = [m for logger, m in messages if logger == "uvicorn.access"]
     assert any("/slack/events" in m for m in access)
     assert not [m for m in access if "/readyz" in m or "/metrics" in m]
+
+
+def test_work_handed_off_logs_with_its_reference_actor_and_action(
+    json_lines: io.StringIO,
+) -> None:
+    from bot.work import Workers
+
+    workers = Workers(1)
+    answers: list[str] = []
+
+    def work() -> None:
+        logging.getLogger("approvals.gate").info("request #%s: previewed", 9)
+        raise RuntimeError("a bug")
+
+    reference = workers.submit(
+        work, answer=answers.append, what="`/ops restart web`", actor="U0DEV1", action="restart"
+    )
+    workers.shutdown(wait=True)
+    previewed, failed = parsed(json_lines)
+    for line in (previewed, failed):
+        assert (line["reference"], line["actor"], line["action"]) == (
+            reference,
+            "U0DEV1",
+            "restart",
+        )
+    assert previewed["request_id"] == 9
+    assert failed["level"] == "ERROR"
+    assert "RuntimeError: a bug" in failed["exc_info"]
+    [answer] = answers
+    assert reference in answer  # the person's answer names the line's reference
