@@ -38,6 +38,7 @@ from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
+from approvals.inbox import Inbox
 from approvals.notifier import GrantView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
@@ -175,19 +176,24 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         rollout_timeout=settings.rollout_timeout,
     )
     gate_ref.append(gate)
+    instance = re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate"
     scheduler = ExpiryScheduler(
         engine,
         grants=grants,
         clock=clock,
         sweep_interval=settings.sweep_interval,
         drift_interval=settings.drift_interval,
-        instance=re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate",
+        instance=instance,
     )
+    inbox = Inbox(engine, clock=clock, instance=instance, lease=settings.work_lease)
+    workers = Workers(settings.workers, inbox=inbox)
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
     scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
+    scheduler.add_periodic("opsgate-owed-work", workers.replay_owed, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-forget-owed", inbox.forget, 3600.0)
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
@@ -203,7 +209,6 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         # answering, so that the ack is its answer (no thread hop, no polling for the ack)
         process_before_response=True,
     )
-    workers = Workers(settings.workers)
     listeners.register(slack, gate, workers)
     return Services(
         store,
@@ -230,7 +235,8 @@ START_RETRY_MAX = 30.0
 
 def _start_background(services: Services, stopping: threading.Event) -> None:
     """What a start does off the event loop: finish the requests a previous run left approved
-    or executing, then start the expiry scheduler (which first revokes every overdue grant).
+    or executing, replay the work it acked and did not finish (:meth:`Workers.replay_owed`),
+    then start the expiry scheduler (which first revokes every overdue grant).
 
     While the database cannot be reached, both are tried again (after 1 s, 2 s, … at most
     :data:`START_RETRY_MAX`) until they succeed or ``stopping`` is set: a bot that starts during
@@ -242,6 +248,7 @@ def _start_background(services: Services, stopping: threading.Event) -> None:
         try:
             if not recovered:
                 services.gate.recover()
+                services.workers.replay_owed()
                 recovered = True
             services.scheduler.start()
             return
