@@ -311,7 +311,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     # is needed), so an HTTP endpoint would dispatch anyone's forged command or click.
     if not settings.socket_mode:
         assert settings.slack_signing_secret is not None  # settings.require_slack()
-        endpoint = SlackEndpoint(services.slack, settings.slack_signing_secret.get_secret_value())
+        endpoint = SlackEndpoint(
+            services.slack,
+            settings.slack_signing_secret.get_secret_value(),
+            holding=services.workers.holding,
+        )
 
         @api.post("/slack/events")
         async def slack_events(request: Request) -> Response:

@@ -24,8 +24,10 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +91,9 @@ class Job:
     what: str
 
 
+_HELD: ContextVar[list[Callable[[], object]] | None] = ContextVar("opsgate_held", default=None)
+"""Work handed off inside :meth:`Workers.holding`, started when the block's caller says."""
+
 Handler = Callable[[int | None, dict[str, Any]], Job]
 """Builds the job of an owed row: (the row's ID, or None when it could not be written; its
 payload)."""
@@ -106,6 +111,36 @@ class Workers:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="opsgate-work")
         self._inbox = inbox
         self._handlers: dict[str, Handler] = {}
+
+    @contextmanager
+    def holding(self) -> Iterator[Callable[[], None]]:
+        """Hold the work handed off inside the block (in this context, threads it runs on
+        included) instead of starting it; yields the function that starts what was held. The
+        HTTP endpoint starts it once the ack is sent, so that a request's own work never
+        competes with its ack for the interpreter. Held work is owed already: a process that
+        dies before starting it leaves it to :meth:`replay_owed`."""
+        held: list[Callable[[], object]] = []
+        token = _HELD.set(held)
+
+        def start() -> None:
+            while held:
+                try:
+                    held.pop(0)()
+                except RuntimeError as exc:  # the pool was shut down: a stop
+                    log.warning("held work not started (%s); it is replayed at the next start", exc)
+
+        try:
+            yield start
+        finally:
+            _HELD.reset(token)
+
+    def _start(self, *args: Any, **kwargs: Any) -> None:
+        """``self._pool.submit(*args, **kwargs)``, or held for :meth:`holding`."""
+        held = _HELD.get()
+        if held is None:
+            self._pool.submit(*args, **kwargs)
+        else:
+            held.append(lambda: self._pool.submit(*args, **kwargs))
 
     def handles(self, kind: str, handler: Handler) -> None:
         """Build the jobs of owed rows of ``kind`` with ``handler`` (listeners register theirs)."""
@@ -141,7 +176,7 @@ class Workers:
                 if owed_id is None:
                     return False
         job = self._handlers[kind](owed_id, payload)
-        self._pool.submit(self._run_owed, owed_id, job, new_reference(), time.monotonic())
+        self._start(self._run_owed, owed_id, job, new_reference(), time.monotonic())
         return True
 
     def replay_owed(self, batch: int = 100) -> list[int]:
@@ -224,7 +259,7 @@ class Workers:
         module docstring). ``what`` names the work for people and the log. Returns the
         work's reference."""
         reference = new_reference()
-        self._pool.submit(self.run, work, answer=answer, what=what, reference=reference)
+        self._start(self.run, work, answer=answer, what=what, reference=reference)
         return reference
 
     @staticmethod
