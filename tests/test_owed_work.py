@@ -12,24 +12,25 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
 from approvals.db import make_engine, migrate
 from approvals.inbox import MAX_ATTEMPTS, AlreadyDone, Inbox
 from approvals.models import OwedWork, Request
+from bot.settings import Settings
 from bot.work import Job, Workers
-from tests.conftest import wait_for
+from tests.conftest import running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.test_gate import World, restart
 from tests.test_gate import world as world
-from tests.test_restart_e2e import responses
+from tests.test_restart_e2e import patches, responses, submit, wait_approval_message
 from tests.test_serve import OPSGATE, env_for, free_port
 
 TRIGGER = "13345224609.738474920.8088930838d88f008e0"
@@ -261,3 +262,45 @@ def test_work_that_keeps_killing_the_process_is_given_up_and_its_person_told(
     assert len(told) == 1
     assert "will not try again" in told[0]
     assert owed_rows(engine)[0].done_at is not None
+
+
+def test_a_click_left_owed_is_replayed_at_start_once_and_a_second_replay_changes_nothing(
+    settings: Settings, fake_slack: slack.FakeSlack, kube: FakeKubernetes
+) -> None:
+    """An Approve click a killed process acked (its row owed by an earlier run of the same
+    instance) is carried out by the next start: one PATCH. Replayed once more after it took
+    effect, the gate refuses it as already decided, tells the clicker, and patches nothing."""
+    settings = settings.model_copy(update={"instance": "replay_test"})
+    with running_bot(settings, fake_slack) as bot:
+        submit(bot, "restart payments-api -n payments")
+        bot.wait_stored(wait_approval_message(bot).response["ts"])
+    engine = make_engine(settings.database_url)
+    try:
+        dead = Inbox(engine, clock=lambda: datetime.now(UTC), instance="replay_test", lease=300)
+        click = {"action_id": "approve", "id": 1, "user": "U0SRE1", "channel": "C0APPROVALS"}
+        owed = dead.owe("click", click, user_id="U0SRE1", response_url=None, dedupe_key=None)
+        with running_bot(settings, fake_slack):
+            wait_for(lambda: len(patches(kube)) == 1, what="the approved restart's PATCH")
+            wait_for(lambda: owed_rows(engine)[0].done_at is not None, what="the row done")
+        with engine.begin() as connection:  # as if the process had died before marking it
+            connection.execute(
+                update(OwedWork)
+                .where(OwedWork.id == owed)
+                .values(done_at=None, owner="replay_test/earlier")
+            )
+        before = len(fake_slack.calls_of("chat.postEphemeral"))
+        with running_bot(settings, fake_slack):
+            [told] = wait_for(
+                lambda: fake_slack.calls_of("chat.postEphemeral")[before:], what="the clicker"
+            )
+            wait_for(lambda: owed_rows(engine)[0].done_at is not None, what="the row done")
+        assert told.args["user"] == "U0SRE1"
+        assert "already" in told.args["text"]
+        assert len(patches(kube)) == 1
+        assert [(r.kind, r.done_at is not None) for r in owed_rows(engine)] == [
+            ("command", True),
+            ("click", True),
+        ]
+        assert len(requests(engine)) == 1
+    finally:
+        engine.dispose()
