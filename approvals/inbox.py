@@ -9,9 +9,10 @@ the worker marks the row done (:meth:`Inbox.done`), or the work settles it in it
 Each row has an owner (``<instance>/<process token>``) and a lease (``lease_until``). A process
 that dies leaves its rows owed; :meth:`Inbox.claim` takes, exactly once across replicas, the owed
 rows whose lease ran out and those an earlier run of the same instance left (the instance name is
-unique among live replicas, as the scheduler's job tables already require): one
-``UPDATE … WHERE id IN (SELECT … FOR UPDATE SKIP LOCKED LIMIT n) AND <still owed> RETURNING`` on
-PostgreSQL; on SQLite the same statement runs under the database's writer lock.
+unique among live replicas, as the scheduler's job tables already require): in one transaction,
+``SELECT id … FOR UPDATE SKIP LOCKED LIMIT n`` (rows another replica is claiming are skipped, the
+ones selected stay locked) then a guarded ``UPDATE … WHERE id IN (…) AND <still owed> RETURNING``
+on PostgreSQL; on SQLite the same, after ``BEGIN IMMEDIATE`` has taken the database's writer lock.
 """
 
 from __future__ import annotations
@@ -123,15 +124,18 @@ class Inbox:
         leased to this process for :attr:`lease` seconds and its ``attempts`` counted. Rows
         another replica is claiming at the same moment are skipped, never taken twice."""
         now = self._clock()
-        owed = (
-            select(OwedWork.id)
-            .where(self._claimable(now))
-            .order_by(OwedWork.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-            .scalar_subquery()
-        )
         with self._engine.begin() as connection:
+            if connection.dialect.name == "sqlite":  # the writer lock, before the read
+                connection.exec_driver_sql("BEGIN IMMEDIATE")
+            owed = connection.scalars(
+                select(OwedWork.id)
+                .where(self._claimable(now))
+                .order_by(OwedWork.id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            if not owed:
+                return []
             rows = connection.execute(
                 update(OwedWork)
                 .where(OwedWork.id.in_(owed), self._claimable(now))
