@@ -40,6 +40,7 @@ from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
 from approvals.idempotency import IdempotencyStore
+from approvals.inbox import Inbox
 from approvals.metrics import MeteredNotifier
 from approvals.notifier import GrantView, RequestView
 from approvals.policy import LoadedPolicy, PolicyError
@@ -189,14 +190,17 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         rollout_timeout=settings.rollout_timeout,
     )
     gate_ref.append(gate)
+    instance = re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate"
     scheduler = ExpiryScheduler(
         engine,
         grants=grants,
         clock=clock,
         sweep_interval=settings.sweep_interval,
         drift_interval=settings.drift_interval,
-        instance=re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate",
+        instance=instance,
     )
+    inbox = Inbox(engine, clock=clock, instance=instance, lease=settings.work_lease)
+    workers = Workers(settings.workers, inbox=inbox)
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
     scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
@@ -207,6 +211,8 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         scheduler.add_periodic(
             "opsgate-vault-token", vault.token_keeper.keep, settings.vault_renew_interval
         )
+    scheduler.add_periodic("opsgate-owed-work", workers.replay_owed, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-forget-owed", inbox.forget, 3600.0)
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
@@ -222,7 +228,6 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         # answering, so that the ack is its answer (no thread hop, no polling for the ack)
         process_before_response=True,
     )
-    workers = Workers(settings.workers)
     listeners.register(slack, gate, workers)
 
     def agent_name(view: RequestView) -> str | None:
@@ -256,7 +261,8 @@ START_RETRY_MAX = 30.0
 
 def _start_background(services: Services, stopping: threading.Event) -> None:
     """What a start does off the event loop: finish the requests a previous run left approved
-    or executing, then start the expiry scheduler (which first revokes every overdue grant).
+    or executing, replay the work it acked and did not finish (:meth:`Workers.replay_owed`),
+    then start the expiry scheduler (which first revokes every overdue grant).
 
     While the database cannot be reached, both are tried again (after 1 s, 2 s, … at most
     :data:`START_RETRY_MAX`) until they succeed or ``stopping`` is set: a bot that starts during
@@ -270,6 +276,7 @@ def _start_background(services: Services, stopping: threading.Event) -> None:
         try:
             if not recovered:
                 services.gate.recover()
+                services.workers.replay_owed()
                 recovered = True
             services.scheduler.start()
             return
@@ -346,7 +353,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     # is needed), so an HTTP endpoint would dispatch anyone's forged command or click.
     if not settings.socket_mode:
         assert settings.slack_signing_secret is not None  # settings.require_slack()
-        endpoint = SlackEndpoint(services.slack, settings.slack_signing_secret.get_secret_value())
+        endpoint = SlackEndpoint(
+            services.slack,
+            settings.slack_signing_secret.get_secret_value(),
+            holding=services.workers.holding,
+        )
 
         @api.post("/slack/events")
         async def slack_events(request: Request) -> Response:

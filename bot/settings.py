@@ -159,6 +159,16 @@ class Settings(BaseSettings):
         validation_alias="OPSGATE_LOG_FORMAT",
         description="text (for a terminal) or json (one JSON object per line, bot/logs.py).",
     )
+    work_lease: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="OPSGATE_WORK_LEASE",
+        description=(
+            "Seconds a replica keeps the work it acked (a command, a click) before another "
+            "replica sharing the database may take it over, if the first has not finished it "
+            "(it died); a restart of the same OPSGATE_INSTANCE takes its own over at once."
+        ),
+    )
     usergroup_cache_ttl: float = Field(
         default=300.0,
         gt=0,
