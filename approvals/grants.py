@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, case, func, insert, literal, select, update
+from sqlalchemy import bindparam, case, func, literal, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from actions.access import (
@@ -46,14 +46,14 @@ from actions.errors import ActionError
 from approvals.drift import DRIFT_REMOVED, DriftCheck
 from approvals.lifecycle import (
     SYSTEM,
-    TRANSITIONS,
     Actor,
-    InvalidTransition,
+    Entry,
     rows_changed,
     transition,
+    transition_each,
 )
 from approvals.lifecycle import record as record_event
-from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
+from approvals.models import Grant, GrantStatus, Request, Status
 from approvals.notifier import GrantNotifier, GrantView, NotifyError
 from approvals.paging import PAGE_SIZE, Page, among, chunks, page_window
 
@@ -73,6 +73,11 @@ log = logging.getLogger(__name__)
 
 EXPIRED = "expired"
 REVOKED = "revoked"
+ENDED = frozenset({EXPIRED, REVOKED, DRIFT_REMOVED})
+"""The events of a grant's end."""
+
+GrantListener = Callable[[GrantView, str], None]
+"""A subscriber to the events of grants (:meth:`GrantService.subscribe`): (grant, event)."""
 
 
 class GrantError(Exception):
@@ -124,7 +129,6 @@ class _Removal:
 
 
 _GRANTS = Grant.metadata.tables[Grant.__tablename__]
-_AUDIT = AuditEvent.metadata.tables[AuditEvent.__tablename__]
 
 
 class _Removals:
@@ -214,6 +218,7 @@ class GrantService:
         self._batch_size = batch_size
         self._workers = workers
         self._scheduling: GrantScheduling | None = None
+        self._subscribers: list[GrantListener] = []
         self._drift = DriftCheck(
             sessions=sessions,
             access=access,
@@ -223,6 +228,13 @@ class GrantService:
             views=self.views,
             notify=self._notify,
         )
+
+    def subscribe(self, listener: GrantListener) -> None:
+        """Call ``listener(grant, event)`` after each event of a grant is told to its grantee
+        (``started``, ``reminder``, ``extended``, and its end: ``expired``, ``revoked``,
+        ``drift_removed``, see :data:`ENDED`), in the order subscribed. The gate subscribes to
+        show a grant's end on its access request; the app, to refresh the grantee's App Home."""
+        self._subscribers.append(listener)
 
     def attach(self, scheduling: GrantScheduling | None) -> None:
         """Use ``scheduling`` to wake expiry and reminders on time (None: only sweeps do)."""
@@ -703,67 +715,43 @@ class GrantService:
     @staticmethod
     def _end_requests(session: Session, removals: Sequence[_Removal], actor: Actor) -> list[_Ended]:
         """In the caller's transaction: the ``active → revoked`` transition of the access requests
-        of ``removals`` (grants this call has just moved to ``revoked``) as one guarded ``UPDATE
-        requests … WHERE id IN (…) AND status = 'active' RETURNING …`` (the lifecycle's guarded
-        update, for a batch), and one audit event per request moved, written at the moment its
-        grant was removed, with when and how late (``lag_seconds`` after ``expires_at``)."""
-        if Status.REVOKED not in TRANSITIONS[Status.ACTIVE]:
-            raise InvalidTransition(f"{Status.ACTIVE} → {Status.REVOKED} is not allowed")
-        # updated_at: the revoked_at just written to each grant, read by the same statement
-        revoked_at = select(Grant.revoked_at).where(Grant.id == Request.id).scalar_subquery()
-        moved = {
-            row.id: row
-            for row in session.execute(
-                update(Request)
-                .where(
-                    among(session, Request.id, [r.grant.id for r in removals]),
-                    Request.status == Status.ACTIVE.value,
-                )
-                .values(status=Status.REVOKED.value, updated_at=revoked_at)
-                .returning(
-                    Request.id, Request.action, Request.target, Request.rule, Request.policy_sha256
-                )
-                .execution_options(synchronize_session=False)
-            )
-        }
+        of ``removals`` (grants this call has just moved to ``revoked``), as one batch
+        (:func:`~approvals.lifecycle.transition_each`), with one audit event per request moved,
+        written at the moment its grant was removed, with when and how late (``lag_seconds``
+        after ``expires_at``)."""
         ended: list[_Ended] = []
-        events: list[dict[str, Any]] = []
+        entries: dict[int, Entry] = {}
         for r in removals:
             grant = r.grant
             reason = grant.revoke_reason or EXPIRED
             revoked_by = grant.revoked_by or SYSTEM.id
             event = _end_event(reason)
             ended.append(_Ended(grant.id, event))
-            row = moved.get(grant.id)
-            if row is None:
-                log.warning("grant #%s: its request was not active", grant.id)
-                continue
             who = actor if actor.id == revoked_by else Actor(revoked_by, _kind(revoked_by))
-            events.append(
-                {
-                    "request_id": grant.id,
-                    "event": f"grant_{event}",
-                    "from_status": Status.ACTIVE.value,
-                    "to_status": Status.REVOKED.value,
-                    "actor_id": who.id,
-                    "actor_kind": who.kind,
-                    "action": row.action,
-                    "target": row.target,
-                    "rule": row.rule,
-                    "policy_sha256": row.policy_sha256,
-                    "detail": {
-                        "why": event,
-                        "reason": reason,
-                        "expires_at": rfc3339(grant.expires_at),
-                        "revoked_at": r.at.isoformat(),
-                        "lag_seconds": round((r.at - grant.expires_at).total_seconds(), 3),
-                        "removed": r.removed,
-                    },
-                    "created_at": r.at,
-                }
+            entries[grant.id] = Entry(
+                event=f"grant_{event}",
+                actor=who,
+                at=r.at,
+                detail={
+                    "why": event,
+                    "reason": reason,
+                    "expires_at": rfc3339(grant.expires_at),
+                    "revoked_at": r.at.isoformat(),
+                    "lag_seconds": round((r.at - grant.expires_at).total_seconds(), 3),
+                    "removed": r.removed,
+                },
             )
-        if events:
-            session.connection().execute(insert(_AUDIT), events)
+        # updated_at: the revoked_at just written to each grant, read by the same statement
+        revoked_at = select(Grant.revoked_at).where(Grant.id == Request.id).scalar_subquery()
+        moved = transition_each(
+            session,
+            entries,
+            expected=Status.ACTIVE,
+            to=Status.REVOKED,
+            updated_at=revoked_at,
+        )
+        for grant_id in sorted(set(entries) - set(moved)):
+            log.warning("grant #%s: its request was not active", grant_id)
         return ended
 
     def _remove(self, grant: Grant, role_binding_deleted: bool = False) -> _Removal:
@@ -889,6 +877,9 @@ class GrantService:
         except NotifyError as exc:
             # The change itself is committed and audited; only its announcement failed.
             log.error("grant #%s: could not announce '%s': %s", view.id, event, exc)
+        if view.grantee_id:
+            for listener in self._subscribers:
+                listener(view, event)
 
 
 def _claim(session: Session, grant_id: int, *, by: str, why: str, now: datetime) -> bool:
