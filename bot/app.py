@@ -127,19 +127,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             poll_interval=settings.rollout_poll_interval,
         )
     )
-    gate_ref: list[Gate] = []
-
-    def home_changed(user: str) -> None:
-        if gate_ref:
-            publish_home(gate_ref[0], client, user)
-
-    def grant_ended(grant: GrantView) -> None:
-        if gate_ref:
-            gate_ref[0].grant_ended(grant.id, grant.revoke_reason or "revoked")
-
-    grant_notifier = SlackGrantNotifier(
-        client, store, clock, on_change=home_changed, on_ended=grant_ended
-    )
+    grant_notifier = SlackGrantNotifier(client, store, clock)
     access = registry["access"]
     assert isinstance(access, Access)
 
@@ -174,7 +162,12 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         rollouts=RolloutReader(kube),
         rollout_timeout=settings.rollout_timeout,
     )
-    gate_ref.append(gate)
+
+    def home_changed(grant: GrantView, _event: str) -> None:
+        publish_home(gate, client, grant.grantee_id)
+
+    # after the gate's own subscription: the App Home shows the request as the gate left it
+    grants.subscribe(home_changed)
     scheduler = ExpiryScheduler(
         engine,
         grants=grants,

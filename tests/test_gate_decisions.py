@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-import approvals.gate
+import approvals.gate.deciding
 from actions.backends.kubernetes import KubernetesBackend
 from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
@@ -364,7 +364,7 @@ def test_every_click_asks_the_policy_and_follows_its_answer(
             return Refusal.NOT_AN_APPROVER
         return approval_refusal(steps, user_id, requester=requester, actor_kind=actor_kind)
 
-    monkeypatch.setattr(approvals.gate, "approval_refusal", policy)
+    monkeypatch.setattr(approvals.gate.deciding, "approval_refusal", policy)
     request_id = submit(world)
     glass = break_glass(world)
     refuse.add(SRE[0])  # a member of sre, whom this policy now refuses
