@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,10 +26,12 @@ from slack_bolt.adapter.socket_mode import SocketModeHandler
 from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from actions.access import Access
 from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
+from actions.base import ActionKind
 from actions.history import render_history, rollout_history
 from actions.registry import build_registry
 from actions.rollout import RolloutReader
@@ -91,33 +93,14 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     """Build the services. Raises ``approvals.policy.PolicyError`` for an invalid policy and
     ``ValueError`` when a required Slack variable is missing."""
     settings.require_slack()
-    grant_notifier: SlackGrantNotifier | None = None
-
-    def reload_failed(error: PolicyError) -> None:
-        log.error("policy reload failed; the previous policy stays in force:\n%s", error)
-        if grant_notifier is not None:
-            grant_notifier.policy_reload_failed(str(error))
-
-    def reloaded(loaded: LoadedPolicy) -> None:
-        log.info("policy reloaded: %s (sha256 %s)", loaded.source, loaded.sha256[:12])
-
-    store = PolicyStore(settings.policy_path, on_error=reload_failed, on_reload=reloaded)
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
-    kube = KubernetesBackend(
-        kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
-    )
-    vault: VaultBackend | None = None
-    if settings.vault_addr and settings.vault_token is not None:
-        vault = VaultBackend(
-            url=settings.vault_addr,
-            token=settings.vault_token.get_secret_value(),
-            timeout=settings.vault_timeout,
-        )
     assert settings.slack_bot_token is not None
     client = WebClient(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
+    store, grant_notifier = _policy_store(settings, client, clock)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    kube, vault = _backends(settings)
     registry = dict(
         build_registry(
             kube=kube,
@@ -127,24 +110,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             poll_interval=settings.rollout_poll_interval,
         )
     )
-    grant_notifier = SlackGrantNotifier(client, store, clock)
-    access = registry["access"]
-    assert isinstance(access, Access)
-
-    def kube_contexts() -> list[str | None]:
-        return sorted(
-            {env.kube_context for env in store.current().policy.environments.values()},
-            key=lambda c: c or "",
-        )
-
-    grants = GrantService(
-        sessions=sessions,
-        access=access,
-        notifier=grant_notifier,
-        clock=clock,
-        kube_contexts=kube_contexts,
-        reminder_before=settings.reminder_before,
-    )
+    grants = _grant_service(settings, sessions, registry, grant_notifier, store, clock)
     registry["extend"] = Extend(grants=grants)
 
     def history(context: str | None, namespace: str, name: str) -> list[str]:
@@ -157,7 +123,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         notifier=SlackNotifier(client, store),
         clock=clock,
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
-        grants=grants,
+        grants=grants,  # the gate subscribes to the grants' ends
         history=history,
         rollouts=RolloutReader(kube),
         rollout_timeout=settings.rollout_timeout,
@@ -168,34 +134,8 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
 
     # after the gate's own subscription: the App Home shows the request as the gate left it
     grants.subscribe(home_changed)
-    scheduler = ExpiryScheduler(
-        engine,
-        grants=grants,
-        clock=clock,
-        sweep_interval=settings.sweep_interval,
-        drift_interval=settings.drift_interval,
-        instance=re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate",
-    )
-    scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
-    scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
-    scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
-    scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
-    scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
-    secret = settings.slack_signing_secret
-    listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
-    slack = App(
-        client=client,
-        signing_secret=secret.get_secret_value() if secret is not None else None,
-        # auth.test runs on the first request instead of at start, so the bot starts (and
-        # /healthz answers) even while Slack is unreachable.
-        token_verification_enabled=False,
-        request_verification_enabled=not settings.socket_mode,
-        # our own executor, so that a stop lets the listeners finish what they started
-        listener_executor=listener_executor,
-        # every listener only validates, acks and hands off to the workers: run it before
-        # answering, so that the ack is its answer (no thread hop, no polling for the ack)
-        process_before_response=True,
-    )
+    scheduler = _scheduler(settings, engine, grants, gate, clock)
+    listener_executor, slack = _slack_app(settings, client)
     workers = Workers(settings.workers)
     listeners.register(slack, gate, workers)
     return Services(
@@ -211,6 +151,117 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         listener_executor,
         workers,
     )
+
+
+def _policy_store(
+    settings: Settings, client: WebClient, clock: Callable[[], datetime]
+) -> tuple[PolicyStore, SlackGrantNotifier]:
+    """The policy store (raises ``PolicyError`` for an invalid policy) and the grants' Slack
+    notifier, which also reports a reload that kept the previous policy in force."""
+    grant_notifier: SlackGrantNotifier | None = None
+
+    def reload_failed(error: PolicyError) -> None:
+        log.error("policy reload failed; the previous policy stays in force:\n%s", error)
+        if grant_notifier is not None:
+            grant_notifier.policy_reload_failed(str(error))
+
+    def reloaded(loaded: LoadedPolicy) -> None:
+        log.info("policy reloaded: %s (sha256 %s)", loaded.source, loaded.sha256[:12])
+
+    store = PolicyStore(settings.policy_path, on_error=reload_failed, on_reload=reloaded)
+    grant_notifier = SlackGrantNotifier(client, store, clock)
+    return store, grant_notifier
+
+
+def _backends(settings: Settings) -> tuple[KubernetesBackend, VaultBackend | None]:
+    """The Kubernetes adapter, and the Vault one when ``OPSGATE_VAULT_ADDR`` and its token are
+    set."""
+    kube = KubernetesBackend(
+        kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
+    )
+    vault: VaultBackend | None = None
+    if settings.vault_addr and settings.vault_token is not None:
+        vault = VaultBackend(
+            url=settings.vault_addr,
+            token=settings.vault_token.get_secret_value(),
+            timeout=settings.vault_timeout,
+        )
+    return kube, vault
+
+
+def _grant_service(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    registry: Mapping[str, ActionKind],
+    notifier: SlackGrantNotifier,
+    store: PolicyStore,
+    clock: Callable[[], datetime],
+) -> GrantService:
+    """The grants service over the ``access`` kind; its drift check looks in the kubeconfig
+    context of every environment of the policy in force."""
+    access = registry["access"]
+    assert isinstance(access, Access)
+
+    def kube_contexts() -> list[str | None]:
+        return sorted(
+            {env.kube_context for env in store.current().policy.environments.values()},
+            key=lambda c: c or "",
+        )
+
+    return GrantService(
+        sessions=sessions,
+        access=access,
+        notifier=notifier,
+        clock=clock,
+        kube_contexts=kube_contexts,
+        reminder_before=settings.reminder_before,
+    )
+
+
+def _scheduler(
+    settings: Settings,
+    engine: Engine,
+    grants: GrantService,
+    gate: Gate,
+    clock: Callable[[], datetime],
+) -> ExpiryScheduler:
+    """The APScheduler jobs: grant expiry, reminders and drift (in :class:`ExpiryScheduler`),
+    then the gate's periodic jobs (pending TTL, escalation, stranded requests, forgetting
+    Slack deliveries, following rollouts)."""
+    scheduler = ExpiryScheduler(
+        engine,
+        grants=grants,
+        clock=clock,
+        sweep_interval=settings.sweep_interval,
+        drift_interval=settings.drift_interval,
+        instance=re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate",
+    )
+    scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
+    scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
+    return scheduler
+
+
+def _slack_app(settings: Settings, client: WebClient) -> tuple[ThreadPoolExecutor, App]:
+    """The slack-bolt app, with the executor its listeners run on."""
+    secret = settings.slack_signing_secret
+    listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
+    slack = App(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret is not None else None,
+        # auth.test runs on the first request instead of at start, so the bot starts (and
+        # /healthz answers) even while Slack is unreachable.
+        token_verification_enabled=False,
+        request_verification_enabled=not settings.socket_mode,
+        # our own executor, so that a stop lets the listeners finish what they started
+        listener_executor=listener_executor,
+        # every listener only validates, acks and hands off to the workers: run it before
+        # answering, so that the ack is its answer (no thread hop, no polling for the ack)
+        process_before_response=True,
+    )
+    return listener_executor, slack
 
 
 START_JOIN_TIMEOUT = 60.0
