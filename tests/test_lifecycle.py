@@ -59,7 +59,7 @@ def audit_count(sessions: sessionmaker[Session]) -> int:
         return session.scalar(select(func.count()).select_from(AuditEvent)) or 0
 
 
-def test_the_table_matches_design_md() -> None:
+def test_the_table_matches_docs_architecture_md() -> None:
     assert TRANSITIONS[Status.PENDING] == {
         Status.APPROVED,
         Status.DENIED,
