@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -307,3 +309,13 @@ def test_naive_datetimes_are_refused(sessions: sessionmaker[Session]) -> None:
                 created_at=datetime(2026, 1, 1),
             )
         )
+
+
+def test_docs_architecture_md_draws_the_same_table() -> None:
+    """docs/architecture.md's 'The request lifecycle' table is :data:`TRANSITIONS`, row for row."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    section = doc.split("## The request lifecycle", 1)[1].split("\n## ", 1)[0]
+    drawn: dict[Status, frozenset[Status]] = {}
+    for row in re.findall(r"^\| `(\w+)` \| (.+?) \|$", section, flags=re.MULTILINE):
+        drawn[Status(row[0])] = frozenset(Status(s) for s in re.findall(r"`(\w+)`", row[1]))
+    assert drawn == TRANSITIONS
