@@ -413,7 +413,7 @@ class Revoker:
         return _Removal(grant, self._clock(), removed, None)
 
     def finish(self, grant_id: int, *, actor: Actor = SYSTEM) -> Ended | None:
-        """:meth:`_finish_many` of one grant: its end, or None when a backend failed (audited
+        """:meth:`finish_many` of one grant: its end, or None when a backend failed (audited
         as ``revoke_failed``; retried later) or another instance finished it first."""
         ended = self.finish_many([grant_id], actor=actor)
         return ended[0] if ended else None
