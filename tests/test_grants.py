@@ -38,7 +38,7 @@ from approvals.grants import (
 )
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Grant, Request, Status
-from approvals.notifier import GrantView
+from approvals.notifier import GrantView, NotifyError
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
@@ -73,11 +73,14 @@ class RecordingGrantNotifier:
     events: list[tuple[int, str, str]] = field(default_factory=list)
     views: list[GrantView] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    fail: bool = False  # True: the grantee cannot be told (after the call is kept)
 
     def grant_changed(self, grant: GrantView, *, event: str) -> None:
         with self.lock:
             self.events.append((grant.id, event, grant.status))
             self.views.append(grant)
+        if self.fail:
+            raise NotifyError(f"grant #{grant.id}: the grantee could not be told")
 
     def of(self, grant_id: int) -> list[str]:
         return [event for gid, event, _ in self.events if gid == grant_id]
@@ -322,6 +325,26 @@ def test_sweep_revokes_exactly_when_due_and_audits_when_and_why(gw: GrantWorld) 
 
     assert gw.grants.sweep() == []  # idempotent
     assert gw.notifier.of(grant.id) == ["started", "expired"]
+
+
+def test_subscribers_hear_every_event_after_the_grantee_even_when_telling_failed(
+    gw: GrantWorld,
+) -> None:
+    """:meth:`GrantService.subscribe`: each listener gets (grant, event) after the notifier,
+    in the order subscribed, also when the grantee could not be told (the end is committed)."""
+    heard: list[tuple[str, int, str, str | None]] = []
+    gw.grants.subscribe(lambda view, event: heard.append(("first", view.id, event, view.status)))
+    gw.grants.subscribe(lambda view, event: heard.append(("second", view.id, event, None)))
+    grant = gw.grant(duration=3600)
+    gw.notifier.fail = True
+    gw.clock.advance(3601)
+    assert gw.grants.sweep() == [grant.id]
+    assert heard == [
+        ("first", grant.id, "started", "active"),
+        ("second", grant.id, "started", None),
+        ("first", grant.id, "expired", "revoked"),
+        ("second", grant.id, "expired", None),
+    ]
 
 
 def test_sweep_works_in_batches(gw: GrantWorld) -> None:
