@@ -56,7 +56,13 @@ TARGETS: dict[str, list[str]] = {
         "xǁRuleǁstep_models",
         "xǁRuleǁextend_mode",
     ],
-    "approvals/lifecycle.py": ["x_transition", "x_rows_changed", "x_record", "x__event"],
+    "approvals/lifecycle.py": [
+        "x_transition",
+        "x__check",
+        "x_rows_changed",
+        "x_record",
+        "x__event",
+    ],
     "approvals/gate/deciding.py": [
         "xǁDecidingǁapprove",
         "xǁDecidingǁdeny",

@@ -19,7 +19,7 @@ from approvals.gate.views import lists_approver, page_of
 from approvals.lifecycle import Actor
 from approvals.models import ActorKind, Request, Status
 from approvals.notifier import RequestView
-from approvals.paging import PAGE_SIZE, Page
+from approvals.paging import Page
 from approvals.policy import NamespaceError, resolve_environment, step_members
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,7 @@ class Reading:
         log.info("request #%s: not shown to %s, who may not see it", request_id, viewer.id)
         raise hidden
 
-    def pending_for(
-        self, approver_id: str, *, page: int = 1, size: int = PAGE_SIZE
-    ) -> Page[RequestView]:
+    def pending_for(self, approver_id: str, *, page: int, size: int) -> Page[RequestView]:
         """Page ``page`` of the pending requests that ``approver_id`` may approve (not their
         own), oldest first, with how many there are: three queries (a ``COUNT``, the page, its
         approvals). Raises ``ValueError`` for a page out of range."""
@@ -89,16 +87,14 @@ class Reading:
             ]
             return page_of(session, where, Request.id, page, size)
 
-    def pending_of(
-        self, requester_id: str, *, page: int = 1, size: int = PAGE_SIZE
-    ) -> Page[RequestView]:
+    def pending_of(self, requester_id: str, *, page: int, size: int) -> Page[RequestView]:
         """Page ``page`` of ``requester_id``'s pending requests, oldest first, with how many
         there are (three queries). Raises ``ValueError`` for a page out of range."""
         with self._ctx.sessions() as session:
             where = [Request.status == Status.PENDING.value, Request.requester_id == requester_id]
             return page_of(session, where, Request.id, page, size)
 
-    def latest(self, *, requester_id: str, limit: int, page: int = 1) -> Page[RequestView]:
+    def latest(self, *, requester_id: str, limit: int, page: int) -> Page[RequestView]:
         """Page ``page`` (``limit`` per page) of ``requester_id``'s requests, newest first, with
         how many there are (three queries). Raises ``ValueError`` for a page out of range."""
         with self._ctx.sessions() as session:
