@@ -60,7 +60,7 @@ class Base(DeclarativeBase):
 
 
 class Status(StrEnum):
-    """A request's lifecycle state (design.md, 'Request lifecycle')."""
+    """A request's lifecycle state (docs/architecture.md, 'The request lifecycle')."""
 
     PENDING = "pending"
     APPROVED = "approved"

@@ -22,7 +22,7 @@ from actions.backends.vault_auth import (
 
 
 class Settings(BaseSettings):
-    """The variables of design.md's configuration table.
+    """The variables of README.md's 'Environment variables' table.
 
     ``slack_bot_token`` and ``slack_signing_secret`` are optional here because ``opsgate migrate``
     and ``opsgate policy`` do not need them; :meth:`require_slack` checks them for ``serve``.
