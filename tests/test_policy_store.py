@@ -203,7 +203,8 @@ def test_watcher_reloads_on_change_and_reports_invalid(
 
     replace_atomically(policy_file, V2)
     wait_until(lambda: store.current().sha256 == sha(V2))
-    assert recorder.reloads[-1].sha256 == sha(V2)
+    # on_reload is called just after the new policy is in force: wait for it too
+    wait_until(lambda: bool(recorder.reloads) and recorder.reloads[-1].sha256 == sha(V2))
 
     policy_file.write_text(V1)  # an in-place write is seen too
     wait_until(lambda: store.current().sha256 == sha(V1))
