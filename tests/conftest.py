@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from bot.app import create_app
 from bot.settings import Settings
+from tests import message_scan
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.required_tools import require_kubectl
@@ -118,6 +119,24 @@ def fake_slack() -> Iterator[slack.FakeSlack]:
         fake.server.stop()
 
 
+@pytest.fixture(autouse=True)
+def no_none_nor_repr_in_messages(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test whose run made the bot show ``None``, a Python repr (``{'``, ``[]``) or a
+    ``Traceback`` to someone in Slack: every call the fake Slack recorded (Web API and
+    ``response_url``) and every answer the bot gave over HTTP (``tests/message_scan.py``)."""
+    yield
+    fake = request.node.funcargs.get("fake_slack") if hasattr(request.node, "funcargs") else None
+    if not isinstance(fake, slack.FakeSlack):
+        return
+    found = [
+        (call.method, text) for call in list(fake.calls) for text in message_scan.leaks(call.args)
+    ]
+    found += [
+        ("HTTP answer", text) for answer in fake.answers for text in message_scan.leaks(answer)
+    ]
+    assert not found, f"a message shows None, a repr or a traceback: {found[:3]}"
+
+
 @pytest.fixture
 def kube() -> Iterator[FakeKubernetes]:
     """One fake cluster that serves both the ``prod`` and ``staging`` contexts."""
@@ -178,9 +197,14 @@ class RunningBot:
     database_url: str | None = None
 
     def post(self, body: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        return self.http.post(
+        response = self.http.post(
             f"{self.url}/slack/events", content=body, headers=headers or slack.signed_headers(body)
         )
+        if response.headers.get("content-type", "").startswith("application/json"):
+            answer = response.json()
+            if isinstance(answer, dict):
+                self.fake_slack.answers.append(answer)
+        return response
 
     def command(
         self,

@@ -322,11 +322,14 @@ def test_request_approve_remind_extend_by_approval_and_expire(
 
     started = bot.dm_saying("U0DEV1", "has started")
     assert f"Grant #{grant_id}" in started.args["text"]
+    # the audit line of the start is the request's final outcome, "active" (issue 13)
     wait_for(
         lambda: any(
-            f"Grant #{grant_id}" in c.args.get("text", "") for c in bot.posts_to("C0AUDIT")
+            f"Request #{grant_id}: access: edit in payments" in c.args.get("text", "")
+            and "Active" in c.args.get("text", "")
+            for c in bot.posts_to("C0AUDIT")
         ),
-        what="the audit channel's mirror of the start",
+        what="the audit channel's line of the start",
     )
 
     # /ops grants lists it for its grantee
@@ -451,7 +454,9 @@ def test_auto_extension_early_revoke_and_end_now(access_bot: AccessBot, clock: C
 
     # Extend on the DM asks for what the rule still allows (30m of 2h), not for a refused hour
     longer = bot.grant_access("access checkout --for 1h30m")
-    started = bot.dm_saying("U0DEV1", f"Grant #{longer}: view in checkout (prod) has started")
+    started = bot.dm_saying(
+        "U0DEV1", f"Grant #{longer}: access: view in checkout (prod) for 1h 30m as"
+    )
     bot.click(started, "grant_extend", user="U0DEV1")
     wait_for(
         lambda: bot.grant(longer).expires_at == start + timedelta(hours=2),
@@ -479,7 +484,7 @@ def test_auto_extension_early_revoke_and_end_now(access_bot: AccessBot, clock: C
 
     # End now on the DM: a stranger's click is refused, the grantee's ends it
     second = bot.grant_access("access payments --role view --for 2h")
-    started = bot.dm_saying("U0DEV1", f"Grant #{second}: view in payments (prod) has started")
+    started = bot.dm_saying("U0DEV1", f"Grant #{second}: access: view in payments (prod) for")
     assert buttons(started) == {"grant_extend": str(second), "grant_end": str(second)}
     ephemerals = len(bot.fake.calls_of("chat.postEphemeral"))
     bot.click(started, "grant_end", user="U0DEV2")
@@ -509,7 +514,15 @@ def test_auto_extension_early_revoke_and_end_now(access_bot: AccessBot, clock: C
     wait_for(lambda: bot.grant(third).status == "revoked", what="the approver's revoke")
     assert bot.binding(third, "payments") is None
     assert bot.grant(third).revoke_reason == "revoked early by <@U0SRE1>"
-    bot.dm_saying("U0DEV1", f"Grant #{third}: view in payments (prod) was ended early")
+    wait_for(
+        lambda: [
+            c
+            for c in bot.dms("U0DEV1")
+            if c.args["text"].startswith(f":lock: Grant #{third}: access: view in payments (prod)")
+            and "was ended early" in c.args["text"]
+        ],
+        what="the DM saying the third grant was ended early",
+    )
 
 
 # --- real time ------------------------------------------------------------------------------------

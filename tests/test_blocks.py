@@ -113,8 +113,8 @@ def test_pending_message_has_approve_and_deny_buttons_carrying_only_the_id() -> 
     assert [b["action_id"] for b in buttons] == [APPROVE_ACTION, DENY_ACTION] == ["approve", "deny"]
     assert [b["value"] for b in buttons] == ["4711", "4711"]
     assert [b["text"] for b in buttons] == [
-        {"type": "plain_text", "text": "Approve"},
-        {"type": "plain_text", "text": "Deny"},
+        {"type": "plain_text", "text": "Approve", "emoji": True},
+        {"type": "plain_text", "text": "Deny", "emoji": True},
     ]
     assert [b["style"] for b in buttons] == ["primary", "danger"]
     # The actions block comes last, below everything the approver must read.
@@ -251,8 +251,9 @@ def test_decided_message_has_no_buttons_and_says_who_and_what(
     ("status", "expected"),
     [
         ("pending", ":hourglass_flowing_sand: Waiting for approval."),
-        ("approved", ":white_check_mark: Approved by <@U0SRE1>; executing next."),
-        ("executing", ":gear: Approved by <@U0SRE1>; executing now."),
+        # one state, not an "executing next / executing now" pair (issue 13)
+        ("approved", ":gear: Approved by <@U0SRE1>; running."),
+        ("executing", ":gear: Approved by <@U0SRE1>; running."),
     ],
 )
 def test_outcome_line_in_flight(status: str, expected: str) -> None:
