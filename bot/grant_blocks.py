@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from slack_sdk.models.blocks import ConfirmObject, MarkdownTextObject
+from slack_sdk.models.blocks import ButtonElement, ConfirmObject, MarkdownTextObject
 from slack_sdk.models.views import View
 
 from approvals.notifier import GrantView, RequestView
 from approvals.paging import Page
 from bot.blocks import (
+    DENY_ACTION,
     Blocks,
     actions,
     button,
@@ -42,6 +43,7 @@ GRANT_ACTIONS_BLOCK = "grant_actions"
 HOME_DECISION_BLOCK = "home_decision"
 HOME_PAGE_ACTION = "home_page"
 HOME_NAV_BLOCK = "home_nav"
+HOME_CANCEL_BLOCK = "home_cancel"
 HOME_MAX_ITEMS = 10
 """At most this many entries per App Home section and page: what waits on you (two blocks each),
 your pending requests (one), your grants (two) and your last 10 requests (one section) stay,
@@ -183,6 +185,18 @@ def _request_line(view: RequestView) -> str:
     return f"*{title(view)}*\nasked by <@{view.requester_id}>{reason}"
 
 
+def cancel_button(request_id: int) -> ButtonElement:
+    """Cancel on the requester's own pending request: the ``deny`` action (a requester's Deny
+    withdraws their request, ``cancelled``), with a confirmation; ``value`` = the request ID."""
+    confirm = ConfirmObject(
+        title="Cancel this request?",
+        text=f"Request #{request_id} is withdrawn; nothing is changed.",
+        confirm="Cancel it",
+        deny="Keep it",
+    )
+    return button("Cancel", DENY_ACTION, str(request_id), None, confirm)
+
+
 def _more(items: Sequence[Any], shown: int, what: str, where: str) -> dict[str, Any] | None:
     """A context line ``Showing 10 of 120 … ; `/ops grants` pages through them.`` when a section
     shows fewer than the whole list (``items`` a :class:`~approvals.paging.Page`, or a list)."""
@@ -238,7 +252,9 @@ def _pending_section(pending: Sequence[RequestView]) -> Blocks:
     mine = list(pending)[:HOME_MAX_ITEMS]
     if not mine:
         return [*blocks, context("Nothing pending.")]
-    blocks.extend(section(_request_line(v)) for v in mine)
+    for view in mine:
+        blocks.append(section(_request_line(view)))
+        blocks.append(actions(f"{HOME_CANCEL_BLOCK}_{view.id}", cancel_button(view.id)))
     more = _more(
         pending,
         len(mine),
@@ -266,7 +282,8 @@ def home_view(
     """The App Home tab (``views.publish``): the requests waiting on the user's approval with
     Approve / Deny (``value`` = the request ID) and Previous / Next page buttons
     (``home_page_prev`` / ``home_page_next``, ``value`` = the page number) when they do not fit;
-    the user's pending requests; their active grants with time left and Extend / End now; and
+    the user's pending requests with Cancel (``deny``, which withdraws one's own request); their
+    active grants with time left and Extend / End now; and
     their last 10 requests. Each section shows at most :data:`HOME_MAX_ITEMS` entries and, when
     there are more (a :class:`~approvals.paging.Page` says how many), how many and where to see
     them. Built and checked by ``slack_sdk.models.views.View`` (at most 100 blocks)."""

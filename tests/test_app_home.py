@@ -4,16 +4,21 @@ pending requests, paginated within Slack's 100 blocks, through the fake Slack ov
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from slack_sdk import WebClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, create_engine
 
 from approvals.gate import Gate
 from bot import grant_blocks
 from bot.listeners.events import publish_home
+from bot.settings import Settings
+from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
 from tests.test_gate import Clock, RecordingNotifier
+from tests.test_restart_e2e import request_status
 from tests.test_scale import counting, gate_world, seed_pending
 
 __all__ = ["gate_world"]  # the fixture, shared with tests/test_scale.py
@@ -58,7 +63,13 @@ def test_the_app_home_reads_a_fixed_number_of_statements_with_5000_pending(
     assert view["type"] == "home"
     assert len(view["blocks"]) <= 100
     # what waits on me, with Approve / Deny, ten at a time, and the way to the next ten
-    assert action_ids(view).count("approve") == action_ids(view).count("deny") == 10
+    assert action_ids(view).count("approve") == 10
+    decisions = [b for b in view["blocks"] if b.get("block_id", "").startswith("home_decision_")]
+    assert len(decisions) == 10
+    # my own 3 pending requests, each with Cancel (a requester's Deny withdraws it)
+    cancels = [b for b in view["blocks"] if b.get("block_id", "").startswith("home_cancel_")]
+    assert [b["elements"][0]["text"]["text"] for b in cancels] == ["Cancel"] * 3
+    assert action_ids(view).count("deny") == 10 + 3
     assert "Showing 1 to 10 of 5,050 requests waiting on you, oldest first." in texts(view)
     assert "home_page_next" in action_ids(view)
     assert "home_page_prev" not in action_ids(view)
@@ -92,3 +103,38 @@ def test_an_empty_app_home_says_so() -> None:
     for empty in ("Nothing waits on you.", "Nothing pending.", "No active grants."):
         assert empty in text
     assert "You have not asked for anything yet." in text
+
+
+def home_click(action_id: str, value: str, *, user: str) -> str:
+    """The body Slack posts for a click on a button of the App Home tab: a ``view`` container,
+    no channel, no message."""
+    payload = slack.block_action_payload(
+        action_id, value, user_id=user, channel_id="-", message_ts="-", response_url="-"
+    )
+    for key in ("channel", "message", "response_url"):
+        del payload[key]
+    payload["container"] = {"type": "view", "view_id": "V0HOME"}
+    payload["view"] = {"id": "V0HOME", "type": "home", "blocks": []}
+    return urlencode({"payload": json.dumps(payload)})
+
+
+def test_next_page_and_cancel_are_clicked_in_the_app_home_end_to_end(
+    bot: RunningBot, settings: Settings
+) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        seed_pending(engine, 15, datetime.now(UTC), approvers=lambda i: ["U0SRE1"])
+    finally:
+        engine.dispose()
+    # Next: the second page of what waits on U0SRE1
+    assert bot.post(home_click("home_page_next", "2", user="U0SRE1")).status_code == 200
+    call = wait_for(lambda: bot.fake_slack.calls_of("views.publish"), what="views.publish")[-1]
+    assert call.args["user_id"] == "U0SRE1"
+    view = call.args["view"]
+    view = json.loads(view) if isinstance(view, str) else view
+    assert "Showing 11 to 15 of 15 requests waiting on you" in texts(view)
+    assert "home_page_prev" in action_ids(view)
+    # Cancel on my own pending request (the Deny action of its requester) withdraws it
+    assert bot.post(home_click("deny", "3", user="U0DEV1")).status_code == 200
+    wait_for(lambda: request_status(settings, 3) == "cancelled", what="the cancellation")
+    assert request_status(settings, 4) == "pending"

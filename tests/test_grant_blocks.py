@@ -184,6 +184,7 @@ def test_home_view() -> None:
     assert buttons(view["blocks"]) == [
         (APPROVE_ACTION, "31"),
         (DENY_ACTION, "31"),
+        (DENY_ACTION, "30"),  # Cancel: a requester's Deny withdraws their own request
         ("grant_extend", "12"),
         ("grant_end", "12"),
     ]
@@ -215,6 +216,7 @@ def test_a_full_home_view_keeps_every_section_and_its_footer() -> None:
     assert blocks[-1]["elements"][0]["text"] == (
         "Updated <!date^1795236000^{date_short_pretty} {time}|2026-11-21 04:40 UTC>"
     )
-    assert len(buttons(blocks)) == 4 * grant_blocks.HOME_MAX_ITEMS
+    # Approve and Deny, Cancel, Extend and End now: ten of each
+    assert len(buttons(blocks)) == 5 * grant_blocks.HOME_MAX_ITEMS
     decisions = [b for b in blocks if b.get("block_id", "").startswith("home_decision_")]
     assert [b["block_id"] for b in decisions[:2]] == ["home_decision_0", "home_decision_1"]
