@@ -106,17 +106,25 @@ def decision_buttons(request_id: int, block_id: str = DECISION_BLOCK) -> dict[st
 
 
 _ACCESS_TARGET = re.compile(r"^(?P<role>\S+) access to (?P<namespace>\S+)$")
+"""The target ``actions.access`` writes (``view access to payments``)."""
+_SCALE_LINE = re.compile(r"\*(?P<current>\d+) -> (?P<wanted>\d+)\* replicas")
+"""The replica change in the first preview line ``actions.scale`` writes."""
 
 
 def subject(view: RequestView) -> str:
     """What the request does, in plain words and plain text (not escaped):
     ``restart deployment/payments-api in payments (prod)``, ``access: view in payments (prod)``,
-    ``rotate secret/payments/db``."""
+    ``scale statefulset/db 3 → 5 in payments (prod)``, ``rotate secret/payments/db``."""
     env = f" ({view.environment})" if view.environment else ""
     access = _ACCESS_TARGET.match(view.target) if view.action == "access" else None
     if access is not None:
         return f"access: {access['role']} in {access['namespace']}{env}"
     where = f" in {view.namespace}" if view.namespace else ""
+    scale = view.action == "scale" and view.preview_lines
+    replicas = _SCALE_LINE.search(view.preview_lines[0]) if scale else None
+    if replicas is not None:
+        change = f" {replicas['current']} → {replicas['wanted']}"
+        return f"scale {view.target}{change}{where}{env}"
     return f"{view.action} {view.target}{where}{env}"
 
 

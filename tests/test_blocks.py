@@ -16,13 +16,16 @@ from bot.blocks import (
     DENY_ACTION,
     Blocks,
     approval_message,
+    audit_line,
     break_glass_notice,
     error_message,
     outcome_line,
     requester_announcement,
+    requester_message,
     thread_update,
     title,
 )
+from bot.timefmt import duration, slack_date
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 RULE = "rules[1] 'prod restarts' (line 14)"
@@ -424,3 +427,54 @@ def test_the_break_glass_notice_asks_for_review_until_someone_acknowledges() -> 
     assert actions_blocks(blocks) == []
     assert text.endswith("(reviewed by <@U0SRE1>)")
     assert ":white_check_mark: Reviewed by <@U0SRE1>." in joined(blocks)
+
+
+def test_titles_read_as_plain_words() -> None:
+    """Issue 13: what the request does, where, without the kind's own phrasing repeated."""
+    assert title(make_view()) == "Request #12: restart deployment/payments-api in payments (prod)"
+    access = make_view(action="access", target="view access to payments")
+    assert title(access) == "Request #12: access: view in payments (prod)"
+    scale = make_view(
+        action="scale",
+        target="statefulset/db",
+        preview_lines=("Scale *statefulset/db* in namespace *payments*: *3 -> 5* replicas",),
+    )
+    assert title(scale) == "Request #12: scale statefulset/db 3 → 5 in payments (prod)"
+    # a scale whose preview says nothing of replicas keeps the plain form
+    assert title(make_view(action="scale", target="statefulset/db", preview_lines=())) == (
+        "Request #12: scale statefulset/db in payments (prod)"
+    )
+
+
+def test_durations_and_dates_read_the_same_everywhere() -> None:
+    assert [duration(s) for s in (0, 45, 125, 3600, 5400, 5430, 90061)] == [
+        "0s",
+        "45s",
+        "2m 5s",
+        "1h",
+        "1h 30m",
+        "1h 30m",
+        "1d 1h 1m",
+    ]
+    moment = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
+    assert slack_date(moment) == (
+        "<!date^1795237200^{date_short_pretty} {time}|2026-11-21 05:00 UTC>"
+    )
+
+
+def test_the_requester_message_reads_as_the_request_stands() -> None:
+    pending = make_view(approval=None)
+    assert requester_message(pending) == requester_announcement(pending)
+    running = make_view(status="executing", decided_by="U0SRE1")
+    assert requester_message(running) == (
+        "<@U0DEV1> asked: Request #12: restart deployment/payments-api in payments (prod)\n"
+        ":gear: Approved by <@U0SRE1>; running."
+    )
+    active = make_view(status="active", decided_by="U0SRE1", result=None)
+    assert "None" not in requester_message(active)
+    assert outcome_line(active) == ":key: Approved by <@U0SRE1>. Active."
+    done = make_view(status="succeeded", decided_by="U0SRE1", result="restarted")
+    assert audit_line(done) == (
+        "[audit] Request #12: restart deployment/payments-api in payments (prod), asked by "
+        "<@U0DEV1>: :white_check_mark: Approved by <@U0SRE1>. Done: restarted"
+    )
