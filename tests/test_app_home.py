@@ -4,10 +4,12 @@ pending requests, paginated within Slack's 100 blocks, through the fake Slack ov
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 from slack_sdk import WebClient
 from sqlalchemy import Engine, create_engine
 
@@ -138,3 +140,13 @@ def test_next_page_and_cancel_are_clicked_in_the_app_home_end_to_end(
     assert bot.post(home_click("deny", "3", user="U0DEV1")).status_code == 200
     wait_for(lambda: request_status(settings, 3) == "cancelled", what="the cancellation")
     assert request_status(settings, 4) == "pending"
+
+
+@pytest.mark.parametrize("value", ["x", "0", "-1", "100000", ""])
+def test_a_page_button_that_names_no_page_is_ignored_and_logged(
+    bot: RunningBot, caplog: pytest.LogCaptureFixture, value: str
+) -> None:
+    caplog.set_level(logging.WARNING, logger="bot.listeners.events")
+    assert bot.post(home_click("home_page_next", value, user="U0SRE1")).status_code == 200
+    wait_for(lambda: "App Home page click without a user or a page" in caplog.text)
+    assert bot.fake_slack.calls_of("views.publish") == []
