@@ -441,7 +441,7 @@ def test_a_start_with_10000_grants_is_ready_at_once_and_every_list_is_a_page(
             assert mine.startswith("Your active grants:")
             assert "Showing 1 to 20 of 40 active grants" in mine
 
-            # App Home: at most 15 of them, with how many there are
+            # App Home: at most 10 of them, with how many there are
             published = len(fake_slack.calls_of("views.publish"))
             bot.post(slack.event_callback_body(app_home_opened("U0DEV1")))
             call = wait_for(
@@ -450,7 +450,7 @@ def test_a_start_with_10000_grants_is_ready_at_once_and_every_list_is_a_page(
             view = call.args["view"]
             view = json.loads(view) if isinstance(view, str) else view
             assert len(view["blocks"]) <= 100
-            assert "Showing 15 of 40 active grants, the soonest to end" in json.dumps(view)
+            assert "Showing 10 of 40 active grants, the soonest to end" in json.dumps(view)
 
 
 def ask(bot: Any, text: str, *, user: str) -> dict[str, Any]:
