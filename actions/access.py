@@ -31,6 +31,8 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from actions.base import Outcome, Preview, Target
+from actions.durations import Duration, parse_duration
+from actions.durations import format_duration as format_duration  # approvals.grants
 from actions.errors import (
     ActionError,
     Invalid,
@@ -41,6 +43,7 @@ from actions.errors import (
 )
 from actions.kube import KubernetesPort
 from actions.readback import CONFIRMED, Seen, read_back
+from actions.spec import Arg, ArgType, KindSpec, Loc, RuleSettings, Scope, StrList
 from actions.vault import VaultPort
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -72,6 +75,82 @@ class AccessParams(BaseModel):
     duration_seconds: int | None = Field(default=None, gt=0)
 
 
+class AccessSettings(RuleSettings):
+    """A rule's settings for ``access``: the ``roles`` allowed (None: any ClusterRole; the first
+    is the default), ``max_duration`` and ``default_duration`` (``1h``: one hour, capped at
+    ``max_duration``, when absent) and ``vault_groups`` (role -> Vault identity group)."""
+
+    max_duration: Duration | None = None
+    default_duration: Duration | None = None
+    roles: StrList | None = None
+    vault_groups: dict[str, str] = {}
+
+    def problems(self) -> list[tuple[Loc, str]]:
+        """A default longer than the maximum; a Vault group for a role the rule does not allow."""
+        out: list[tuple[Loc, str]] = []
+        if (
+            self.default_duration is not None
+            and self.max_duration is not None
+            and parse_duration(self.default_duration) > parse_duration(self.max_duration)
+        ):
+            out.append((("default_duration",), "default_duration is longer than max_duration"))
+        if self.roles is not None:
+            for role in self.vault_groups:
+                if role not in self.roles:
+                    out.append(
+                        (
+                            ("vault_groups", role),
+                            f"role '{role}' is not in the rule's roles ({', '.join(self.roles)})",
+                        )
+                    )
+        return out
+
+    def as_settings(self, *, applies: bool) -> dict[str, Any]:
+        """``max_duration`` and ``default_duration`` in seconds (the default filled in when the
+        rule decides access), ``roles``, ``vault_groups``."""
+        max_duration = parse_duration(self.max_duration) if self.max_duration else None
+        default_duration: int | None = None
+        if self.default_duration is not None:
+            default_duration = parse_duration(self.default_duration)
+        elif applies:
+            default_duration = min(DEFAULT_DURATION, max_duration or DEFAULT_DURATION)
+        return {
+            "roles": list(self.roles) if self.roles is not None else None,
+            "max_duration": max_duration,
+            "default_duration": default_duration,
+            "vault_groups": dict(self.vault_groups),
+        }
+
+
+KIND = KindSpec(
+    name="access",
+    summary="time-bound access to a namespace for your own identity (e.g. --for 1h)",
+    grammar=(
+        Arg("namespace", metavar="<namespace>", help="the namespace to get access to"),
+        Arg(
+            "role",
+            flags=("--role",),
+            metavar="ROLE",
+            required=False,
+            help="the ClusterRole to be bound (default: the rule's first role)",
+        ),
+        Arg(
+            "duration_seconds",
+            ArgType.DURATION,
+            flags=("--for",),
+            metavar="DURATION",
+            required=False,
+            help="how long (30m, 2h, 1h30m; default: the rule's default_duration)",
+        ),
+    ),
+    params_model=AccessParams,
+    scope=Scope.NAMESPACE,
+    reversible=True,  # a grant ends by itself, and can be revoked
+    rule_settings=AccessSettings,
+    build=lambda b: Access(kube=b.kube, vault=b.vault, clock=b.clock),
+)
+
+
 def role_binding_name(grant_id: int) -> str:
     """``opsgate-grant-<id>``."""
     return f"opsgate-grant-{grant_id}"
@@ -88,21 +167,6 @@ def parse_rfc3339(text: str) -> datetime:
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone")
     return moment.astimezone(UTC)
-
-
-def format_duration(seconds: float) -> str:
-    """``1h30m``, ``45m``, ``2h``, ``30s``: the grammar's duration form (rounded down)."""
-    total = max(int(seconds), 0)
-    hours, rest = divmod(total, 3600)
-    minutes, secs = divmod(rest, 60)
-    parts = []
-    if hours:
-        parts.append(f"{hours}h")
-    if minutes:
-        parts.append(f"{minutes}m")
-    if secs and not hours:
-        parts.append(f"{secs}s")
-    return "".join(parts) or "0s"
 
 
 def role_binding_body(
@@ -138,6 +202,35 @@ def _seconds(settings: Mapping[str, Any], key: str) -> int | None:
     return None if value is None else int(value)
 
 
+def _role(params: AccessParams, settings: Mapping[str, Any]) -> str:
+    """The role asked for, else the rule's first; Invalid when there is none or the rule's
+    ``roles`` do not allow it."""
+    roles: list[str] | None = settings.get("roles")
+    role = params.role or (roles[0] if roles else None)
+    if role is None:
+        raise Invalid("say which role you need with --role (the rule names no default)")
+    if roles is not None and role not in roles:
+        raise Invalid(f"role '{role}' is not allowed here; allowed: {', '.join(roles)}")
+    return role
+
+
+def _duration(params: AccessParams, settings: Mapping[str, Any]) -> tuple[int, int | None]:
+    """``(duration, max_duration)`` in seconds: the one asked for, else the rule's default (one
+    hour when it has none), capped at ``max_duration``; Invalid when the one asked for is
+    longer."""
+    max_duration = _seconds(settings, "max_duration")
+    default = _seconds(settings, "default_duration") or DEFAULT_DURATION
+    if max_duration is not None:
+        default = min(default, max_duration)
+    duration = params.duration_seconds or default
+    if max_duration is not None and duration > max_duration:
+        raise Invalid(
+            f"{format_duration(duration)} is longer than this rule allows "
+            f"(at most {format_duration(max_duration)})"
+        )
+    return duration, max_duration
+
+
 class Access:
     """The access request kind.
 
@@ -145,9 +238,9 @@ class Access:
     group cannot be satisfied) are the adapters; ``clock`` returns an aware UTC ``datetime``.
     """
 
-    name: ClassVar[str] = "access"
-    reversible: ClassVar[bool] = True
-    params_model: ClassVar[type[BaseModel]] = AccessParams
+    name: ClassVar[str] = KIND.name
+    reversible: ClassVar[bool] = KIND.reversible
+    params_model: ClassVar[type[BaseModel]] = KIND.params_model
 
     def __init__(
         self,
@@ -176,24 +269,8 @@ class Access:
         if not kubernetes_user:
             raise Invalid(NO_KUBERNETES_IDENTITY)
 
-        roles: list[str] | None = settings.get("roles")
-        role = params.role or (roles[0] if roles else None)
-        if role is None:
-            raise Invalid("say which role you need with --role (the rule names no default)")
-        if roles is not None and role not in roles:
-            raise Invalid(f"role '{role}' is not allowed here; allowed: {', '.join(roles)}")
-
-        max_duration = _seconds(settings, "max_duration")
-        default = _seconds(settings, "default_duration") or DEFAULT_DURATION
-        if max_duration is not None:
-            default = min(default, max_duration)
-        duration = params.duration_seconds or default
-        if max_duration is not None and duration > max_duration:
-            raise Invalid(
-                f"{format_duration(duration)} is longer than this rule allows "
-                f"(at most {format_duration(max_duration)})"
-            )
-
+        role = _role(params, settings)
+        duration, max_duration = _duration(params, settings)
         try:
             self._kube.get_cluster_role(target.kube_context, role)
         except NotFound as exc:
@@ -201,24 +278,12 @@ class Access:
                 f"there is no ClusterRole '{role}' in the cluster of environment "
                 f"{target.environment}"
             ) from exc
-
         vault_groups: Mapping[str, str] = settings.get("vault_groups") or {}
         vault_group = vault_groups.get(role)
         vault_entity: str | None = None
         vault_entity_id: str | None = None
         if vault_group is not None:
-            vault_entity = identity.get("vault_entity")
-            if not vault_entity:
-                raise Invalid(
-                    f"role '{role}' includes Vault access, but you have no Vault entity in the "
-                    "policy's identities; ask the platform team to add you"
-                )
-            if self._vault is None:
-                raise Invalid(f"role '{role}' includes Vault access, but Vault is not configured")
-            try:
-                vault_entity_id = self._vault.entity_id(vault_entity)
-            except NotFound as exc:
-                raise NotFound(f"there is no Vault identity entity named '{vault_entity}'") from exc
+            vault_entity, vault_entity_id = self._vault_entity(role, identity)
 
         lines = [
             f"Access for Kubernetes user *{kubernetes_user}*",
@@ -245,6 +310,22 @@ class Access:
         return Preview(
             target=f"{role} access to {params.namespace}", lines=tuple(lines), facts=facts
         )
+
+    def _vault_entity(self, role: str, identity: Mapping[str, Any]) -> tuple[str, str]:
+        """The requester's Vault entity name and ID, for a role that includes Vault access.
+        Raises Invalid (no entity in the policy's identities, no Vault) or NotFound."""
+        vault_entity = identity.get("vault_entity")
+        if not vault_entity:
+            raise Invalid(
+                f"role '{role}' includes Vault access, but you have no Vault entity in the "
+                "policy's identities; ask the platform team to add you"
+            )
+        if self._vault is None:
+            raise Invalid(f"role '{role}' includes Vault access, but Vault is not configured")
+        try:
+            return vault_entity, self._vault.entity_id(vault_entity)
+        except NotFound as exc:
+            raise NotFound(f"there is no Vault identity entity named '{vault_entity}'") from exc
 
     # --- execute ------------------------------------------------------------------------------
 

@@ -84,9 +84,11 @@ class Outcome:
 
 
 class ActionKind(Protocol):
-    """One request kind (restart, scale, …).
+    """One request kind (restart, scale, …), as built from its declaration
+    (``actions.spec.KindSpec``, the ``KIND`` of its module).
 
-    ``name`` is the command word; ``reversible`` tells the policy whether the change can be undone.
+    ``name`` is the command word; ``reversible`` tells the policy whether the change can be undone;
+    both, and ``params_model``, are the declaration's.
     """
 
     name: ClassVar[str]

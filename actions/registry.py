@@ -1,4 +1,25 @@
-"""The request kinds opsgate executes, by command word."""
+"""The request kinds opsgate executes: :data:`KINDS`, one line per kind, and
+:func:`build_registry`, which makes them from the backends.
+
+Adding a kind touches its module, one line here, and at most one more file:
+
+1. ``actions/<kind>.py``: its params model (pydantic, frozen, ``extra="forbid"``); its rule
+   settings (a :class:`actions.spec.RuleSettings` subclass whose fields are the rule's keys,
+   with ``problems`` and ``as_settings``) and, if the policy declares things for it at the top
+   level, its ``policy_settings``; ``KIND = KindSpec(...)`` (name, ``command`` if the ``/ops``
+   word differs, summary, grammar as ``Arg`` tuples, scope, reversible, ``decided_with``,
+   ``undo``, ``build``); the class, whose ``name``, ``reversible`` and ``params_model`` are
+   ``KIND``'s, with ``preview`` and ``execute``. What it needs of Kubernetes or Vault beyond
+   :class:`actions.kube.KubernetesPort` and :class:`actions.vault.VaultPort` is a
+   ``runtime_checkable`` Protocol in the same module, found with ``Backends.adapter``.
+2. here: ``<kind>.KIND`` in :data:`KINDS` (and its import).
+3. at most one more: the adapter that implements that Protocol
+   (``actions/backends/kubernetes.py`` or ``actions/backends/vault.py``), when there is one.
+
+``/ops`` parsing, usage and help (``bot.grammar``), the policy's known actions, reversibility,
+rule and top-level settings and their validation (``approvals.policy``) follow from
+:data:`KINDS`; ``tests/test_kinds.py`` checks that the new kind round-trips through all of them.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +27,27 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from actions.access import Access
+from actions import access, restart, restore, rollback, rotate, scale
 from actions.base import ActionKind, Target
 from actions.errors import Invalid
 from actions.kube import KubernetesPort
 from actions.restart import Restart, RestartParams
-from actions.rollback import Rollback
-from actions.rotate import ConsumerCheck, RestartConsumer, Restore, Rotate
-from actions.scale import Scale
+from actions.secret_kind import ConsumerCheck, RestartConsumer
+from actions.spec import Backends, KindSpec
 from actions.vault import VaultPort
 from actions.workloads import parse_workload
+
+KINDS: tuple[KindSpec, ...] = (
+    restart.KIND,
+    scale.KIND,
+    rollback.KIND,
+    access.KIND,
+    rotate.KIND,
+    restore.KIND,
+)
+"""Every request kind, in the order ``/ops help`` lists them."""
+
+KINDS_BY_NAME: Mapping[str, KindSpec] = {spec.name: spec for spec in KINDS}
 
 
 def _restart_request(
@@ -65,28 +97,30 @@ def build_registry(
     sleep: Callable[[float], None] = time.sleep,
     poll_interval: float = 2.0,
 ) -> Mapping[str, ActionKind]:
-    """Every request kind, ready to use, keyed by its ``name``.
+    """Every request kind of :data:`KINDS` that the backends allow, ready to use, keyed by its
+    ``name``.
 
     ``rotate`` and ``restore`` are there only when a ``vault`` adapter is given;
     ``restart_consumer`` restarts a secret's consumers (default: :func:`consumer_restarter`,
     the ``restart`` kind itself). ``rollout_timeout`` (seconds) bounds how long restart, scale and
     rollback follow their rollout, polled every ``poll_interval`` seconds with ``sleep``.
     """
-    t, z, p = rollout_timeout, sleep, poll_interval
-    restart = Restart(kube=kube, clock=clock, rollout_timeout=t, sleep=z, poll_interval=p)
-    kinds: list[ActionKind] = [
-        restart,
-        Scale(kube=kube, clock=clock, rollout_timeout=t, sleep=z, poll_interval=p),
-        Rollback(kube=kube, clock=clock, rollout_timeout=t, sleep=z, poll_interval=p),
-        Access(kube=kube, vault=vault, clock=clock),
-    ]
-    if vault is not None:
-        consumer = restart_consumer or consumer_restarter(restart)
-        check = consumer_checker(restart)
-        kinds.append(
-            Rotate(vault=vault, restart_consumer=consumer, clock=clock, check_consumer=check)
-        )
-        kinds.append(
-            Restore(vault=vault, restart_consumer=consumer, clock=clock, check_consumer=check)
-        )
-    return {kind.name: kind for kind in kinds}
+    restarter = Restart(
+        kube=kube,
+        clock=clock,
+        rollout_timeout=rollout_timeout,
+        sleep=sleep,
+        poll_interval=poll_interval,
+    )
+    backends = Backends(
+        kube=kube,
+        clock=clock,
+        vault=vault,
+        rollout_timeout=rollout_timeout,
+        sleep=sleep,
+        poll_interval=poll_interval,
+        restart_consumer=restart_consumer or consumer_restarter(restarter),
+        check_consumer=consumer_checker(restarter),
+    )
+    kinds = [spec.build(backends) for spec in KINDS]
+    return {kind.name: kind for kind in kinds if kind is not None}

@@ -21,6 +21,7 @@ from actions.base import Outcome, Preview, Target
 from actions.errors import Invalid, MaybeApplied
 from actions.readback import CONFIRMED, Seen, read_back
 from actions.rollout import RolloutFollower
+from actions.spec import Arg, ArgType, KindSpec, Scope
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
@@ -36,6 +37,36 @@ class RestartParams(BaseModel):
     namespace: str = Field(min_length=1, max_length=63)
 
 
+KIND = KindSpec(
+    name="restart",
+    summary="rolling restart of a Deployment, StatefulSet or DaemonSet (name or kind/name)",
+    grammar=(
+        Arg(
+            "workload",
+            ArgType.WORKLOAD,
+            metavar="<workload>",
+            help="a name, or kind/name (deploy/api, sts/db, ds/agent)",
+        ),
+        Arg(
+            "namespace",
+            flags=("-n", "--namespace"),
+            metavar="<namespace>",
+            help="the workload's namespace",
+        ),
+    ),
+    params_model=RestartParams,
+    scope=Scope.NAMESPACE,
+    reversible=True,  # a restart changes no spec but the restartedAt annotation
+    build=lambda b: Restart(
+        kube=b.kube,
+        clock=b.clock,
+        rollout_timeout=b.rollout_timeout,
+        sleep=b.sleep,
+        poll_interval=b.poll_interval,
+    ),
+)
+
+
 class Restart(RolloutFollower):
     """The restart request kind.
 
@@ -43,9 +74,9 @@ class Restart(RolloutFollower):
     ``rollout_timeout``, ``sleep``, ``poll_interval``).
     """
 
-    name: ClassVar[str] = "restart"
-    reversible: ClassVar[bool] = True
-    params_model: ClassVar[type[BaseModel]] = RestartParams
+    name: ClassVar[str] = KIND.name
+    reversible: ClassVar[bool] = KIND.reversible
+    params_model: ClassVar[type[BaseModel]] = KIND.params_model
 
     def _find(self, params: RestartParams, context: str | None) -> dict[str, Any]:
         return find_workload(self._kube, context, params.namespace, params.name, params.kind)

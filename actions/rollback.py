@@ -11,6 +11,7 @@ the Deployment's own bookkeeping ones. This module sends exactly that patch.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -27,6 +28,7 @@ from actions.history import (
 )
 from actions.readback import CONFIRMED, Seen, read_back
 from actions.rollout import RolloutFollower
+from actions.spec import Arg, ArgType, KindSpec, Scope, Undo
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 ANNOTATIONS_KEPT = frozenset(
@@ -50,6 +52,61 @@ class RollbackParams(BaseModel):
     name: str = Field(min_length=1, max_length=253)
     namespace: str = Field(min_length=1, max_length=63)
     to_revision: int | None = Field(default=None, ge=1)
+
+
+def _undo(params: BaseModel, facts: Mapping[str, Any]) -> Undo | None:
+    """Rolling back to the revision the Deployment was at (its ReplicaSet keeps that revision
+    number), as ``kubectl rollout undo --to-revision`` would; None when it was not known."""
+    assert isinstance(params, RollbackParams)
+    current = facts.get("current_revision")
+    if current is None:
+        return None
+    return Undo("rollback", params.model_copy(update={"to_revision": int(current)}))
+
+
+KIND = KindSpec(
+    name="rollback",
+    summary="roll a Deployment back to its previous (or the given) revision, as "
+    "`kubectl rollout undo` does",
+    grammar=(
+        Arg(
+            "deployment",
+            ArgType.WORKLOAD,
+            metavar="<deployment>",
+            help="a Deployment: a name, or deployment/name",
+            kinds=(WorkloadKind.DEPLOYMENT,),
+            refused="only Deployments have a rollout history ('{text}' is a {kind})",
+        ),
+        Arg(
+            "to_revision",
+            ArgType.INTEGER,
+            flags=("--to-revision",),
+            metavar="N",
+            required=False,
+            help="the revision to go back to (default: the previous one)",
+            low=1,
+            noun="revision number",
+            below="revisions start at 1",
+        ),
+        Arg(
+            "namespace",
+            flags=("-n", "--namespace"),
+            metavar="<namespace>",
+            help="the workload's namespace",
+        ),
+    ),
+    params_model=RollbackParams,
+    scope=Scope.NAMESPACE,
+    reversible=True,  # rolling back is undone by rolling back again
+    undo=_undo,
+    build=lambda b: Rollback(
+        kube=b.kube,
+        clock=b.clock,
+        rollout_timeout=b.rollout_timeout,
+        sleep=b.sleep,
+        poll_interval=b.poll_interval,
+    ),
+)
 
 
 def select_revision(revisions: list[Revision], to_revision: int | None, ref: str) -> Revision:
@@ -90,9 +147,9 @@ class Rollback(RolloutFollower):
     ``rollout_timeout``, ``sleep``, ``poll_interval``).
     """
 
-    name: ClassVar[str] = "rollback"
-    reversible: ClassVar[bool] = True
-    params_model: ClassVar[type[BaseModel]] = RollbackParams
+    name: ClassVar[str] = KIND.name
+    reversible: ClassVar[bool] = KIND.reversible
+    params_model: ClassVar[type[BaseModel]] = KIND.params_model
 
     def _read(
         self, context: str | None, params: RollbackParams

@@ -49,98 +49,125 @@ def rollout_status(obj: dict[str, Any]) -> RolloutStatus:
     """
     kind = obj.get("kind", "")
     meta = obj.get("metadata", {})
-    spec = obj.get("spec", {}) or {}
+    follow = _FOLLOWERS.get(kind)
+    if follow is None:
+        return RolloutStatus(True, f"{kind} has no rollout to follow")
     status = obj.get("status", {}) or {}
-    name = meta.get("name", "")
-    generation = int(meta.get("generation", 0))
-    observed = int(status.get("observedGeneration", 0))
-    if kind == WorkloadKind.DEPLOYMENT:
-        if generation > observed:
-            return RolloutStatus(False, "Waiting for deployment spec update to be observed...")
-        progressing = next(
-            (c for c in status.get("conditions", []) or [] if c.get("type") == "Progressing"),
-            None,
+    return follow(
+        meta.get("name", ""),
+        obj.get("spec", {}) or {},
+        status,
+        int(meta.get("generation", 0)),
+        int(status.get("observedGeneration", 0)),
+    )
+
+
+def _deployment_status(
+    name: str, spec: dict[str, Any], status: dict[str, Any], generation: int, observed: int
+) -> RolloutStatus:
+    """A Deployment's rollout, as :func:`rollout_status` says."""
+    if generation > observed:
+        return RolloutStatus(False, "Waiting for deployment spec update to be observed...")
+    progressing = next(
+        (c for c in status.get("conditions", []) or [] if c.get("type") == "Progressing"),
+        None,
+    )
+    if progressing is not None and progressing.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+        return RolloutStatus(
+            False,
+            f'deployment "{name}" exceeded its progress deadline: '
+            f"{progressing.get('message', '')}".rstrip(": "),
+            PROGRESS_DEADLINE_EXCEEDED,
         )
-        if progressing is not None and progressing.get("reason") == PROGRESS_DEADLINE_EXCEEDED:
+    desired = spec.get("replicas")
+    updated = int(status.get("updatedReplicas", 0))
+    replicas = int(status.get("replicas", 0))
+    available = int(status.get("availableReplicas", 0))
+    waiting = f'Waiting for deployment "{name}" rollout to finish: '
+    if desired is not None and updated < int(desired):
+        return RolloutStatus(
+            False, f"{waiting}{updated} out of {desired} new replicas have been updated..."
+        )
+    if replicas > updated:
+        return RolloutStatus(
+            False, f"{waiting}{replicas - updated} old replicas are pending termination..."
+        )
+    if available < updated:
+        return RolloutStatus(
+            False, f"{waiting}{available} of {updated} updated replicas are available..."
+        )
+    return RolloutStatus(True, f'deployment "{name}" successfully rolled out')
+
+
+def _statefulset_status(
+    name: str, spec: dict[str, Any], status: dict[str, Any], generation: int, observed: int
+) -> RolloutStatus:
+    """A StatefulSet's rollout, as :func:`rollout_status` says."""
+    strategy = spec.get("updateStrategy", {}) or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return RolloutStatus(True, "rollout status is only available for RollingUpdate")
+    if observed == 0 or generation > observed:
+        return RolloutStatus(False, "Waiting for statefulset spec update to be observed...")
+    desired = spec.get("replicas")
+    ready = int(status.get("readyReplicas", 0))
+    if desired is not None and ready < int(desired):
+        return RolloutStatus(False, f"Waiting for {int(desired) - ready} pods to be ready...")
+    updated = int(status.get("updatedReplicas", 0))
+    partition = (strategy.get("rollingUpdate") or {}).get("partition")
+    if desired is not None and partition is not None:  # kubectl: even a partition of 0
+        if updated < int(desired) - int(partition):
             return RolloutStatus(
                 False,
-                f'deployment "{name}" exceeded its progress deadline: '
-                f"{progressing.get('message', '')}".rstrip(": "),
-                PROGRESS_DEADLINE_EXCEEDED,
-            )
-        desired = spec.get("replicas")
-        updated = int(status.get("updatedReplicas", 0))
-        replicas = int(status.get("replicas", 0))
-        available = int(status.get("availableReplicas", 0))
-        waiting = f'Waiting for deployment "{name}" rollout to finish: '
-        if desired is not None and updated < int(desired):
-            return RolloutStatus(
-                False, f"{waiting}{updated} out of {desired} new replicas have been updated..."
-            )
-        if replicas > updated:
-            return RolloutStatus(
-                False, f"{waiting}{replicas - updated} old replicas are pending termination..."
-            )
-        if available < updated:
-            return RolloutStatus(
-                False, f"{waiting}{available} of {updated} updated replicas are available..."
-            )
-        return RolloutStatus(True, f'deployment "{name}" successfully rolled out')
-    if kind == WorkloadKind.STATEFULSET:
-        strategy = spec.get("updateStrategy", {}) or {}
-        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
-            return RolloutStatus(True, "rollout status is only available for RollingUpdate")
-        if observed == 0 or generation > observed:
-            return RolloutStatus(False, "Waiting for statefulset spec update to be observed...")
-        desired = spec.get("replicas")
-        ready = int(status.get("readyReplicas", 0))
-        if desired is not None and ready < int(desired):
-            return RolloutStatus(False, f"Waiting for {int(desired) - ready} pods to be ready...")
-        updated = int(status.get("updatedReplicas", 0))
-        partition = (strategy.get("rollingUpdate") or {}).get("partition")
-        if desired is not None and partition is not None:  # kubectl: even a partition of 0
-            if updated < int(desired) - int(partition):
-                return RolloutStatus(
-                    False,
-                    "Waiting for partitioned roll out to finish: "
-                    f"{updated} out of {int(desired) - int(partition)} new pods have been "
-                    "updated...",
-                )
-            return RolloutStatus(
-                True, f"partitioned roll out complete: {updated} new pods have been updated..."
-            )
-        update_revision = status.get("updateRevision", "")
-        if update_revision != status.get("currentRevision", ""):
-            return RolloutStatus(
-                False,
-                f"waiting for statefulset rolling update to complete {updated} pods at "
-                f"revision {update_revision}...",
+                "Waiting for partitioned roll out to finish: "
+                f"{updated} out of {int(desired) - int(partition)} new pods have been "
+                "updated...",
             )
         return RolloutStatus(
-            True,
-            f"statefulset rolling update complete {status.get('currentReplicas', 0)} pods at "
-            f"revision {status.get('currentRevision', '')}...",
+            True, f"partitioned roll out complete: {updated} new pods have been updated..."
         )
-    if kind == WorkloadKind.DAEMONSET:
-        strategy = spec.get("updateStrategy", {}) or {}
-        if strategy.get("type", "RollingUpdate") != "RollingUpdate":
-            return RolloutStatus(True, "rollout status is only available for RollingUpdate")
-        if generation > observed:
-            return RolloutStatus(False, "Waiting for daemon set spec update to be observed...")
-        desired = int(status.get("desiredNumberScheduled", 0))
-        updated = int(status.get("updatedNumberScheduled", 0))
-        available = int(status.get("numberAvailable", 0))
-        waiting = f'Waiting for daemon set "{name}" rollout to finish: '
-        if updated < desired:
-            return RolloutStatus(
-                False, f"{waiting}{updated} out of {desired} new pods have been updated..."
-            )
-        if available < desired:
-            return RolloutStatus(
-                False, f"{waiting}{available} of {desired} updated pods are available..."
-            )
-        return RolloutStatus(True, f'daemon set "{name}" successfully rolled out')
-    return RolloutStatus(True, f"{kind} has no rollout to follow")
+    update_revision = status.get("updateRevision", "")
+    if update_revision != status.get("currentRevision", ""):
+        return RolloutStatus(
+            False,
+            f"waiting for statefulset rolling update to complete {updated} pods at "
+            f"revision {update_revision}...",
+        )
+    return RolloutStatus(
+        True,
+        f"statefulset rolling update complete {status.get('currentReplicas', 0)} pods at "
+        f"revision {status.get('currentRevision', '')}...",
+    )
+
+
+def _daemonset_status(
+    name: str, spec: dict[str, Any], status: dict[str, Any], generation: int, observed: int
+) -> RolloutStatus:
+    """A DaemonSet's rollout, as :func:`rollout_status` says."""
+    strategy = spec.get("updateStrategy", {}) or {}
+    if strategy.get("type", "RollingUpdate") != "RollingUpdate":
+        return RolloutStatus(True, "rollout status is only available for RollingUpdate")
+    if generation > observed:
+        return RolloutStatus(False, "Waiting for daemon set spec update to be observed...")
+    desired = int(status.get("desiredNumberScheduled", 0))
+    updated = int(status.get("updatedNumberScheduled", 0))
+    available = int(status.get("numberAvailable", 0))
+    waiting = f'Waiting for daemon set "{name}" rollout to finish: '
+    if updated < desired:
+        return RolloutStatus(
+            False, f"{waiting}{updated} out of {desired} new pods have been updated..."
+        )
+    if available < desired:
+        return RolloutStatus(
+            False, f"{waiting}{available} of {desired} updated pods are available..."
+        )
+    return RolloutStatus(True, f'daemon set "{name}" successfully rolled out')
+
+
+_FOLLOWERS: dict[str, Callable[[str, dict[str, Any], dict[str, Any], int, int], RolloutStatus]] = {
+    WorkloadKind.DEPLOYMENT: _deployment_status,
+    WorkloadKind.STATEFULSET: _statefulset_status,
+    WorkloadKind.DAEMONSET: _daemonset_status,
+}
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from actions.base import Outcome, Preview, Target
 from actions.errors import Invalid, MaybeApplied
 from actions.readback import CONFIRMED, Seen, read_back
 from actions.rollout import RolloutFollower
+from actions.spec import Arg, ArgType, KindSpec, RuleSettings, Scope, Undo
 from actions.workloads import WorkloadKind, WorkloadState, find_workload
 
 SCALABLE = (WorkloadKind.DEPLOYMENT, WorkloadKind.STATEFULSET)
@@ -30,6 +31,91 @@ class ScaleParams(BaseModel):
     kind: WorkloadKind | None = None
     namespace: str = Field(min_length=1, max_length=63)
     replicas: int = Field(ge=0)
+
+
+class Limits(BaseModel):
+    """A scale rule's ``limits``; each key optional (None).
+
+    Validated with the policy: ``min_replicas``/``max_replicas`` >= 0, ``min_replicas <=
+    max_replicas``, ``max_factor > 1``. Enforced by :func:`check_limits` when a request is
+    previewed, on a scale from the current to the requested replica count:
+
+    - ``min_replicas <= requested <= max_replicas`` (inclusive; an absent bound is no bound);
+    - scaling to 0 needs ``min_replicas: 0`` (a rule without limits refuses it);
+    - ``max_factor`` bounds ``requested / current`` when growing and ``current / requested``
+      when shrinking, a 0 on either side counting as 1.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    min_replicas: int | None = Field(default=None, ge=0)
+    max_replicas: int | None = Field(default=None, ge=0)
+    max_factor: float | None = Field(default=None, gt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Limits:
+        if (
+            self.min_replicas is not None
+            and self.max_replicas is not None
+            and self.min_replicas > self.max_replicas
+        ):
+            raise ValueError("min_replicas is greater than max_replicas")
+        return self
+
+
+class ScaleSettings(RuleSettings):
+    """A rule's settings for ``scale``: its ``limits`` (see :class:`Limits`)."""
+
+    limits: Limits | None = None
+
+
+def _undo(params: BaseModel, facts: Mapping[str, Any]) -> Undo:
+    """Scaling back to the replica count the preview read."""
+    assert isinstance(params, ScaleParams)
+    return Undo("scale", params.model_copy(update={"replicas": int(facts["current_replicas"])}))
+
+
+KIND = KindSpec(
+    name="scale",
+    summary="set the replicas of a Deployment or StatefulSet",
+    grammar=(
+        Arg(
+            "workload",
+            ArgType.WORKLOAD,
+            metavar="<workload>",
+            help="a Deployment or StatefulSet: a name, or kind/name",
+            kinds=SCALABLE,
+            refused="a DaemonSet cannot be scaled (it runs one pod per node)",
+        ),
+        Arg(
+            "replicas",
+            ArgType.INTEGER,
+            metavar="<replicas>",
+            help="the number of replicas wanted",
+            low=0,
+            noun="number of replicas",
+            below="replicas cannot be negative",
+        ),
+        Arg(
+            "namespace",
+            flags=("-n", "--namespace"),
+            metavar="<namespace>",
+            help="the workload's namespace",
+        ),
+    ),
+    params_model=ScaleParams,
+    scope=Scope.NAMESPACE,
+    reversible=True,  # scaling back is another scale
+    rule_settings=ScaleSettings,
+    undo=_undo,
+    build=lambda b: Scale(
+        kube=b.kube,
+        clock=b.clock,
+        rollout_timeout=b.rollout_timeout,
+        sleep=b.sleep,
+        poll_interval=b.poll_interval,
+    ),
+)
 
 
 def check_limits(limits: Mapping[str, Any] | None, current: int, requested: int) -> None:
@@ -106,9 +192,9 @@ class Scale(RolloutFollower):
     ``rollout_timeout``, ``sleep``, ``poll_interval``).
     """
 
-    name: ClassVar[str] = "scale"
-    reversible: ClassVar[bool] = True
-    params_model: ClassVar[type[BaseModel]] = ScaleParams
+    name: ClassVar[str] = KIND.name
+    reversible: ClassVar[bool] = KIND.reversible
+    params_model: ClassVar[type[BaseModel]] = KIND.params_model
 
     def preview(self, params: BaseModel, *, target: Target) -> Preview:
         """Read the workload and its scale; enforce ``target.settings["limits"]``; find the

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import NullPool
 
 import migrations
+from approvals import audit_chain
 
 MIGRATIONS_DIR = Path(migrations.__file__).parent
 
@@ -46,8 +47,12 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that keep loaded attributes after commit (the gate reads them to notify)."""
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions that keep loaded attributes after commit (the gate reads them to notify), and
+    that chain the audit events they write when they commit
+    (:func:`approvals.audit_chain.install`)."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    audit_chain.install(factory)
+    return factory
 
 
 def alembic_config(url: str) -> Config:

@@ -12,8 +12,9 @@ from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from actions.access import format_duration, rfc3339
+from actions.access import rfc3339
 from actions.base import Outcome, Preview, Target
+from actions.durations import format_duration
 from actions.errors import Conflict, Invalid, NotFound
 from approvals.grants import GrantError, GrantService, extension_refusal
 from approvals.lifecycle import SYSTEM, Actor
@@ -61,10 +62,10 @@ class Extend:
         new_end = grant.expires_at + timedelta(seconds=params.seconds)
         lines = (
             f"Extend grant *#{grant.id}* ({grant.role} in *{grant.namespace}* for "
-            f"<@{grant.grantee_id}>) by {format_duration(params.seconds)}",
+            f"<@{grant.grantee_id}>) by {format_duration(params.seconds, exact=False)}",
             f"Ends at {rfc3339(grant.expires_at)} → {rfc3339(new_end)} "
-            f"(total {format_duration(total)}"
-            + (f" of at most {format_duration(limit)})" if limit is not None else ")"),
+            f"(total {format_duration(total, exact=False)}"
+            + (f" of at most {format_duration(limit, exact=False)})" if limit is not None else ")"),
         )
         facts = {
             "grant_id": grant.id,
@@ -86,7 +87,7 @@ class Extend:
             raise Conflict(str(exc)) from exc
         return Outcome(
             summary=(
-                f"grant #{grant.id} extended by {format_duration(params.seconds)}; "
+                f"grant #{grant.id} extended by {format_duration(params.seconds, exact=False)}; "
                 f"it now ends at {rfc3339(grant.expires_at)}"
             ),
             facts={"grant_id": grant.id, "expires_at": rfc3339(grant.expires_at)},

@@ -24,6 +24,8 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from actions.base import ActionKind, Preview, Target
 from actions.errors import ActionError, OutcomeUnknown, RolloutFailed
+from approvals import autonomy
+from approvals.explain import Explained, explain
 from approvals.grants import GrantError, GrantService, GrantView
 from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition, transition_many
 from approvals.lifecycle import record as record_event
@@ -31,6 +33,8 @@ from approvals.models import ActorKind, Approval, AuditEvent, Request, SlackEven
 from approvals.notifier import MessageRef, Notifier, NotifyError, RequestView, StepView
 from approvals.paging import PAGE_SIZE, Page, among, chunks, page_window
 from approvals.policy import (
+    Decision,
+    DecisionReason,
     LoadedPolicy,
     NamespaceError,
     Outcome,
@@ -198,6 +202,81 @@ class Gate:
             self._audit_rejection(submission, loaded, str(exc))
             raise
 
+    def explain(self, submission: Submission) -> Explained:
+        """The decision and preview ``submission`` would get, filing, auditing and announcing
+        nothing (:func:`approvals.explain.explain`). Raises :class:`Rejected` for a kind opsgate
+        cannot execute or a namespace the policy does not know."""
+        loaded = self._policy()
+        sub = replace(submission, requester=self.actor(submission.requester, loaded))
+        kind = self._actions.get(sub.action)
+        if kind is None:
+            raise Rejected(f"opsgate cannot execute '{sub.action}' requests yet")
+        try:
+            return explain(
+                loaded,
+                kind,
+                params=sub.params,
+                requester=sub.requester,
+                namespace=sub.namespace,
+                env=sub.env,
+                path=sub.path,
+                reason=sub.reason,
+                break_glass=sub.break_glass is not None,
+                groups=self._groups(loaded),
+                now=self._clock(),
+                adjust=lambda d: self._earned(d, sub, loaded, kind, self._clock()),
+            )
+        except NamespaceError as exc:
+            raise Rejected(str(exc)) from exc
+
+    def _earned(
+        self,
+        decision: Decision,
+        sub: Submission,
+        loaded: LoadedPolicy,
+        kind: ActionKind,
+        now: datetime,
+    ) -> Decision:
+        """``decision``, made ``auto`` where the agent has earned autonomy under its rule
+        (:func:`approvals.autonomy.apply`)."""
+        return autonomy.apply(
+            self._sessions,
+            loaded,
+            decision,
+            requester=sub.requester,
+            reversible=kind.reversible,
+            break_glass=sub.break_glass is not None,
+            now=now,
+        )
+
+    def undo_autonomy(self, request_id: int, actor: Actor) -> RequestView:
+        """The Undo button of an earned-autonomy notice: request ``request_id``'s agent needs
+        approval again under its rule (:func:`approvals.autonomy.undo`); returns the request.
+        Raises :class:`UnknownRequest` or :class:`NotAllowed` (not one of the rule's approvers,
+        or a request not made by an agent)."""
+        view = self.get(request_id)
+        if view.requester_kind != ActorKind.AGENT or view.rule is None:
+            raise NotAllowed(f"Request #{request_id} was not made by an agent.")
+        try:
+            autonomy.undo(
+                self._sessions,
+                self._policy(),
+                self.group_members(),
+                agent_id=view.requester_id,
+                rule=view.rule,
+                by=self.actor(actor),
+                now=self._clock(),
+                request_id=request_id,
+            )
+        except autonomy.UndoRefused as exc:
+            raise NotAllowed(str(exc)) from exc
+        log.info("request #%s: %s took %s's autonomy back", request_id, actor.id, view.requester_id)
+        return view
+
+    def group_members(self) -> dict[str, frozenset[str]]:
+        """Each policy group's members now (its users and its Slack user groups' members)."""
+        return self._groups(self._policy())
+
     def _check_rate(self, requester: Actor, loaded: LoadedPolicy) -> None:
         """Count a new request of ``requester``; raise :class:`RateLimited` when the policy's
         ``rate_limit`` for their kind is used up (the refused request is not counted)."""
@@ -247,6 +326,7 @@ class Gate:
             ),
             groups=groups,
         )
+        decision = self._earned(decision, sub, loaded, kind, now)
         if decision.outcome is Outcome.DENY:
             raise Rejected(f"Not allowed: {decision.message}")
         consumers_namespace = (decision.settings.get("rotate") or {}).get("namespace")
@@ -358,6 +438,8 @@ class Gate:
                 decided_by=SYSTEM.id,
             )
             self._notify(request_id, "approved")
+            if decision.reason is DecisionReason.EARNED_AUTONOMY:
+                self._notify(request_id, "autonomy")  # the notice with its Undo button
             self._execute(request_id)
         elif break_glass:
             self._break_glass(request_id, sub)
@@ -596,6 +678,28 @@ class Gate:
             ):
                 raise AlreadyDecided(f"Request #{request_id} was decided meanwhile.")
         self._notify(request_id, to.value)
+        return self.get(request_id)
+
+    def cancel(self, request_id: int, requester: Actor) -> RequestView:
+        """Withdraw ``requester``'s own pending request (a person or an agent: withdrawing
+        decides nothing). Raises :class:`UnknownRequest` (also for someone else's request) or
+        :class:`AlreadyDecided`."""
+        actor = self.actor(requester)
+        with self._sessions.begin() as session:
+            request = self._locked(session, request_id)
+            if request.requester_id != actor.id:
+                raise UnknownRequest(f"There is no request #{request_id} of yours.")
+            if not transition(
+                session,
+                request,
+                expected=Status.PENDING,
+                to=Status.CANCELLED,
+                actor=actor,
+                now=self._clock(),
+                decided_by=actor.id,
+            ):
+                raise AlreadyDecided(f"Request #{request_id} is already {request.status}.")
+        self._notify(request_id, Status.CANCELLED.value)
         return self.get(request_id)
 
     def _decidable(

@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     DateTime,
     ForeignKey,
     Index,
@@ -173,6 +174,39 @@ class AuditEvent(Base):
     policy_sha256: Mapped[str | None] = mapped_column(String(64))
     detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(index=True)
+    # The hash chain (approvals.audit_chain): position in commit order, the previous event's
+    # hash and this one's; NULL only until the writing transaction commits.
+    seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    hash: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditChainHead(Base):
+    """The one row (``id`` 1) that holds the chain's last ``seq`` and ``hash``: locked by every
+    transaction that chains events, so events are chained in commit order."""
+
+    __tablename__ = "audit_chain_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditSink(Base):
+    """A delivery cursor over the chain (approvals.audit_sink): the events up to
+    ``delivered_seq`` have been accepted by the sink ``name``; after a failure, the next attempt
+    waits until ``next_attempt_at``; a run holds the sink (``lease_owner``) until
+    ``lease_until``."""
+
+    __tablename__ = "audit_sinks"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    delivered_seq: Mapped[int] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
 
 
 class GrantStatus(StrEnum):
@@ -228,3 +262,58 @@ class SlackEvent(Base):
 
     event_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     received_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class ApiToken(Base):
+    """A bearer token for the HTTP API (issue 12); only its SHA-256 is stored.
+
+    ``subject_id`` is who the token acts as: an ``agents`` ID of the policy (``subject_kind``
+    ``agent``) or a Slack user ID (``human``); ``name`` is the agent's name or a label;
+    ``prefix`` is the token's first characters, shown by ``opsgate token list``.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(64), index=True)
+    subject_kind: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
+class IdempotencyKey(Base):
+    """An ``Idempotency-Key`` a caller sent with ``POST /api/v1/requests``: a retry with the same
+    key (and body) gets the request the first one filed. ``request_id`` is NULL while the first
+    call is still being handled."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (UniqueConstraint("principal", "key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(255))
+    body_sha256: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("requests.id", ondelete="CASCADE"), nullable=True
+    )
+    created_at: Mapped[datetime] = mapped_column(index=True)
+
+
+class AutonomyReset(Base):
+    """An agent put back to needing approval under a rule's ``autonomy`` (the Undo button, or
+    opsgate itself): only what it earns after ``reset_at`` counts again."""
+
+    __tablename__ = "autonomy_resets"
+    __table_args__ = (Index("ix_autonomy_resets_agent_id_rule", "agent_id", "rule"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    agent_id: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(256))
+    reset_at: Mapped[datetime]
+    reset_by: Mapped[str] = mapped_column(String(64))
+    request_id: Mapped[int | None] = mapped_column(Integer, nullable=True)

@@ -40,8 +40,8 @@ from approvals.policy import parse_policy
 from bench.revocation_lag import machine, reset_postgres
 from bot.listeners.events import publish_home
 from tests.fakes import slack
-from tests.test_access_e2e import POLICY
-from tests.test_gate import RecordingNotifier
+from tests.helpers.access import POLICY
+from tests.helpers.gate import RecordingNotifier
 
 APPROVER = "U0SRE1"
 

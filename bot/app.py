@@ -38,10 +38,16 @@ from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
-from approvals.notifier import GrantView
+from approvals.idempotency import IdempotencyStore
+from approvals.notifier import GrantView, RequestView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
+from approvals.tokens import TokenStore
 from bot import listeners
+from bot.api.app import build_api
+from bot.api.auth import Authenticator
+from bot.audit_jobs import add_audit_jobs
+from bot.listeners import autonomy as autonomy_listeners
 from bot.listeners.events import publish_home
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
@@ -188,6 +194,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
+    add_audit_jobs(scheduler, sessions, settings, client, store)
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
@@ -205,6 +212,12 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     )
     workers = Workers(settings.workers)
     listeners.register(slack, gate, workers)
+
+    def agent_name(view: RequestView) -> str | None:
+        agent = store.current().policy.agents.get(view.requester_id)
+        return agent.name if agent is not None else None
+
+    autonomy_listeners.register(slack, gate, workers, agent_name)
     return Services(
         store,
         engine,
@@ -253,6 +266,20 @@ def _start_background(services: Services, stopping: threading.Event) -> None:
             )
             stopping.wait(delay)
             delay = min(delay * 2, START_RETRY_MAX)
+
+
+def http_api(services: Services, clock: Callable[[], datetime]) -> FastAPI:
+    """The HTTP API's app (:mod:`bot.api.app`), mounted at ``/api/v1``."""
+    sessions = make_sessionmaker(services.engine)
+    return build_api(
+        gate=services.gate,
+        authenticator=Authenticator(
+            TokenStore(sessions, clock), services.policy, review=services.kube.review_token
+        ),
+        sessions=sessions,
+        policy=services.policy,
+        idempotency=IdempotencyStore(sessions, clock),
+    )
 
 
 def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) -> FastAPI:
@@ -309,6 +336,8 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
         @api.post("/slack/events")
         async def slack_events(request: Request) -> Response:
             return await endpoint(request)
+
+    api.mount("/api/v1", http_api(services, clock))
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -217,13 +217,23 @@ def reason_line(label: str, reason: str | None) -> str:
     return f"*{label}:* {escape(reason) if reason else '(none given)'}"
 
 
-def approval_message(view: RequestView) -> tuple[str, Blocks]:
-    """The approval request: who, what (the preview), why, and Approve / Deny while pending.
+def asked_by(view: RequestView, agent_name: str | None = None) -> str:
+    """``<@U…>``, or for automation ``agent *deploy-bot* (<@U…>)`` (``agent_name``: its name
+    in the policy's ``agents``), escaped."""
+    if view.requester_kind == "agent":
+        name = f" *{escape(agent_name)}*" if agent_name else ""
+        return f"agent{name} (<@{view.requester_id}>)"
+    return f"<@{view.requester_id}>"
+
+
+def approval_message(view: RequestView, agent_name: str | None = None) -> tuple[str, Blocks]:
+    """The approval request: who (an agent named by ``agent_name``), what (the preview), why,
+    and Approve / Deny while pending.
 
     Whatever the requester typed (reason, names) is escaped: it can neither ping nor link."""
-    text = f"{title(view)}, asked by <@{view.requester_id}>"
+    text = f"{title(view)}, asked by {asked_by(view, agent_name)}"
     blocks: Blocks = [
-        section(f"*{title(view)}*\nAsked by <@{view.requester_id}>"),
+        section(f"*{title(view)}*\nAsked by {asked_by(view, agent_name)}"),
         section(preview(view)),
         section(reason_line("Reason", view.reason)),
     ]

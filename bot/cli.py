@@ -1,4 +1,6 @@
-"""The ``opsgate`` command: ``serve``, ``migrate``, ``policy check`` and ``policy explain``."""
+"""The ``opsgate`` command: ``serve``, ``migrate``, ``policy check|explain``, ``audit
+verify|export``, ``token``, ``request``, ``status``, ``explain`` (clients of the HTTP API) and
+``mcp``."""
 
 from __future__ import annotations
 
@@ -10,8 +12,10 @@ from datetime import UTC, datetime
 
 import uvicorn
 from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
 
-from approvals.db import migrate
+from approvals import autonomy
+from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.policy import (
     Decision,
     LoadedPolicy,
@@ -29,6 +33,7 @@ from approvals.policy import (
     resolve_environment,
     seconds_text,
 )
+from bot import audit_cli, client, token_cli
 from bot.settings import Settings
 
 log = logging.getLogger("opsgate")
@@ -50,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
         "explain", help="show how the policy decides a request, and why"
     )
     explain.add_argument("file", nargs="?", help="the policy file (default: OPSGATE_POLICY)")
-    explain.add_argument("--user", required=True, help="the requester's Slack user ID")
+    explain.add_argument("--user", help="the requester's Slack user ID (or give --agent NAME)")
     explain.add_argument("--action", required=True, help="restart, scale, rollback, access, …")
     explain.add_argument("--namespace", "-n", help="the request's namespace")
     explain.add_argument("--env", help="the environment, when the namespace is in several")
@@ -58,14 +63,26 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument("--path", help="the Vault secret path (rotate, restore)")
     explain.add_argument(
         "--agent",
-        action="store_true",
-        help="the requester is automation (implied for an ID the policy lists under agents)",
+        nargs="?",
+        const="",
+        metavar="NAME",
+        help="the requester is automation (implied for an ID the policy lists under agents); "
+        "with NAME, that agent of the policy, and where it stands in earned autonomy",
     )
     explain.add_argument("--reason", help="the request's --reason")
     explain.add_argument("--break-glass", action="store_true", help="ask with --break-glass")
     explain.add_argument(
         "--at", help="when the request is made (ISO 8601; no offset: UTC; default: now)"
     )
+    audit_cli.add_parser(sub)
+    token_cli.add_commands(sub)
+    client.add_commands(sub)
+    mcp = sub.add_parser(
+        "mcp", help="serve the Model Context Protocol (OPSGATE_URL, OPSGATE_TOKEN)"
+    )
+    mcp.add_argument("--transport", choices=("stdio", "streamable-http"), default="stdio")
+    mcp.add_argument("--host", default="127.0.0.1", help="streamable-http: address to listen on")
+    mcp.add_argument("--port", type=int, default=8765, help="streamable-http: TCP port")
     return parser
 
 
@@ -75,6 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.command in ("request", "status", "explain"):
+        return client.run(args)
+    if args.command == "mcp":
+        from bot.mcp_server import serve
+
+        return serve(args.transport, host=args.host, port=args.port)
     try:
         settings = Settings()
     except ValidationError as exc:
@@ -84,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(settings.database_url)
         print(f"opsgate: database at head ({_redacted(settings.database_url)})")
         return 0
+    if args.command == "audit":
+        return audit_cli.run(args, settings.database_url)
+    if args.command == "token":
+        return token_cli.run(settings, args)
     if args.command == "policy":
         path = args.file or settings.policy_path
         try:
@@ -92,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"opsgate: the policy is invalid:\n{exc}", file=sys.stderr)
             return 1
         if args.policy_command == "explain":
-            return _explain(loaded, args)
+            return _explain(loaded, args, database_url=settings.database_url)
         print(f"{path}: OK ({len(loaded.policy.rules)} rules, sha256 {loaded.sha256})")
         warnings = policy_warnings(loaded, now=datetime.now(UTC))
         for warning in warnings:
@@ -101,9 +128,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _serve(settings, args.host, args.port)
 
 
-def _explain(loaded: LoadedPolicy, args: argparse.Namespace) -> int:
-    """``opsgate policy explain``: decide one request offline and print the decision and why."""
+def _explain(
+    loaded: LoadedPolicy, args: argparse.Namespace, *, database_url: str | None = None
+) -> int:
+    """``opsgate policy explain``: decide one request offline and print the decision and why
+    (and, for ``--agent NAME``, its earned autonomy read from ``database_url``)."""
     policy = loaded.policy
+    if args.agent:
+        found = [i for i, a in policy.agents.items() if args.agent in (i, a.name)]
+        if not found:
+            print(f"opsgate: '{args.agent}' is not in the policy's agents", file=sys.stderr)
+            return 1
+        args.user = found[0]
+    if not args.user:
+        print("opsgate: give --user ID or --agent NAME", file=sys.stderr)
+        return 2
     environment: str | None = args.env
     try:
         if args.namespace is not None:
@@ -127,7 +166,9 @@ def _explain(loaded: LoadedPolicy, args: argparse.Namespace) -> int:
         namespace=args.namespace,
         path=args.path,
         incident=incident,
-        requester_kind=requester_kind(policy, args.user, "agent" if args.agent else "human"),
+        requester_kind=requester_kind(
+            policy, args.user, "agent" if args.agent is not None else "human"
+        ),
         reason=args.reason,
         break_glass=args.break_glass,
         at=at,
@@ -135,7 +176,37 @@ def _explain(loaded: LoadedPolicy, args: argparse.Namespace) -> int:
     decision = decide(loaded, ctx)
     for line in explain_lines(loaded, ctx, decision):
         print(line)
+    if args.agent and database_url is not None:
+        print(autonomy_line(loaded, ctx, decision, database_url))
     return 0
+
+
+def autonomy_line(
+    loaded: LoadedPolicy, ctx: RequestContext, decision: Decision, database_url: str
+) -> str:
+    """``autonomy: …``: where the agent stands under the rule's ``autonomy`` (the database's
+    history of its requests), or why it has none."""
+    rule_autonomy = autonomy.rule_autonomy(loaded, decision)
+    if rule_autonomy is None or decision.rule_label is None:
+        return "autonomy: none (the rule has no autonomy)"
+    if not ctx.reversible:
+        return f"autonomy: never for {ctx.action} (irreversible)"
+    engine = make_engine(database_url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            where = autonomy.standing(
+                session,
+                agent_id=ctx.requester,
+                rule=decision.rule_label,
+                autonomy=rule_autonomy,
+                now=ctx.at or datetime.now(UTC),
+            )
+    except SQLAlchemyError as exc:
+        return f"autonomy: unknown, the database cannot be read ({type(exc).__name__})"
+    finally:
+        engine.dispose()
+    state = "earned: no human needed" if where.granted else "not earned yet"
+    return f"autonomy: {state} ({where.text()}; reset on {', '.join(rule_autonomy.reset_on)})"
 
 
 def explain_lines(loaded: LoadedPolicy, ctx: RequestContext, decision: Decision) -> list[str]:

@@ -1,8 +1,10 @@
-"""The ``/ops`` command grammar (design.md, 'Command grammar'), with ``shlex`` and ``argparse``.
+"""The ``/ops`` command grammar, with ``shlex`` and ``argparse``.
 
 :func:`parse` turns the text after ``/ops`` into a :class:`Command` or raises
 :class:`CommandError`, whose message says what was wrong and ends with the usage line. Each request
-kind has one entry in :data:`SUBCOMMANDS`.
+kind's entry in :data:`SUBCOMMANDS` is derived from its declaration (``actions.spec.KindSpec``:
+its typed arguments, usage line and summary) in ``actions.registry.KINDS``; the commands that are
+not request kinds (history, status, grants, revoke, extend) are declared here.
 """
 
 from __future__ import annotations
@@ -15,15 +17,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from actions.access import AccessParams
-from actions.restart import RestartParams
-from actions.rollback import RollbackParams
-from actions.rotate import RestoreParams, RotateParams
-from actions.scale import ScaleParams
+from actions.durations import parse_duration
+from actions.registry import KINDS
+from actions.spec import MAX_ID, Arg, ArgType, KindSpec
 from actions.workloads import WorkloadKind, parse_workload
 from approvals.extend import ExtendParams
 from approvals.paging import MAX_PAGE
-from approvals.policy import parse_duration
 from bot.mrkdwn import unescape
 
 # Slack turns straight quotes into typographic ones on many keyboards; shlex needs straight ones.
@@ -86,9 +85,8 @@ class Subcommand:
     build: Callable[[argparse.Namespace], Command]
 
 
-def _request_options(parser: argparse.ArgumentParser, *, namespace: bool = True) -> None:
-    if namespace:
-        parser.add_argument("-n", "--namespace", required=True)
+def _request_options(parser: argparse.ArgumentParser) -> None:
+    """The options every request takes: ``--env``, ``--reason``, ``--break-glass``."""
     parser.add_argument("--env")
     parser.add_argument("--reason")
     parser.add_argument("--break-glass", dest="break_glass", metavar="REASON")
@@ -100,7 +98,6 @@ def _request(name: str, params: BaseModel, ns: argparse.Namespace, **extra: Any)
     return Command(
         name,
         params=params,
-        namespace=getattr(ns, "namespace", None),
         env=ns.env,
         reason=reason,
         break_glass=ns.break_glass,
@@ -115,9 +112,16 @@ def _duration(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
-MAX_ID = 2**31 - 1
-"""The largest request or grant ID, replica count or revision opsgate accepts: a 32-bit
-signed integer, as PostgreSQL's ``integer`` and Kubernetes' ``int32`` replicas."""
+__all__ = [
+    "MAX_ID",
+    "Command",
+    "CommandError",
+    "help_text",
+    "kind_subcommand",
+    "parse",
+    "parse_id",
+    "usage",
+]
 
 
 def parse_id(text: str, what: str) -> int:
@@ -135,70 +139,11 @@ def parse_id(text: str, what: str) -> int:
     return value
 
 
-def _number(text: str, what: str, low: int) -> int:
-    """``text`` as an integer between ``low`` and :data:`MAX_ID` (argparse's type error)."""
-    if not (text.isascii() and text.lstrip("-").isdigit()):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a {what}")
-    value = int(text)
-    if not low <= value <= MAX_ID:
-        raise argparse.ArgumentTypeError(f"a {what} must be between {low} and {MAX_ID}")
-    return value
-
-
-def _replicas(text: str) -> int:
-    if text.startswith("-") and text[1:].isdigit():
-        raise argparse.ArgumentTypeError("replicas cannot be negative")
-    return _number(text, "number of replicas", 0)
-
-
-def _revision(text: str) -> int:
-    if text.isascii() and text.lstrip("-").isdigit() and int(text) < 1:
-        raise argparse.ArgumentTypeError("revisions start at 1")
-    return _number(text, "revision number", 1)
-
-
-def _restart_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("workload")
-    _request_options(parser)
-
-
-def _restart_build(ns: argparse.Namespace) -> Command:
-    kind, name = parse_workload(ns.workload)
-    return _request("restart", RestartParams(name=name, kind=kind, namespace=ns.namespace), ns)
-
-
-def _scale_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("workload")
-    parser.add_argument("replicas", type=_replicas)
-    _request_options(parser)
-
-
-def _scale_build(ns: argparse.Namespace) -> Command:
-    kind, name = parse_workload(ns.workload)
-    if kind is WorkloadKind.DAEMONSET:
-        raise ValueError("a DaemonSet cannot be scaled (it runs one pod per node)")
-    params = ScaleParams(name=name, kind=kind, namespace=ns.namespace, replicas=ns.replicas)
-    return _request("scale", params, ns)
-
-
 def _deployment_name(text: str) -> str:
     kind, name = parse_workload(text)
     if kind not in (None, WorkloadKind.DEPLOYMENT):
         raise ValueError(f"only Deployments have a rollout history ('{text}' is a {kind})")
     return name
-
-
-def _rollback_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("deployment")
-    parser.add_argument("--to-revision", dest="to_revision", type=_revision)
-    _request_options(parser)
-
-
-def _rollback_build(ns: argparse.Namespace) -> Command:
-    params = RollbackParams(
-        name=_deployment_name(ns.deployment), namespace=ns.namespace, to_revision=ns.to_revision
-    )
-    return _request("rollback", params, ns)
 
 
 def _history_args(parser: argparse.ArgumentParser) -> None:
@@ -213,47 +158,45 @@ def _history_build(ns: argparse.Namespace) -> Command:
     )
 
 
-def _access_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("namespace")
-    parser.add_argument("--role")
-    parser.add_argument("--for", dest="duration", type=_duration, metavar="DURATION")
-    _request_options(parser, namespace=False)
+def _argument(arg: Arg) -> Callable[[str], Any]:
+    """``arg``'s conversion as an argparse type (its ValueError as argparse's type error)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return arg.convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
-def _access_build(ns: argparse.Namespace) -> Command:
-    params = AccessParams(namespace=ns.namespace, role=ns.role, duration_seconds=ns.duration)
-    return _request("access", params, ns)
+def kind_subcommand(spec: KindSpec) -> Subcommand:
+    """The subcommand of a request kind, from its declared arguments (its ``Command`` is named
+    by the kind's ``name``, what the policy's rules match)."""
 
+    def configure(parser: argparse.ArgumentParser) -> None:
+        for arg in spec.grammar:
+            if arg.positional:
+                many = "*" if arg.type is ArgType.PARAMETERS else None
+                parser.add_argument(arg.name, type=_argument(arg), nargs=many, help=arg.help)
+            else:
+                parser.add_argument(
+                    *arg.flags,
+                    dest=arg.name,
+                    type=_argument(arg),
+                    required=arg.required,
+                    metavar=arg.metavar,
+                    help=arg.help,
+                )
+        _request_options(parser)
 
-def _rotate_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path")
-    parser.add_argument("--key")
-    parser.add_argument("--restart", metavar="WORKLOADS")
-    parser.add_argument("-n", "--namespace")
-    _request_options(parser, namespace=False)
+    def build(ns: argparse.Namespace) -> Command:
+        values = {arg.name: getattr(ns, arg.name) for arg in spec.grammar}
+        params = spec.params(values)
+        namespace, path = spec.scope_of(params)
+        return _request(spec.name, params, ns, namespace=namespace, path=path)
 
-
-def _rotate_build(ns: argparse.Namespace) -> Command:
-    restart = tuple(w.strip() for w in (ns.restart or "").split(",") if w.strip())
-    if restart and ns.namespace is None:
-        raise ValueError("--restart needs the workloads' namespace: add -n <namespace>")
-    for workload in restart:
-        parse_workload(workload)
-    path = ns.path.strip("/")
-    params = RotateParams(path=path, key=ns.key, restart=restart, namespace=ns.namespace)
-    return _request("rotate", params, ns, path=path)
-
-
-def _restore_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path")
-    parser.add_argument("--to-version", dest="to_version", type=_revision, required=True)
-    _request_options(parser, namespace=False)
-
-
-def _restore_build(ns: argparse.Namespace) -> Command:
-    path = ns.path.strip("/")
-    params = RestoreParams(path=path, to_version=ns.to_version)
-    return _request("restore", params, ns, path=path)
+    return Subcommand(spec.usage(_REQ), spec.summary, configure, build)
 
 
 def _page(text: str) -> int:
@@ -322,49 +265,12 @@ def _extend_build(ns: argparse.Namespace) -> Command:
 _REQ = "[--env ENV] [--reason TEXT] [--break-glass REASON]"
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "restart": Subcommand(
-        f"/ops restart <workload> -n <namespace> {_REQ}",
-        "rolling restart of a Deployment, StatefulSet or DaemonSet (name or kind/name)",
-        _restart_args,
-        _restart_build,
-    ),
-    "scale": Subcommand(
-        f"/ops scale <workload> <replicas> -n <namespace> {_REQ}",
-        "set the replicas of a Deployment or StatefulSet",
-        _scale_args,
-        _scale_build,
-    ),
-    "rollback": Subcommand(
-        f"/ops rollback <deployment> [--to-revision N] -n <namespace> {_REQ}",
-        "roll a Deployment back to its previous (or the given) revision, as "
-        "`kubectl rollout undo` does",
-        _rollback_args,
-        _rollback_build,
-    ),
+    **{spec.word: kind_subcommand(spec) for spec in KINDS},
     "history": Subcommand(
         "/ops history <deployment> -n <namespace> [--env ENV]",
         "a Deployment's revisions, as `kubectl rollout history` lists them (no approval)",
         _history_args,
         _history_build,
-    ),
-    "access": Subcommand(
-        f"/ops access <namespace> [--role ROLE] [--for DURATION] {_REQ}",
-        "time-bound access to a namespace for your own identity (e.g. --for 1h)",
-        _access_args,
-        _access_build,
-    ),
-    "rotate": Subcommand(
-        f"/ops rotate <secret-path> [--key K] [--restart w1,w2 -n <namespace>] {_REQ}",
-        "write a new value to a Vault secret (KV v2) or rotate a database static role, "
-        "then restart its consumers",
-        _rotate_args,
-        _rotate_build,
-    ),
-    "restore": Subcommand(
-        f"/ops restore <secret-path> --to-version N {_REQ}",
-        "write version N of a KV v2 secret as a new version (history is kept)",
-        _restore_args,
-        _restore_build,
     ),
     "status": Subcommand(
         "/ops status [REQUEST_ID | --page N]",
@@ -413,7 +319,13 @@ def parse(text: str) -> Command:
     """Parse the text after ``/ops`` as Slack delivers it (``&``, ``<`` and ``>`` escaped as
     ``&amp;``, ``&lt;`` and ``&gt;``: the command holds what the person typed). Raises
     :class:`CommandError` with the usage line."""
-    words = _split(unescape(text))
+    return parse_words(_split(unescape(text)))
+
+
+def parse_words(words: list[str]) -> Command:
+    """Parse a command already split into words (``["restart", "web", "-n", "shop"]``), as
+    :func:`parse` does after splitting; the HTTP API builds its words from a JSON body. Raises
+    :class:`CommandError` with the usage line."""
     if not words or words[0] == "help":
         return Command("help")
     name, rest = words[0], words[1:]

@@ -15,6 +15,7 @@ from typing import Any
 from slack_sdk.models.blocks import ButtonElement, ConfirmObject, MarkdownTextObject
 from slack_sdk.models.views import View
 
+from actions.durations import format_duration
 from approvals.notifier import GrantView, RequestView
 from approvals.paging import Page
 from bot.blocks import (
@@ -34,7 +35,6 @@ from bot.blocks import (
     title,
 )
 from bot.mrkdwn import escape, escape_composed
-from bot.timefmt import duration as format_duration
 from bot.timefmt import slack_date
 
 EXTEND_ACTION = "grant_extend"
@@ -57,9 +57,9 @@ def clock_time(moment: datetime) -> str:
 
 
 def time_left(grant: GrantView, now: datetime) -> str:
-    """``1h 20m left``, or ``ending`` once the end has passed."""
+    """``1h20m left``, or ``ending`` once the end has passed."""
     left = grant.seconds_left(now)
-    return f"{format_duration(left)} left" if left >= 1 else "ending"
+    return f"{format_duration(left, exact=False)} left" if left >= 1 else "ending"
 
 
 def grant_title(grant: GrantView) -> str:
@@ -108,7 +108,7 @@ def grant_buttons(grant: GrantView) -> dict[str, Any]:
 def reminder_message(grant: GrantView, now: datetime) -> tuple[str, Blocks]:
     """The reminder before the end, to the grantee: time left, Extend and End now."""
     text = (
-        f"{grant_title(grant)} ends in {format_duration(grant.seconds_left(now))} "
+        f"{grant_title(grant)} ends in {format_duration(grant.seconds_left(now), exact=False)} "
         f"({clock_time(grant.expires_at)})"
     )
     limit = grant.extendable_by()
@@ -116,7 +116,7 @@ def reminder_message(grant: GrantView, now: datetime) -> tuple[str, Blocks]:
         ""
         if limit is None
         else (
-            f"It can be extended by at most {format_duration(limit)}."
+            f"It can be extended by at most {format_duration(limit, exact=False)}."
             if limit > 0
             else "It cannot be extended further (the rule's maximum is reached)."
         )
@@ -150,7 +150,7 @@ def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Bloc
         user=escape(grant.kubernetes_user),
         vault=f" (with Vault group {escape(grant.vault_group)})" if grant.vault_group else "",
         end=clock_time(grant.expires_at),
-        duration=format_duration(grant.duration_seconds),
+        duration=format_duration(grant.duration_seconds, exact=False),
         left=time_left(grant, now),
         reason=escape_composed(grant.revoke_reason or "no reason given"),
         binding=escape(grant.role_binding),

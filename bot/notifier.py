@@ -12,7 +12,7 @@ from slack_sdk.webhook import WebhookClient
 
 from approvals.notifier import GrantView, MessageRef, NotifyError, OpenedRefs, RequestView
 from approvals.policy import LoadedPolicy
-from bot import blocks, grant_blocks
+from bot import autonomy_blocks, blocks, grant_blocks
 from bot.mrkdwn import escape
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class SlackNotifier:
             thread_posted(thread)
         approval: MessageRef | None = None
         if request.needs_approval and request.approval_channel is not None:
-            text, message_blocks = blocks.approval_message(request)
+            text, message_blocks = blocks.approval_message(request, self._agent_name(request))
             try:
                 response = self._client.chat_postMessage(
                     channel=request.approval_channel, text=text, blocks=message_blocks
@@ -175,6 +175,9 @@ class SlackNotifier:
             _update(self._client, what, request.review, text, message_blocks)
         if event == "reviewed":
             return
+        if event == "autonomy":  # approved on earned autonomy: the notice with its Undo button
+            self._autonomy_notice(request)
+            return
         self.card_changed(request)
         if event == "escalated":
             self._escalate(request, blocks.thread_update(request, event))
@@ -187,7 +190,7 @@ class SlackNotifier:
         """Update the approval message (``chat.update``), if it has been posted, to show
         ``request`` as it is now. A failure is logged, never raised."""
         if request.approval is not None:
-            text, message_blocks = blocks.approval_message(request)
+            text, message_blocks = blocks.approval_message(request, self._agent_name(request))
             what = f"request #{request.id}: chat.update"
             _update(self._client, what, request.approval, text, message_blocks)
 
@@ -211,12 +214,27 @@ class SlackNotifier:
                 level=logging.WARNING,
             )
 
+    def _autonomy_notice(self, request: RequestView) -> None:
+        """Post the earned-autonomy notice, with Undo, to the approval channel; a failure is
+        logged (the request is approved and audited whatever happens to its notice)."""
+        channel = request.approval_channel or self._policy().policy.approval_channel
+        text, message_blocks = autonomy_blocks.autonomy_notice(request, self._agent_name(request))
+        what = f"request #{request.id}: earned-autonomy notice"
+        _post(self._client, what, channel=channel, text=text, message_blocks=message_blocks)
+
+    def _agent_name(self, request: RequestView) -> str | None:
+        """The requester's name in the policy's ``agents``, or None."""
+        agent = self._policy().policy.agents.get(request.requester_id)
+        return agent.name if agent is not None else None
+
     def _tell_requester(self, request: RequestView, event: str) -> None:
         """Update the requester's message in place (``chat.update``) and, for an event in
         :data:`NEEDS_REQUESTER`, reply in its thread with a mention. Without a message (the bot
         could not post in their channel) the ``response_url`` carries the final outcome alone
         (Slack allows five answers per ``response_url``). Raises ``NotifyError`` when neither
         reached them."""
+        if request.thread is None and not request.response_url and not request.origin_channel_id:
+            return  # asked through the HTTP API: its requester reads the status there
         needs = event in NEEDS_REQUESTER
         if request.thread is not None:
             text = blocks.requester_message(request)

@@ -8,6 +8,7 @@ Nothing in opsgate reads the environment at import time: build a :class:`Setting
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -97,6 +98,27 @@ class Settings(BaseSettings):
             "Threads that run the work Slack's listeners hand off after their ack (previews, "
             "executions, notifications); separate from the threads that ack."
         ),
+    )
+    audit_webhook_url: str | None = Field(
+        default=None,
+        validation_alias="OPSGATE_AUDIT_WEBHOOK_URL",
+        description="Where to POST each audit event (a SIEM collector); unset: no delivery.",
+    )
+    audit_webhook_secret: SecretStr | None = Field(
+        default=None,
+        validation_alias="OPSGATE_AUDIT_WEBHOOK_SECRET",
+        description="The HMAC-SHA256 key of the X-Opsgate-Signature header of each delivery.",
+    )
+    audit_webhook_format: Literal["jsonl", "cloudevents"] = Field(
+        default="jsonl",
+        validation_alias="OPSGATE_AUDIT_WEBHOOK_FORMAT",
+        description="Body of each delivery: the event object, or a CloudEvents 1.0 envelope.",
+    )
+    audit_webhook_interval: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias="OPSGATE_AUDIT_WEBHOOK_INTERVAL",
+        description="Seconds between two deliveries of what the webhook sink is owed.",
     )
     usergroup_cache_ttl: float = Field(
         default=300.0,

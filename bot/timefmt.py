@@ -1,6 +1,7 @@
-"""How opsgate writes durations and absolute times in Slack, the same way everywhere.
+"""How opsgate writes absolute times in Slack, the same way everywhere (durations:
+:func:`actions.durations.format_duration`).
 
-``duration`` is for people (``1h 30m``); ``slack_date`` uses Slack's date formatting
+``slack_date`` uses Slack's date formatting
 (``<!date^…>``, https://api.slack.com/reference/surfaces/formatting#date-formatting) so that each
 reader sees the time in their own time zone, with a UTC fallback for clients that cannot.
 """
@@ -8,19 +9,6 @@ reader sees the time in their own time zone, with a UTC fallback for clients tha
 from __future__ import annotations
 
 from datetime import UTC, datetime
-
-
-def duration(seconds: float) -> str:
-    """``5400`` → ``1h 30m``; ``90061`` → ``1d 1h 1m``; seconds are shown only under an hour
-    (``45s``, ``2m 5s``); ``0`` (or less) → ``0s``. ``seconds`` is rounded down."""
-    left = max(int(seconds), 0)
-    units = (("d", 86400), ("h", 3600), ("m", 60)) + ((("s", 1),) if left < 3600 else ())
-    parts = []
-    for unit, size in units:
-        count, left = divmod(left, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return " ".join(parts) or "0s"
 
 
 def utc(moment: datetime) -> str:

@@ -35,26 +35,40 @@ EQUIVALENT = ROOT / "mutation" / "equivalent.toml"
 LOG = ROOT / "mutants" / "mutmut-run.log"
 
 TARGETS: dict[str, list[str]] = {
-    "approvals/policy.py": [
+    "approvals/policy/rules.py": [
         "x_decide",
-        "x__mismatches",
-        "x__freeze_in_force",
-        "x__as_listed",
-        "x_requester_kind",
-        "x__actions_covered",
-        "x__matches_any",
-        "x_is_reversible",
-        "x__steps",
+        "x__deciding",
+        "x__unmatched",
+        "x_freeze_in_force",
+        "x_rule_settings",
+        "x_rule_denies",
+        "x_change_freeze",
+        "x_reason_required",
+        "x_break_glass",
+        "x_auto_approval",
+        "x_enough_approvers",
+        "x_needs_approval",
+        "xǁDecidingǁ*",
+    ],
+    "approvals/policy/decision.py": [
+        "x_mismatches",
+        "x_as_listed",
+        "x_resolve_steps",
         "x_step_members",
-        "x__needs",
-        "x__settings",
+        "x_needs_text",
         "x_count_satisfied",
         "x_approval_refusal",
         "xǁDecisionǁ*",
+    ],
+    "approvals/policy/lookup.py": ["x_requester_kind"],
+    "approvals/policy/model.py": [
+        "x_actions_covered",
+        "x_matches_any",
+        "x_is_reversible",
         "xǁFreezeǁin_force",
         "xǁFreezeǁwindow",
-        "xǁRuleǁstep_models",
-        "xǁRuleǁextend_mode",
+        "xǁRuleBaseǁstep_models",
+        "xǁRuleBaseǁextend_mode",
     ],
     "approvals/lifecycle.py": ["x_transition", "x_rows_changed", "x_record", "x__event"],
     "approvals/gate.py": [
@@ -187,7 +201,7 @@ def report(mutants: list[Mutant], threshold: float) -> bool:
 
     ok = True
     print()
-    print(f"{'module':<22}{'mutants':>9}{'killed':>8}{'equiv.':>8}{'survived':>10}{'rate':>9}")
+    print(f"{'module':<30}{'mutants':>9}{'killed':>8}{'equiv.':>8}{'survived':>10}{'rate':>9}")
     for path in TARGETS:
         mine = [m for m in mutants if m.path == path]
         counts = Counter(
@@ -198,14 +212,14 @@ def report(mutants: list[Mutant], threshold: float) -> bool:
         rate = 100.0 * counts["killed"] / relevant if relevant else 100.0
         ok = ok and rate >= threshold
         print(
-            f"{module_of(path):<22}{len(mine):>9}{counts['killed']:>8}{counts['equivalent']:>8}"
+            f"{module_of(path):<30}{len(mine):>9}{counts['killed']:>8}{counts['equivalent']:>8}"
             f"{counts['survived']:>10}{rate:>8.1f}%"
         )
     killed = sum(m.status in KILLED for m in mutants)
     relevant = len(mutants) - len(equivalent)
     total_rate = 100.0 * killed / relevant if relevant else 100.0
     print(
-        f"{'all':<22}{len(mutants):>9}{killed:>8}{len(equivalent):>8}"
+        f"{'all':<30}{len(mutants):>9}{killed:>8}{len(equivalent):>8}"
         f"{relevant - killed:>10}{total_rate:>8.1f}%"
     )
 

@@ -25,35 +25,22 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from approvals.models import AuditEvent, Grant, Request
-from tests.conftest import buttons, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, cluster_role, write_kubeconfig
 from tests.fakes.openbao import OpenBao, stop_process
-from tests.test_grants import binding_deletes
-from tests.test_serve import OPSGATE, env_for, free_port
+from tests.helpers.bot import buttons, wait_for
+from tests.helpers.grants import binding_deletes
+from tests.helpers.policy import policy
+from tests.helpers.serve import OPSGATE, env_for, free_port
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 RB_API = "rbac.authorization.k8s.io/v1"
 
 
 def policy_text(entity: str, group: str) -> str:
-    return f"""\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-
-groups:
-  sre: {{users: [U0SRE1, U0SRE2]}}
-
-identities:
-  U0DEV1: {{kubernetes_user: alice@example.com, vault_entity: {entity}}}
-  U0DEV2: {{kubernetes_user: bob@example.com}}
-
-environments:
-  prod: {{kube_context: prod, namespaces: [payments, checkout]}}
-
-rules:
+    return policy(
+        f"""\
   - name: payments access, with Vault
     match: {{action: access, environment: prod, namespace: payments}}
     approvers: [sre]
@@ -65,7 +52,15 @@ rules:
     approvers: [sre]
     roles: [view]
     max_duration: 1m
-"""
+""",
+        settings={"incident_channels": None},
+        groups={"security": None},
+        identities={
+            "U0DEV1": f"{{kubernetes_user: alice@example.com, vault_entity: {entity}}}",
+            "U0DEV2": "{kubernetes_user: bob@example.com}",
+        },
+        environments={"staging": None, "sandbox": None},
+    )
 
 
 class Bot:

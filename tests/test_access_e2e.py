@@ -9,7 +9,6 @@ second. One test lets a 2-second grant expire in real time with the real clock.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,67 +23,16 @@ from sqlalchemy.orm import Session
 from actions.access import parse_rfc3339, rfc3339, role_binding_body
 from approvals.models import AuditEvent, Grant, Request
 from bot.settings import Settings
-from tests.conftest import buttons, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, cluster_role
+from tests.helpers.access import POLICY, app_home_opened
+from tests.helpers.bot import buttons, running_bot, wait_for
+from tests.helpers.clock import Clock
 
 RB_API = "rbac.authorization.k8s.io/v1"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 GRANT_ID = "opsgate.io/grant-id"
 EXPIRES_AT = "opsgate.io/expires-at"
-
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-
-groups:
-  sre: {users: [U0SRE1, U0SRE2]}
-
-identities:
-  U0DEV1: {kubernetes_user: alice@example.com}
-  U0DEV2: {kubernetes_user: bob@example.com}
-
-environments:
-  prod:    {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-
-rules:
-  - name: payments access
-    match: {action: access, environment: prod, namespace: payments}
-    approvers: [sre]
-    roles: [view, edit]
-    max_duration: 4h
-    default_duration: 1h
-    extend: approval
-  - name: checkout access
-    match: {action: access, environment: prod, namespace: checkout}
-    approvers: [sre]
-    roles: [view]
-    max_duration: 2h
-    extend: auto
-  - name: staging access
-    match: {action: access, environment: staging}
-    approvers: [sre]
-    roles: [view]
-    max_duration: 1m
-"""
-
-
-class Clock:
-    """The bot's injected clock: aware UTC, moved by hand from the test's thread."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-        self._lock = threading.Lock()
-
-    def __call__(self) -> datetime:
-        with self._lock:
-            return self._now
-
-    def advance(self, seconds: float) -> None:
-        with self._lock:
-            self._now += timedelta(seconds=seconds)
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -243,17 +191,6 @@ class AccessBot:
         self.click(message, "approve", user=approver)
         wait_for(lambda: self.request(grant_id).status == "active", what="the grant to start")
         return grant_id
-
-
-def app_home_opened(user: str) -> dict[str, Any]:
-    """The ``app_home_opened`` event Slack sends when ``user`` opens the bot's Home tab."""
-    return {
-        "type": "app_home_opened",
-        "user": user,
-        "channel": "D0HOME" + user[-4:],
-        "tab": "home",
-        "event_ts": f"{datetime.now(UTC).timestamp():.6f}",
-    }
 
 
 @contextmanager
@@ -455,7 +392,7 @@ def test_auto_extension_early_revoke_and_end_now(access_bot: AccessBot, clock: C
     # Extend on the DM asks for what the rule still allows (30m of 2h), not for a refused hour
     longer = bot.grant_access("access checkout --for 1h30m")
     started = bot.dm_saying(
-        "U0DEV1", f"Grant #{longer}: access: view in checkout (prod) for 1h 30m as"
+        "U0DEV1", f"Grant #{longer}: access: view in checkout (prod) for 1h30m as"
     )
     bot.click(started, "grant_extend", user="U0DEV1")
     wait_for(

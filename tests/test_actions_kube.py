@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,26 +31,12 @@ from tests.fakes.kube import (
     statefulset,
     write_kubeconfig,
 )
+from tests.helpers.clock import Clock
 
 KUBECTL = shutil.which("kubectl")
 NS = "payments"
 START = datetime(2026, 11, 21, 3, 4, 5, tzinfo=UTC)
 REVISION = "deployment.kubernetes.io/revision"
-
-
-@dataclass
-class FakeTime:
-    """An injected clock; ``sleep`` advances it instead of waiting."""
-
-    now: datetime = START
-    sleeps: list[float] = field(default_factory=list)
-
-    def clock(self) -> datetime:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -74,19 +59,19 @@ def backend(kubeconfig: Path) -> Iterator[KubernetesBackend]:
 
 
 @pytest.fixture
-def time_() -> FakeTime:
-    return FakeTime()
+def time_() -> Clock:
+    return Clock(START)
 
 
 def target(**settings: Any) -> Target:
     return Target(environment="prod", kube_context="prod", namespace=NS, settings=settings)
 
 
-def kinds(backend: KubernetesBackend, time_: FakeTime, timeout: float = 60.0) -> dict[str, Any]:
+def kinds(backend: KubernetesBackend, time_: Clock, timeout: float = 60.0) -> dict[str, Any]:
     return dict(
         build_registry(
             kube=backend,
-            clock=time_.clock,
+            clock=time_,
             rollout_timeout=timeout,
             sleep=time_.sleep,
             poll_interval=2.0,
@@ -180,7 +165,7 @@ def test_rollout_status_reports_an_exceeded_progress_deadline() -> None:
 
 def follow(
     backend: KubernetesBackend,
-    time_: FakeTime,
+    time_: Clock,
     *,
     timeout: float,
     kind: str = "Deployment",
@@ -195,14 +180,14 @@ def follow(
         NS,
         name,
         timeout=timeout,
-        clock=time_.clock,
+        clock=time_,
         sleep=time_.sleep,
         poll_interval=poll_interval,
     )
 
 
 def test_follow_rollout_polls_until_complete(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     cluster.controllers.steps = 3
     backend.patch_scale("prod", "Deployment", NS, "payments-api", 5)
@@ -215,7 +200,7 @@ def test_follow_rollout_polls_until_complete(
 
 
 def test_follow_rollout_stops_at_progress_deadline_exceeded(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     cluster.stall(NS, "payments-api", after_reads=2)
     roll_patch = {"spec": {"template": {"metadata": {"annotations": {"x": "y"}}}}}
@@ -229,7 +214,7 @@ def test_follow_rollout_stops_at_progress_deadline_exceeded(
 
 
 def test_follow_rollout_gives_up_at_the_timeout(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     cluster.add(statefulset("ledger", NS, replicas=2))
     cluster.stall(NS, "ledger", kind="StatefulSet")
@@ -263,7 +248,7 @@ def test_follow_rollout_ends_even_when_the_clock_stands_still(
 
 
 def test_follow_rollout_retries_temporary_errors(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     backend.patch_scale("prod", "Deployment", NS, "payments-api", 4)
     cluster.fail_next(status=503, method="GET", path_contains="/deployments/payments-api")
@@ -286,7 +271,7 @@ def test_follow_rollout_retries_temporary_errors(
 def test_restart_follows_the_rollout_of_each_kind(
     cluster: FakeKubernetes,
     backend: KubernetesBackend,
-    time_: FakeTime,
+    time_: Clock,
     make: Any,
     kind: WorkloadKind,
     ready: str,
@@ -308,10 +293,10 @@ def test_restart_follows_the_rollout_of_each_kind(
 
 
 def test_a_restart_that_does_not_roll_out_says_it_was_applied(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     cluster.stall(NS, "payments-api", after_reads=1)
-    restart = Restart(kube=backend, clock=time_.clock, sleep=time_.sleep)
+    restart = Restart(kube=backend, clock=time_, sleep=time_.sleep)
     params = RestartParams(name="payments-api", namespace=NS)
     preview = restart.preview(params, target=target())
     with pytest.raises(errors.RolloutFailed) as caught:
@@ -364,7 +349,7 @@ def test_limits_allow(limits: dict[str, Any] | None, current: int, requested: in
 
 
 def test_scale_preview_execute_and_rollout(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     cluster.controllers.steps = 2
     scale = kinds(backend, time_)["scale"]
@@ -400,11 +385,11 @@ def test_scale_preview_execute_and_rollout(
 
 
 def test_scale_names_the_autoscaler_that_may_undo_it(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     cluster.add(horizontal_pod_autoscaler("payments-api", NS, min_replicas=3, max_replicas=12))
     cluster.add(horizontal_pod_autoscaler("other", NS, target_name="cart"))
-    preview = Scale(kube=backend, clock=time_.clock).preview(
+    preview = Scale(kube=backend, clock=time_).preview(
         ScaleParams(name="payments-api", namespace=NS, replicas=6), target=target()
     )
     assert preview.facts["autoscalers"] == [
@@ -419,7 +404,7 @@ def test_scale_names_the_autoscaler_that_may_undo_it(
 
 
 def test_scale_a_stateful_set_and_refuse_a_daemon_set(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     cluster.add(statefulset("ledger", NS, replicas=1))
     cluster.add(daemonset("agent", NS))
@@ -440,9 +425,9 @@ def test_scale_a_stateful_set_and_refuse_a_daemon_set(
 
 
 def test_scale_refuses_before_anyone_is_asked(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
-    scale = Scale(kube=backend, clock=time_.clock)
+    scale = Scale(kube=backend, clock=time_)
     with pytest.raises(errors.Invalid, match="scaling to 0 needs a rule"):
         scale.preview(ScaleParams(name="payments-api", namespace=NS, replicas=0), target=target())
     with pytest.raises(errors.Invalid, match="already has 3 replicas"):
@@ -461,7 +446,7 @@ def test_scale_refuses_before_anyone_is_asked(
 
 
 def test_scale_to_zero_when_the_rule_allows_it(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     scale = kinds(backend, time_)["scale"]
     params = ScaleParams(name="payments-api", namespace=NS, replicas=0)
@@ -474,7 +459,7 @@ def test_scale_to_zero_when_the_rule_allows_it(
 
 
 def test_a_scale_that_does_not_roll_out_says_it_was_applied(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     cluster.stall(NS, "payments-api", after_reads=3)
     scale = kinds(backend, time_)["scale"]
@@ -493,7 +478,7 @@ def test_a_scale_that_does_not_roll_out_says_it_was_applied(
 
 
 def test_rollout_history_lists_revisions_as_kubectl(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     roll_out_images(backend, "payments:1.5.0", "payments:1.6.0", causes=("", "bump to 1.6.0"))
     history = rollout_history(backend, "prod", NS, "payments-api")
@@ -512,7 +497,7 @@ def test_rollout_history_lists_revisions_as_kubectl(
 
 
 def test_history_and_rollback_use_only_the_replica_sets_the_deployment_controls(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     """ReplicaSets that match the selector but another Deployment controls (a canary with an
     overlapping selector) or nobody does (an orphan) are not revisions, as kubectl's
@@ -565,7 +550,7 @@ def test_render_history() -> None:
 
 
 def test_rollback_to_the_previous_revision(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     roll_out_images(backend, "payments:1.5.0", "payments:1.6.0", causes=("", "bump to 1.6.0"))
     cluster.clear_requests()
@@ -607,7 +592,7 @@ def test_rollback_to_the_previous_revision(
 
 
 def test_rollback_to_a_revision_and_the_refusals(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     rollback = kinds(backend, time_)["rollback"]
     with pytest.raises(errors.Invalid, match="no previous revision to roll back to"):
@@ -633,10 +618,10 @@ def test_rollback_to_a_revision_and_the_refusals(
 
 
 def test_rollback_refuses_a_paused_deployment_and_a_rejected_dry_run(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     roll_out_images(backend, "payments:1.5.0")
-    rollback = Rollback(kube=backend, clock=time_.clock)
+    rollback = Rollback(kube=backend, clock=time_)
     params = RollbackParams(name="payments-api", namespace=NS)
     cluster.fail_next(
         status=422,
@@ -652,10 +637,10 @@ def test_rollback_refuses_a_paused_deployment_and_a_rejected_dry_run(
 
 
 def test_rollback_refuses_when_the_deployment_moved_since_the_preview(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     roll_out_images(backend, "payments:1.5.0")
-    rollback = Rollback(kube=backend, clock=time_.clock)
+    rollback = Rollback(kube=backend, clock=time_)
     params = RollbackParams(name="payments-api", namespace=NS)
     preview = rollback.preview(params, target=target())
     roll_out_images(backend, "payments:1.7.0")
@@ -667,7 +652,7 @@ def test_rollback_refuses_when_the_deployment_moved_since_the_preview(
 
 
 def test_a_rollback_that_does_not_roll_out_says_it_was_applied(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     roll_out_images(backend, "payments:1.5.0")
     cluster.stall(NS, "payments-api", after_reads=1)
@@ -712,7 +697,7 @@ def test_the_bot_rolls_back_exactly_as_kubectl_rollout_undo_does(
     backend: KubernetesBackend,
     kubeconfig: Path,
     tmp_path: Path,
-    time_: FakeTime,
+    time_: Clock,
     to_revision: int | None,
 ) -> None:
     for name in ("twin", "mine"):
@@ -786,7 +771,7 @@ def test_history_lists_what_kubectl_rollout_history_lists(
 
 
 def test_scale_reports_the_replicas_it_found_when_they_moved_since_the_preview(
-    cluster: FakeKubernetes, backend: KubernetesBackend, time_: FakeTime
+    cluster: FakeKubernetes, backend: KubernetesBackend, time_: Clock
 ) -> None:
     scale = kinds(backend, time_)["scale"]
     params = ScaleParams(name="payments-api", namespace=NS, replicas=6)

@@ -17,10 +17,11 @@ from approvals.gate import Gate
 from bot import grant_blocks
 from bot.listeners.events import publish_home
 from bot.settings import Settings
-from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
-from tests.test_gate import Clock, RecordingNotifier
-from tests.test_restart_e2e import request_status
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.clock import Clock
+from tests.helpers.gate import RecordingNotifier
+from tests.helpers.slack_flow import request_status
 from tests.test_scale import counting, gate_world, seed_pending
 
 __all__ = ["gate_world"]  # the fixture, shared with tests/test_scale.py

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from approvals.notifier import MessageRef, RequestView, StepView
+from approvals.notifier import StepView
 from bot.blocks import (
     ACKNOWLEDGE_ACTION,
     APPROVE_ACTION,
@@ -25,46 +25,8 @@ from bot.blocks import (
     thread_update,
     title,
 )
-from bot.timefmt import duration, slack_date
-
-NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-RULE = "rules[1] 'prod restarts' (line 14)"
-
-
-def make_view(**overrides: Any) -> RequestView:
-    """A pending restart in prod that needs one approval from sre; override any field."""
-    fields: dict[str, Any] = {
-        "id": 12,
-        "action": "restart",
-        "status": "pending",
-        "requester_id": "U0DEV1",
-        "requester_kind": "user",
-        "target": "deployment/payments-api",
-        "environment": "prod",
-        "namespace": "payments",
-        "reason": "memory leak",
-        "preview_lines": (
-            "deployment/payments-api in payments: 3/3 ready",
-            "image: registry.example.com/payments-api:1.4.2",
-        ),
-        "rule": RULE,
-        "approver_groups": ("sre",),
-        "min_approvals": 1,
-        "approved_by": (),
-        "decided_by": None,
-        "result": None,
-        "error": None,
-        "origin_channel_id": "C0DEV",
-        "incident": False,
-        "response_url": None,
-        "approval_channel": "C0APPROVALS",
-        "approval": MessageRef("C0APPROVALS", "1714564800.000100"),
-        "thread": MessageRef("C0DEV", "1714564800.000200"),
-        "created_at": NOW,
-        "updated_at": NOW,
-    }
-    fields.update(overrides)
-    return RequestView(**fields)
+from bot.timefmt import slack_date
+from tests.helpers.request_views import RULE, make_view
 
 
 def texts(blocks: Blocks) -> list[str]:
@@ -446,16 +408,8 @@ def test_titles_read_as_plain_words() -> None:
     )
 
 
-def test_durations_and_dates_read_the_same_everywhere() -> None:
-    assert [duration(s) for s in (0, 45, 125, 3600, 5400, 5430, 90061)] == [
-        "0s",
-        "45s",
-        "2m 5s",
-        "1h",
-        "1h 30m",
-        "1h 30m",
-        "1d 1h 1m",
-    ]
+def test_absolute_times_use_slacks_date_formatting() -> None:
+    """Each reader sees the time in their own time zone; the fallback is UTC."""
     moment = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
     assert slack_date(moment) == (
         "<!date^1795237200^{date_short_pretty} {time}|2026-11-21 05:00 UTC>"

@@ -19,22 +19,19 @@ from slack_sdk import WebClient
 from sqlalchemy import create_engine, make_url, select
 from sqlalchemy.orm import Session
 
-from actions.backends.kubernetes import KubernetesBackend
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
-from approvals.gate import Gate
+from approvals.db import make_engine
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Request
 from bot.listeners import listener_failed
 from bot.settings import Settings
 from bot.work import DATABASE_DOWN, Workers
-from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
-from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
+from tests.fakes.kube import FakeKubernetes, deployment
 from tests.fakes.tcp_proxy import TcpProxy
-from tests.test_gate import World, restart
-from tests.test_gate import world as world
-from tests.test_restart_e2e import patches, responses, submit, wait_approval_message
+from tests.helpers.bot import RunningBot, running_bot, wait_for
+from tests.helpers.gate import World, built_gate, restart
+from tests.helpers.gate import world as world
+from tests.helpers.slack_flow import patches, responses, submit, wait_approval_message
 
 STALLED = 12
 ACK_BUDGET = 3.0
@@ -192,21 +189,17 @@ def test_a_followed_rollout_survives_a_restart_of_the_bot(
     assert world.gate.follow_rollouts() == []  # still rolling out
     kube.unstall("payments", "payments-api")
 
-    migrate(database_url)
-    engine = make_engine(database_url)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc2", {"prod": kube})),
-        request_timeout=2,
-    )
-    try:
-        restarted = Gate(
-            sessions=make_sessionmaker(engine),
-            policy=world.gate._policy,
-            actions={},
-            notifier=world.notifier,
-            clock=world.clock,
-            rollouts=RolloutReader(backend),
-        )
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc2",
+        contexts=("prod",),
+        policy=world.gate._policy,
+        notifier=world.notifier,
+        clock=world.clock,
+        actions={},
+    ) as built:
+        restarted = built.gate
         assert restarted.recover() == []  # nothing to re-run, nothing marked failed
         for _ in range(20):
             if restarted.follow_rollouts():
@@ -215,9 +208,6 @@ def test_a_followed_rollout_survives_a_restart_of_the_bot(
         assert view.status == "succeeded"
         assert view.result is not None
         assert "rolled out" in view.result
-    finally:
-        backend.close()
-        engine.dispose()
 
 
 def test_a_rollout_that_runs_out_of_time_fails_and_says_it_was_applied(world: World) -> None:

@@ -25,12 +25,13 @@ from bot.grammar import parse
 from bot.mrkdwn import escape, escape_composed, unescape
 from bot.notifier import SlackGrantNotifier
 from bot.settings import Settings
-from tests.conftest import POLICY as BASE_POLICY
-from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_blocks import make_view
-from tests.test_grant_blocks import NOW, grant
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.grant_views import NOW, grant
+from tests.helpers.policy import POLICY as BASE_POLICY
+from tests.helpers.policy import policy
+from tests.helpers.request_views import make_view
 
 REASON = "<!channel> approve now <https://evil.example|payments dashboard> <@U0BOSS> R&D"
 REASON_SHOWN = (
@@ -217,30 +218,20 @@ def test_an_invalid_policy_is_reported_escaped(fake_slack: slack.FakeSlack) -> N
 
 # --- end to end through the running bot ---------------------------------------------------------
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-
-groups:
-  sre: {users: [U0SRE1, U0SRE2]}
-  oncall: {users: [U0ONCALL]}
-
-agents:
-  B0ALERTS: {name: alertmanager}
-
-environments:
-  prod:    {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-
-rules:
+POLICY = policy(
+    """\
   - name: payments
     match: {action: restart, environment: prod}
     approvers: [sre]
     break_glass: [oncall]
   - match: {action: restart, environment: staging}
     approval: auto
-"""
+""",
+    settings={"incident_channels": None},
+    groups={"security": None, "oncall": "{users: [U0ONCALL]}"},
+    agents={"B0ALERTS": "{name: alertmanager}"},
+    environments={"sandbox": None},
+)
 
 
 @pytest.fixture

@@ -23,12 +23,13 @@ from approvals.expiry import EXPIRY_JOB, REMINDER_JOB, ExpiryScheduler, fire_exp
 from approvals.lifecycle import Actor
 from approvals.models import Grant
 from approvals.notifier import GrantView
-from tests.conftest import wait_for
 from tests.fakes.kube import FakeKubernetes
 from tests.fakes.openbao import OpenBao
-from tests.test_grants import SETTINGS, Clock, GrantWorld, make_world
+from tests.helpers.bot import wait_for
+from tests.helpers.clock import Clock
+from tests.helpers.grants import SETTINGS, GrantWorld, make_world
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 
 def real_clock() -> datetime:

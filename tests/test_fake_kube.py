@@ -27,6 +27,7 @@ from tests.fakes.kube import (
     strategic_merge_patch,
     write_kubeconfig,
 )
+from tests.helpers.kubectl import kubectl
 
 NS = "shop"
 
@@ -698,19 +699,6 @@ def test_strategic_merge_patch_keys() -> None:
 
 
 # --------------------------------------------------------------------------- real kubectl
-
-
-def kubectl(kubeconfig: Path, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    home.mkdir(exist_ok=True)
-    env = {"HOME": str(home), "PATH": "/usr/local/bin:/usr/bin:/bin", "KUBECONFIG": ""}
-    return subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 @pytest.mark.kubectl

@@ -2,119 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session, sessionmaker
 
-from actions.backends.kubernetes import KubernetesBackend
-from actions.registry import build_registry
-from actions.restart import RESTARTED_AT, RestartParams
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
+from actions.restart import RESTARTED_AT
 from approvals.gate import (
     STRANDED_AFTER,
     AlreadyDecided,
-    Gate,
     NotAllowed,
-    Origin,
     Rejected,
-    Submission,
 )
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Request, Status
-from approvals.notifier import MessageRef, NotifyError, OpenedRefs, RequestView
-from approvals.policy import load_policy
-from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-
-
-class Clock:
-    """An injected clock: aware UTC, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@dataclass
-class RecordingNotifier:
-    """A Notifier that keeps what it was told; ``fail_open`` makes the approval post fail."""
-
-    events: list[tuple[int, str, str]] = field(default_factory=list)
-    fail_open: bool = False
-
-    def request_opened(
-        self,
-        request: RequestView,
-        *,
-        approval_posted: Callable[[MessageRef], None] | None = None,
-        thread_posted: Callable[[MessageRef], None] | None = None,
-    ) -> OpenedRefs:
-        if self.fail_open:
-            raise NotifyError("channel_not_found")
-        self.events.append((request.id, "opened", request.status))
-        approval = MessageRef("C0APPROVALS", f"{request.id}.1") if request.needs_approval else None
-        return OpenedRefs(approval=approval, thread=MessageRef("C0DEV", f"{request.id}.2"))
-
-    def request_changed(self, request: RequestView, *, event: str) -> None:
-        self.events.append((request.id, event, request.status))
-
-    def card_changed(self, request: RequestView) -> None:
-        self.events.append((request.id, "card", request.status))
-
-
-@dataclass
-class World:
-    gate: Gate
-    notifier: RecordingNotifier
-    clock: Clock
-    sessions: sessionmaker[Session]
-    kube: FakeKubernetes
-
-
-@pytest.fixture
-def world(
-    tmp_path: Path, database_url: str, kube: FakeKubernetes, policy_path: Path
-) -> Iterator[World]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    sessions = make_sessionmaker(engine)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
-    clock = Clock()
-    notifier = RecordingNotifier()
-    loaded = load_policy(policy_path)
-    gate = Gate(
-        sessions=sessions,
-        policy=lambda: loaded,
-        actions=build_registry(kube=backend, clock=clock),
-        notifier=notifier,
-        clock=clock,
-        rollouts=RolloutReader(backend),
-    )
-    yield World(gate, notifier, clock, sessions, kube)
-    backend.close()
-    engine.dispose()
-
-
-def restart(
-    name: str = "payments-api", namespace: str = "payments", requester: str = "U0DEV1"
-) -> Submission:
-    return Submission(
-        action="restart",
-        params=RestartParams(name=name, namespace=namespace),
-        requester=Actor(requester),
-        namespace=namespace,
-        origin=Origin("C0DEV", "dev", None),
-    )
+from approvals.notifier import MessageRef, OpenedRefs, RequestView
+from tests.helpers.gate import RecordingNotifier, World, restart
+from tests.helpers.gate import world as world
 
 
 def set_status(world: World, request_id: int, status: Status, updated_at: datetime) -> None:

@@ -5,45 +5,26 @@ refreshed on a click (injected clock, recording notifier, fake cluster, test dat
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from actions.backends.kubernetes import KubernetesBackend
-from actions.registry import build_registry
 from actions.restart import RESTARTED_AT, RestartParams
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import AlreadyDecided, Gate, NotAllowed, Origin, Rejected, Submission
 from approvals.lifecycle import Actor
 from approvals.models import ActorKind, AuditEvent, Request
 from approvals.notifier import MessageRef, RequestView
 from approvals.policy import parse_policy
-from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_gate import Clock, RecordingNotifier
+from tests.fakes.kube import FakeKubernetes
+from tests.helpers.clock import Clock
+from tests.helpers.gate import Directory, ReviewingNotifier, built_gate
+from tests.helpers.policy import YEAR_END_FREEZE, policy
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-groups:
-  sre: {users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}
-  security: {users: [U0SEC1]}
-  oncall: {users: [U0ONCALL]}
-environments:
-  prod: {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-freezes:
-  - name: year-end
-    start: "2026-12-20 00:00"
-    end: "2027-01-04 00:00"
-    timezone: Europe/Berlin
-    reason: "year-end change freeze"
-    allow: [rollback]
-rules:
+POLICY = policy(
+    """\
   - name: checkout two steps
     match: {action: restart, environment: prod, namespace: checkout}
     steps:
@@ -60,32 +41,16 @@ rules:
     break_glass: [oncall]
   - match: {action: restart, environment: staging}
     approval: auto
-"""
-
-
-@dataclass
-class ReviewingNotifier(RecordingNotifier):
-    reviews: list[int] = field(default_factory=list)
-
-    def review_opened(self, request: RequestView) -> MessageRef | None:
-        self.reviews.append(request.id)
-        return MessageRef("C0AUDIT", f"{request.id}.9")
-
-
-@dataclass
-class Directory:
-    """A user-group directory whose membership a test changes; counts refreshes."""
-
-    groups: dict[str, frozenset[str]] = field(default_factory=dict)
-    refreshed: int = 0
-    pending_change: dict[str, frozenset[str]] = field(default_factory=dict)
-
-    def members(self, usergroup_id: str) -> frozenset[str]:
-        return self.groups.get(usergroup_id, frozenset())
-
-    def refresh(self) -> None:
-        self.refreshed += 1
-        self.groups.update(self.pending_change)
+""",
+    settings={"incident_channels": None},
+    groups={
+        "sre": "{users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}",
+        "oncall": "{users: [U0ONCALL]}",
+    },
+    environments={"sandbox": None},
+    sections=YEAR_END_FREEZE,
+    spaced=False,
+)
 
 
 @dataclass
@@ -107,29 +72,22 @@ def finished(gate: Gate, request_id: int) -> RequestView:
 
 @pytest.fixture
 def world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Iterator[World]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    sessions = make_sessionmaker(engine)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
     clock = Clock()
     notifier = ReviewingNotifier()
     directory = Directory()
     loaded = parse_policy(POLICY)
-    gate = Gate(
-        sessions=sessions,
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
         policy=lambda: loaded,
-        actions=build_registry(kube=backend, clock=clock, poll_interval=0.01, rollout_timeout=5),
         notifier=notifier,
         clock=clock,
-        rollouts=RolloutReader(backend),
         directory=directory,
-    )
-    yield World(gate, notifier, clock, directory, kube, sessions)
-    backend.close()
-    engine.dispose()
+        poll_interval=0.01,
+        rollout_timeout=5,
+    ) as built:
+        yield World(built.gate, notifier, clock, directory, kube, built.sessions)
 
 
 def restart(
@@ -305,22 +263,17 @@ def test_a_stranger_stays_a_stranger_after_the_refresh(world: World) -> None:
 def test_someone_a_reload_removed_from_a_group_can_no_longer_approve(
     tmp_path: Path, database_url: str, kube: FakeKubernetes
 ) -> None:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
     current = [parse_policy(POLICY)]
-    gate = Gate(
-        sessions=make_sessionmaker(engine),
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
         policy=lambda: current[0],
-        actions=build_registry(kube=backend, clock=Clock(), poll_interval=0.01),
         notifier=ReviewingNotifier(),
         clock=Clock(),
-        rollouts=RolloutReader(backend),
-    )
-    try:
+        poll_interval=0.01,
+    ) as built:
+        gate = built.gate
         view = gate.submit(restart("payments", "payments-api"))
         # U0SRE2 leaves sre in a reloaded policy while the request waits
         current[0] = parse_policy(POLICY.replace("users: [U0SRE1, U0SRE2]", "users: [U0SRE1]"))
@@ -328,6 +281,3 @@ def test_someone_a_reload_removed_from_a_group_can_no_longer_approve(
             gate.approve(view.id, Actor("U0SRE2"))
         assert gate.approve(view.id, Actor("U0SRE1")).status == "executing"
         assert finished(gate, view.id).status == "succeeded"
-    finally:
-        backend.close()
-        engine.dispose()

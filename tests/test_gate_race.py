@@ -25,9 +25,9 @@ from approvals.gate import AlreadyDecided, GateError
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Status
 from approvals.notifier import RequestView
-from tests.conftest import wait_for
 from tests.fakes.kube import FakeKubernetes
-from tests.test_gate_decisions import (
+from tests.helpers.bot import wait_for
+from tests.helpers.decisions import (
     SRE,
     World,
     applied_restarts,

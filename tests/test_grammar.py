@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from actions.access import AccessParams
 from actions.restart import RestartParams
+from actions.restore import RestoreParams
 from actions.rollback import RollbackParams
-from actions.rotate import RestoreParams, RotateParams
+from actions.rotate import RotateParams
 from actions.scale import ScaleParams
 from actions.workloads import WorkloadKind
 from approvals.extend import ExtendParams

@@ -2,73 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
-from approvals.notifier import GrantView, RequestView
 from bot import grant_blocks
 from bot.blocks import APPROVE_ACTION, DENY_ACTION
-
-NOW = datetime(2026, 11, 21, 4, 40, tzinfo=UTC)
-
+from tests.helpers.grant_views import NOW, grant, request
 
 TITLE = "Grant #12: access: edit in payments (prod) for 2h as alice@example.com"
 ENDS = "<!date^1795237200^{date_short_pretty} {time}|2026-11-21 05:00 UTC>"
 """Grant #12's end, in Slack's date formatting (issue 13)."""
-
-
-def grant(**kw: Any) -> GrantView:
-    values: dict[str, Any] = {
-        "id": 12,
-        "grantee_id": "U0DEV1",
-        "environment": "prod",
-        "kube_context": "prod",
-        "namespace": "payments",
-        "role": "edit",
-        "kubernetes_user": "alice@example.com",
-        "role_binding": "opsgate-grant-12",
-        "vault_group": "prod-edit",
-        "vault_entity": "alice",
-        "status": "active",
-        "started_at": datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
-        "expires_at": datetime(2026, 11, 21, 5, 0, tzinfo=UTC),
-        "duration_seconds": 7200,
-        "max_duration_seconds": 4 * 3600,
-    }
-    values.update(kw)
-    return GrantView(**values)
-
-
-def request(request_id: int, requester: str = "U0DEV2") -> RequestView:
-    fields: dict[str, Any] = {}
-    for f in dataclasses.fields(RequestView):
-        if f.default is not dataclasses.MISSING:
-            continue
-        if f.default_factory is not dataclasses.MISSING:
-            continue
-        fields[f.name] = None
-    fields.update(
-        id=request_id,
-        action="access",
-        status="pending",
-        requester_id=requester,
-        requester_kind="human",
-        target="view access to checkout",
-        environment="prod",
-        namespace="checkout",
-        reason="debugging INC-7",
-        preview_lines=(),
-        approver_groups=("sre",),
-        min_approvals=1,
-        approved_by=(),
-        incident=False,
-        created_at=NOW,
-        updated_at=NOW,
-    )
-    return RequestView(**fields)
 
 
 def buttons(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:

@@ -15,11 +15,10 @@ import pytest
 
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_restart_e2e import request_status, rows, submit, wait_approval_message
-from tests.test_scale_rollback_e2e import (
+from tests.helpers.bot import RunningBot, running_bot, wait_for
+from tests.helpers.scale_flow import (
     POLICY,
     ROLLED_OUT,
     announcement,
@@ -31,6 +30,7 @@ from tests.test_scale_rollback_e2e import (
     thread_replies,
     writes,
 )
+from tests.helpers.slack_flow import request_status, rows, submit, wait_approval_message
 
 INCIDENT = "C0INC4711"
 INCIDENT_NAME = "inc-4711-payments"

@@ -10,8 +10,8 @@ import pytest
 from approvals.paging import Page, page_window
 from bot import grant_blocks
 from bot.blocks import LIST_ENTRY_LIMIT, status_list
-from tests.test_blocks import make_view
-from tests.test_grant_blocks import NOW, grant, request
+from tests.helpers.grant_views import NOW, grant, request
+from tests.helpers.request_views import make_view
 
 
 def test_a_page_knows_where_it_stands() -> None:

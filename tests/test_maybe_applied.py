@@ -8,8 +8,7 @@ The real ``kubernetes`` client against the fake API server over HTTP, with a 1 s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,27 +28,13 @@ from tests.fakes.kube import (
     deployment,
     write_kubeconfig,
 )
+from tests.helpers.clock import Clock
 
 NS = "payments"
 START = datetime(2026, 11, 21, 3, 4, 5, tzinfo=UTC)
 RESTARTED = "2026-11-21T03:04:05Z"
 LATE = 3.0  # seconds the fake waits before answering; the client gives up after 1
 DEPLOYMENT = "/deployments/payments-api"
-
-
-@dataclass
-class FakeTime:
-    """An injected clock; ``sleep`` advances it instead of waiting."""
-
-    now: datetime = START
-    sleeps: list[float] = field(default_factory=list)
-
-    def clock(self) -> datetime:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += timedelta(seconds=seconds)
 
 
 @pytest.fixture
@@ -70,11 +55,11 @@ def backend(tmp_path: Path, cluster: FakeKubernetes) -> Iterator[KubernetesBacke
 
 @pytest.fixture
 def kinds(backend: KubernetesBackend) -> dict[str, Any]:
-    time_ = FakeTime()
+    time_ = Clock(START)
     return dict(
         build_registry(
             kube=backend,
-            clock=time_.clock,
+            clock=time_,
             rollout_timeout=60,
             sleep=time_.sleep,
             poll_interval=2.0,

@@ -10,9 +10,9 @@ import json
 
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import RunningBot, wait_for
 from tests.fakes.kube import FakeKubernetes
-from tests.test_restart_e2e import (
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.slack_flow import (
     RESTARTED_AT,
     annotations,
     patches,

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests import message_scan
-from tests.conftest import RunningBot
+from tests.helpers.bot import RunningBot
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,10 @@ from slack_sdk import WebClient
 from approvals.notifier import NotifyError
 from approvals.policy import parse_policy
 from bot.notifier import SlackGrantNotifier, SlackNotifier
-from tests.conftest import POLICY
 from tests.fakes import slack
-from tests.test_blocks import make_view
-from tests.test_grant_blocks import NOW, grant
+from tests.helpers.grant_views import NOW, grant
+from tests.helpers.policy import POLICY
+from tests.helpers.request_views import make_view
 
 
 def notifier(fake: slack.FakeSlack) -> SlackNotifier:

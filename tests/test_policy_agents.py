@@ -22,8 +22,9 @@ from hypothesis import strategies as st
 
 from actions.access import Access
 from actions.restart import Restart
+from actions.restore import Restore
 from actions.rollback import Rollback
-from actions.rotate import Restore, Rotate
+from actions.rotate import Rotate
 from actions.scale import Scale
 from approvals.extend import Extend
 from approvals.policy import (
@@ -40,7 +41,7 @@ from approvals.policy import (
     requester_kind,
 )
 from bot import cli
-from tests.test_policy import PROPERTY_SETTINGS, cases, first_match, reference_matches
+from tests.helpers.policy_cases import PROPERTY_SETTINGS, cases, first_match, reference_matches
 
 AT = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 

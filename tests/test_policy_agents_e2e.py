@@ -15,37 +15,22 @@ import pytest
 
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import POLICY as BASE_POLICY
-from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_policy_e2e import request_status
-from tests.test_restart_e2e import (
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.policy import POLICY as BASE_POLICY
+from tests.helpers.policy import policy
+from tests.helpers.slack_flow import (
     RESTARTED_AT,
     annotations,
     ephemerals_to,
     patches,
+    request_status,
     rows,
 )
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-
-groups:
-  sre: {users: [U0SRE1, U0SRE2]}
-  bots: {users: [U0DEPLOYBOT]}
-
-agents:
-  U0DEPLOYBOT: {name: deploy-bot}
-  B0ALERTS: {name: alertmanager}
-
-environments:
-  prod:    {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-
-rules:
+POLICY = policy(
+    """\
   - name: bots restart staging
     match: {action: restart, environment: staging, requester_kind: agent, requesters: [bots]}
     approval: auto
@@ -55,7 +40,12 @@ rules:
   - name: prod restarts
     match: {action: restart, environment: prod}
     approvers: [sre]
-"""
+""",
+    settings={"incident_channels": None},
+    groups={"security": None, "bots": "{users: [U0DEPLOYBOT]}"},
+    agents={"U0DEPLOYBOT": "{name: deploy-bot}", "B0ALERTS": "{name: alertmanager}"},
+    environments={"sandbox": None},
+)
 assert BASE_POLICY.startswith("version: 1")
 
 

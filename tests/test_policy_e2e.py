@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,44 +21,25 @@ import pytest
 
 from approvals.models import Approval, AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_restart_e2e import (
+from tests.helpers.bot import RunningBot, running_bot, wait_for
+from tests.helpers.clock import Clock
+from tests.helpers.policy import YEAR_END_FREEZE, policy
+from tests.helpers.slack_flow import (
     RESTARTED_AT,
     action_ids,
     annotations,
     ephemerals_to,
     patches,
+    request_status,
     responses,
     rows,
     submit,
 )
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-incident_channels: ["inc-*"]
-
-groups:
-  sre: {users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}
-  security: {users: [U0SEC1]}
-  oncall: {users: [U0ONCALL]}
-
-environments:
-  prod:    {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-
-freezes:
-  - name: year-end
-    start: "2026-12-20 00:00"
-    end: "2027-01-04 00:00"
-    timezone: Europe/Berlin
-    reason: "year-end change freeze"
-    allow: [rollback]
-
-rules:
+POLICY = policy(
+    """\
   - name: checkout two steps
     match: {action: restart, environment: prod, namespace: checkout}
     steps:
@@ -76,43 +55,19 @@ rules:
     break_glass: [oncall]
   - match: {action: restart, environment: staging}
     approval: auto
-"""
+""",
+    groups={
+        "sre": "{users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}",
+        "oncall": "{users: [U0ONCALL]}",
+    },
+    environments={"sandbox": None},
+    sections=YEAR_END_FREEZE,
+)
 
 START = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 ONCALL_USERGROUP = "S0ONCALL"
 PAGER = "U0PAGER"
 """A member of the sre group only through the Slack user group S0ONCALL."""
-
-
-class Clock:
-    """The bot's injected clock: an aware UTC datetime a test moves, which also counts who
-    asked it (by the calling function's name), so a test can wait for a periodic job's run."""
-
-    def __init__(self, now: datetime) -> None:
-        self._now = now
-        self._lock = threading.Lock()
-        self._calls: Counter[str] = Counter()
-
-    def __call__(self) -> datetime:
-        caller = sys._getframe(1).f_code.co_name
-        with self._lock:
-            self._calls[caller] += 1
-            return self._now
-
-    def move_to(self, when: datetime, *, then_run: str) -> None:
-        """Set the time to ``when``, then wait until the periodic job whose gate method is
-        ``then_run`` (``escalate_due``, ``expire_pending``) has run to the end at that time.
-
-        A job never overlaps itself (``max_instances=1``), so once it has read the clock twice
-        after the change, its first run at the new time has finished.
-        """
-        with self._lock:
-            self._now = when
-            seen = self._calls[then_run]
-        wait_for(
-            lambda: self._calls[then_run] >= seen + 2,
-            what=f"{then_run} to run at {when.isoformat()}",
-        )
 
 
 @pytest.fixture
@@ -199,11 +154,6 @@ def click_on(
         response_url=bot.fake_slack.response_url(),
     )
     assert bot.post(body).status_code == 200
-
-
-def request_status(settings: Settings, request_id: int = 1) -> str | None:
-    """Request ``request_id``'s status, or None while it does not exist yet."""
-    return next((r.status for r in rows(settings, Request) if r.id == request_id), None)
 
 
 def audit_events(settings: Settings) -> list[str]:

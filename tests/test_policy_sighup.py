@@ -23,11 +23,12 @@ from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from approvals.models import AuditEvent
-from tests.conftest import POLICY, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_restart_e2e import responses
-from tests.test_serve import OPSGATE, env_for, free_port
+from tests.helpers.bot import wait_for
+from tests.helpers.policy import POLICY
+from tests.helpers.serve import OPSGATE, env_for, free_port
+from tests.helpers.slack_flow import responses
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="no SIGHUP on this OS")
 

@@ -18,40 +18,37 @@ import time_machine
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from actions.backends.kubernetes import KubernetesBackend
-from actions.registry import build_registry
 from actions.restart import RestartParams
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import Gate, Origin, RateLimited, Rejected, Submission
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Request
 from approvals.policy import DEFAULT_REQUESTS_PER_MINUTE, PolicyError, parse_policy
 from bot.settings import Settings
-from tests.conftest import POLICY as BOT_POLICY
-from tests.conftest import RunningBot, wait_for
-from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_gate import Clock, RecordingNotifier
-from tests.test_restart_e2e import responses as answers_to
-from tests.test_restart_e2e import rows, submit, wait_approval_message
+from tests.fakes.kube import FakeKubernetes
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.clock import Clock
+from tests.helpers.gate import RecordingNotifier, built_gate
+from tests.helpers.policy import policy
+from tests.helpers.slack_flow import responses as answers_to
+from tests.helpers.slack_flow import rows, submit, wait_approval_message
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-rate_limit: {requests_per_minute: 3, agents_per_minute: 2}
-groups:
-  sre: {users: [U0SRE1, U0SRE2]}
-agents:
-  U0DEPLOYBOT: {name: deploy-bot}
-environments:
-  prod: {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-rules:
+POLICY = policy(
+    """\
   - match: {action: restart, environment: staging}
     approval: auto
   - match: {action: restart, environment: prod}
     approvers: [sre]
-"""
+""",
+    settings={
+        "audit_channel": None,
+        "incident_channels": None,
+        "rate_limit": "{requests_per_minute: 3, agents_per_minute: 2}",
+    },
+    groups={"security": None},
+    agents={"U0DEPLOYBOT": "{name: deploy-bot}"},
+    environments={"sandbox": None},
+    spaced=False,
+)
 
 T0 = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -85,27 +82,19 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Iterator[World]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    sessions = make_sessionmaker(engine)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
-    clock = Clock()
     notifier = RecordingNotifier()
     loaded = parse_policy(POLICY)
-    gate = Gate(
-        sessions=sessions,
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
         policy=lambda: loaded,
-        actions=build_registry(kube=backend, clock=clock, poll_interval=0.01, rollout_timeout=5),
         notifier=notifier,
-        clock=clock,
-        rollouts=RolloutReader(backend),
-    )
-    yield World(gate, notifier, sessions, kube)
-    backend.close()
-    engine.dispose()
+        clock=Clock(),
+        poll_interval=0.01,
+        rollout_timeout=5,
+    ) as built:
+        yield World(built.gate, notifier, built.sessions, kube)
 
 
 def restart(requester: str, namespace: str = "payments", name: str = "payments-api") -> Submission:
@@ -227,7 +216,7 @@ def test_a_bad_rate_limit_is_refused_with_its_line(value: str, field: str, messa
 
 @pytest.fixture
 def policy_text() -> str:
-    return BOT_POLICY + "rate_limit: {requests_per_minute: 2}\n"
+    return policy(settings={"rate_limit": "{requests_per_minute: 2}"})
 
 
 def test_the_requester_over_the_limit_is_told_and_nothing_is_asked(

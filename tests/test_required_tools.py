@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.required_tools import missing_tool
+from tests.helpers.tools import missing_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,20 +33,15 @@ from actions.errors import (
     TemporaryError,
 )
 from actions.registry import build_registry
-from actions.rotate import (
-    Generator,
-    Restore,
-    RestoreParams,
-    Rotate,
-    RotateParams,
-    generated_value,
-)
+from actions.restore import Restore, RestoreParams
+from actions.rotate import Rotate, RotateParams
+from actions.secret_kind import Generator, generated_value
 from actions.vault import StaticRole
 from tests.fakes.kube import FakeKubernetes, deployment, statefulset, write_kubeconfig
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 NOW = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 

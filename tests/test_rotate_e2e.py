@@ -22,32 +22,21 @@ from sqlalchemy import MetaData, Table, create_engine, inspect, select
 from actions.backends.vault import SEALED_MESSAGE
 from approvals.models import AuditEvent, Request
 from bot.settings import Settings
-from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
+from tests.helpers.bot import RunningBot, running_bot, wait_for
+from tests.helpers.policy import policy
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 PASSWORD_POLICY = "opsgate-e2e"
 PASSWORD_POLICY_LENGTH = 40
 
-POLICY = f"""\
-version: 1
-approval_channel: C0APPROVALS
-audit_channel: C0AUDIT
-
-groups:
-  sre: {{users: [U0SRE1, U0SRE2]}}
-  security: {{users: [U0SEC1, U0SEC2, U0SEC3]}}
-
-environments:
-  prod:    {{kube_context: prod, namespaces: [payments, checkout]}}
-  staging: {{kube_context: staging, namespaces: ["staging-*"]}}
-
-rules:
+POLICY = policy(
+    f"""\
   - name: prod secrets need two from security
     match: {{action: rotate, path: "secret/prod/*"}}
     approvers: [security]
@@ -65,7 +54,11 @@ rules:
   - name: database static roles
     match: {{action: rotate, path: "database-*/static-roles/*"}}
     approvers: [security]
-"""
+""",
+    settings={"incident_channels": None},
+    groups={"security": "{users: [U0SEC1, U0SEC2, U0SEC3]}"},
+    environments={"sandbox": None},
+)
 
 
 # --- fixtures -------------------------------------------------------------------------------------

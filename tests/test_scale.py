@@ -28,19 +28,20 @@ from actions.backends.kubernetes import (
     KubernetesBackend,
     _at_most_every,
 )
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
+from approvals.audit_chain import CHAIN_STATEMENTS
+from approvals.db import make_engine, migrate
 from approvals.gate import Gate
 from approvals.models import AuditEvent, Grant, Request
 from approvals.policy import parse_policy
 from bot.settings import Settings
-from tests.conftest import running_bot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_access_e2e import POLICY as ACCESS_POLICY
-from tests.test_access_e2e import app_home_opened
-from tests.test_gate import Clock, RecordingNotifier
-from tests.test_grants import T0, GrantWorld, make_world
+from tests.helpers.access import POLICY as ACCESS_POLICY
+from tests.helpers.access import app_home_opened
+from tests.helpers.bot import running_bot, wait_for
+from tests.helpers.clock import T0, Clock
+from tests.helpers.gate import RecordingNotifier, built_gate
+from tests.helpers.grants import GrantWorld, make_world
 
 RB_API = "rbac.authorization.k8s.io/v1"
 MANY = 10_000
@@ -248,21 +249,13 @@ def test_a_burst_of_ends_deletes_the_role_bindings_a_batch_per_call(gw: GrantWor
 
 @pytest.fixture
 def gate_world(database_url: str) -> Iterator[tuple[Gate, RecordingNotifier, Clock, Engine]]:
-    migrate(database_url)
-    engine = make_engine(database_url)
     clock = Clock()
     notifier = RecordingNotifier()
     loaded = parse_policy(ACCESS_POLICY)
-    gate = Gate(
-        sessions=make_sessionmaker(engine),
-        policy=lambda: loaded,
-        actions={},
-        notifier=notifier,
-        clock=clock,
-        rollouts=RolloutReader(KubernetesBackend(kubeconfig=None)),  # never read: no rollouts
-    )
-    yield gate, notifier, clock, engine
-    engine.dispose()
+    with built_gate(
+        database_url, policy=lambda: loaded, notifier=notifier, clock=clock, actions={}
+    ) as built:
+        yield built.gate, notifier, clock, built.engine
 
 
 def seed_pending(
@@ -322,13 +315,13 @@ def test_pending_expiry_and_escalation_use_a_bounded_number_of_queries(
     clock.now += timedelta(minutes=31)
     with counting(engine) as statements:
         assert gate.escalate_due() == ids
-    assert len(statements) <= 6, statements
+    assert len(statements) <= 6 + CHAIN_STATEMENTS, statements
     assert gate.escalate_due() == []  # once
 
     clock.now += timedelta(hours=2)
     with counting(engine) as statements:
         assert gate.expire_pending() == ids
-    assert len(statements) <= 6, statements
+    assert len(statements) <= 6 + CHAIN_STATEMENTS, statements
     assert gate.expire_pending() == []  # idempotent
     assert [(e, s) for _, e, s in notifier.events] == [("escalated", "pending")] * 300 + [
         ("expired", "expired")

@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections import Counter
 
 from bot.settings import Settings
-from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_restart_e2e import request_status, submit, wait_approval_message
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.slack_flow import request_status, submit, wait_approval_message
 
 AUDIT = "C0AUDIT"
 

@@ -10,10 +10,11 @@ import pytest
 from sqlalchemy import Engine
 
 from bot.settings import Settings
-from tests.conftest import wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
-from tests.test_access_e2e import POLICY, cluster, db, serve_access_bot
+from tests.helpers.access import POLICY
+from tests.helpers.bot import wait_for
+from tests.test_access_e2e import cluster, db, serve_access_bot
 from tests.test_slack_calls import AUDIT, audit_lines, requester_message, tally, updates_of
 
 __all__ = ["cluster", "db"]  # the fixtures of tests/test_access_e2e.py

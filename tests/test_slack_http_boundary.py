@@ -16,9 +16,9 @@ from urllib.parse import urlencode
 import pytest
 
 from bot.settings import Settings
-from tests.conftest import RunningBot, running_bot, wait_for
 from tests.fakes import slack
-from tests.slack_http_helpers import (
+from tests.helpers.bot import RunningBot, running_bot, wait_for
+from tests.helpers.slack_http import (
     FORM,
     JSON,
     TABLES,

@@ -24,9 +24,9 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, text
 
 from bot.grammar import CommandError, parse
-from tests.conftest import RunningBot, wait_for
 from tests.fakes import slack
-from tests.slack_http_helpers import (
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.slack_http import (
     FORM,
     JSON,
     logs_fixture,  # noqa: F401 -- the logs fixture

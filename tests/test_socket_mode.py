@@ -21,10 +21,10 @@ from slack_sdk.errors import SlackApiError
 
 from bot.app import create_app
 from bot.settings import Settings
-from tests.conftest import serve_in_thread, wait_for
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
 from tests.fakes.slack_socket import FakeSocketMode, SocketSession
+from tests.helpers.bot import serve_in_thread, wait_for
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 

@@ -11,14 +11,7 @@ from slack_sdk import WebClient
 from approvals.policy import parse_policy, resolve_groups
 from bot.usergroups import UsergroupDirectory
 from tests.fakes import slack
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.clock import Clock
 
 
 @pytest.fixture
@@ -39,7 +32,7 @@ def clock() -> Clock:
 @pytest.fixture
 def directory(slack_api: slack.FakeSlack, clock: Clock) -> UsergroupDirectory:
     client = WebClient(token=slack.BOT_TOKEN, base_url=slack_api.api_url)
-    return UsergroupDirectory(client, ttl=300.0, min_refresh=10.0, clock=clock)
+    return UsergroupDirectory(client, ttl=300.0, min_refresh=10.0, clock=clock.monotonic)
 
 
 def lookups(fake: slack.FakeSlack) -> list[str]:
@@ -54,10 +47,10 @@ def test_members_are_fetched_with_the_bot_token_and_cached(
     call = slack_api.calls_of("usergroups.users.list")[0]
     assert call.token == slack.BOT_TOKEN
     slack.set_usergroup(slack_api, "S0ONCALL", ["U0C"])
-    clock.now += 299
+    clock.advance(299)
     assert directory("S0ONCALL") == {"U0A", "U0B"}  # still fresh: from the cache
     assert lookups(slack_api) == ["S0ONCALL"]
-    clock.now += 2
+    clock.advance(2)
     assert directory.members("S0ONCALL") == {"U0C"}  # older than the TTL: asked again
     assert lookups(slack_api) == ["S0ONCALL", "S0ONCALL"]
 
@@ -68,10 +61,10 @@ def test_refresh_forgets_entries_older_than_min_refresh(
     slack.set_usergroup(slack_api, "S0ONCALL", ["U0A"])
     directory.members("S0ONCALL")
     slack.set_usergroup(slack_api, "S0ONCALL", ["U0A", "U0NEW"])
-    clock.now += 5
+    clock.advance(5)
     directory.refresh()  # too soon: a burst of stranger clicks must not hammer Slack
     assert directory.members("S0ONCALL") == {"U0A"}
-    clock.now += 6
+    clock.advance(6)
     directory.refresh()
     assert directory.members("S0ONCALL") == {"U0A", "U0NEW"}
     assert directory.cached() == {"S0ONCALL": frozenset({"U0A", "U0NEW"})}
@@ -86,7 +79,7 @@ def test_slack_error_serves_the_stale_cache(
 ) -> None:
     slack.set_usergroup(slack_api, "S0ONCALL", ["U0A"])
     directory.members("S0ONCALL")
-    clock.now += 1000
+    clock.advance(1000)
     slack_api.fail("usergroups.users.list", "ratelimited")
     with caplog.at_level(logging.ERROR, logger="bot.usergroups"):
         assert directory.members("S0ONCALL") == {"U0A"}
@@ -108,7 +101,7 @@ def test_unknown_group_without_cache_is_nobody(
 
 def test_unreachable_slack_is_nobody(clock: Clock) -> None:
     client = WebClient(token=slack.BOT_TOKEN, base_url="http://127.0.0.1:9/api/", timeout=2)
-    directory = UsergroupDirectory(client, clock=clock)
+    directory = UsergroupDirectory(client, clock=clock.monotonic)
     assert directory.members("S0ONCALL") == frozenset()
 
 

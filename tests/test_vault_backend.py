@@ -26,7 +26,7 @@ from actions.errors import (
 )
 from tests.fakes.openbao import OpenBao, free_port
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 
 @pytest.fixture

@@ -22,11 +22,12 @@ import pytest
 from actions.backends.vault import VaultBackend
 from actions.base import Target
 from actions.errors import Forbidden
-from actions.rotate import Restore, RestoreParams, Rotate, RotateParams
+from actions.restore import Restore, RestoreParams
+from actions.rotate import Rotate, RotateParams
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
 
-pytest_plugins = ["tests.fixtures_vault"]
+pytest_plugins = ["tests.helpers.vault"]
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "vault.md"
 NOW = datetime(2030, 1, 1, tzinfo=UTC)

@@ -13,39 +13,21 @@ from pathlib import Path
 
 import pytest
 
-from actions.backends.kubernetes import KubernetesBackend
-from actions.registry import build_registry
 from actions.restart import RestartParams
-from actions.rollout import RolloutReader
-from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.gate import Gate, Origin, Submission, UnknownRequest
 from approvals.lifecycle import Actor
 from approvals.models import ActorKind
 from approvals.policy import LoadedPolicy, PolicyError, parse_policy, policy_warnings
 from bot.settings import Settings
-from tests.conftest import POLICY as BOT_POLICY
-from tests.conftest import RunningBot, wait_for
-from tests.fakes.kube import FakeKubernetes, write_kubeconfig
-from tests.test_gate import Clock, RecordingNotifier
-from tests.test_gate_policy import Directory
-from tests.test_restart_e2e import request_status, responses, submit, wait_approval_message
+from tests.fakes.kube import FakeKubernetes
+from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.clock import Clock
+from tests.helpers.gate import Directory, RecordingNotifier, built_gate
+from tests.helpers.policy import policy
+from tests.helpers.slack_flow import request_status, responses, submit, wait_approval_message
 
-POLICY = """\
-version: 1
-approval_channel: C0APPROVALS
-audit_readers: [auditors]
-groups:
-  sre: {users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}
-  security: {users: [U0SEC1]}
-  auditors: {users: [U0AUD1], usergroups: [S0AUDIT]}
-  managers: {users: [U0MGR1]}
-agents:
-  U0DEPLOYBOT: {name: deploy-bot}
-  U0OTHERBOT: {name: other-bot}
-environments:
-  prod: {kube_context: prod, namespaces: [payments, checkout]}
-  staging: {kube_context: staging, namespaces: ["staging-*"]}
-rules:
+POLICY = policy(
+    """\
   - match: {action: restart, environment: staging}
     approval: auto
   - match: {action: restart, environment: prod, namespace: checkout}
@@ -56,7 +38,17 @@ rules:
     approvers: [sre]
     escalate_after: 30m
     escalate_to: managers
-"""
+""",
+    settings={"audit_channel": None, "incident_channels": None, "audit_readers": "[auditors]"},
+    groups={
+        "sre": "{users: [U0SRE1, U0SRE2], usergroups: [S0ONCALL]}",
+        "auditors": "{users: [U0AUD1], usergroups: [S0AUDIT]}",
+        "managers": "{users: [U0MGR1]}",
+    },
+    agents={"U0DEPLOYBOT": "{name: deploy-bot}", "U0OTHERBOT": "{name: other-bot}"},
+    environments={"sandbox": None},
+    spaced=False,
+)
 
 
 @dataclass
@@ -68,27 +60,20 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, database_url: str, kube: FakeKubernetes) -> Iterator[World]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    backend = KubernetesBackend(
-        kubeconfig=str(write_kubeconfig(tmp_path / "kc", {"prod": kube, "staging": kube})),
-        request_timeout=2,
-    )
-    clock = Clock()
     directory = Directory()
     policy = [parse_policy(POLICY)]
-    gate = Gate(
-        sessions=make_sessionmaker(engine),
+    with built_gate(
+        database_url,
+        kube=kube,
+        kubeconfig=tmp_path / "kc",
         policy=lambda: policy[0],
-        actions=build_registry(kube=backend, clock=clock, poll_interval=0.01, rollout_timeout=5),
         notifier=RecordingNotifier(),
-        clock=clock,
-        rollouts=RolloutReader(backend),
+        clock=Clock(),
         directory=directory,
-    )
-    yield World(gate, directory, policy)
-    backend.close()
-    engine.dispose()
+        poll_interval=0.01,
+        rollout_timeout=5,
+    ) as built:
+        yield World(built.gate, directory, policy)
 
 
 def restart(
@@ -213,7 +198,7 @@ def test_a_group_used_only_as_audit_readers_is_used_and_one_name_may_stand_alone
 
 @pytest.fixture
 def policy_text() -> str:
-    return BOT_POLICY + "audit_readers: [security]\n"
+    return policy(settings={"audit_readers": "[security]"})
 
 
 def test_status_of_a_failed_request_is_shown_only_to_those_who_may_see_it(

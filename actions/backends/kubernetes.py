@@ -336,6 +336,21 @@ class KubernetesBackend:
 
     # -- RBAC (time-bound access)
 
+    def review_token(self, context: str | None, token: str) -> dict[str, Any]:
+        """Create a TokenReview (``authentication.k8s.io/v1``) of ``token`` in the cluster of
+        ``context``, as a webhook token authenticator does; returns its ``status``
+        (``authenticated``, ``user.username``, ``error``). Raises ``actions.errors.ActionError``
+        when the API server cannot be asked."""
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenReview",
+            "spec": {"token": token},
+        }
+        api = client.AuthenticationV1Api(self._api_client(context))
+        answer = self._call(context, "reviewing a token", api.create_token_review, body)
+        status: dict[str, Any] = answer.get("status") or {}
+        return status
+
     def get_cluster_role(self, context: str | None, name: str) -> dict[str, Any]:
         """GET a ClusterRole as JSON. Raises ``NotFound`` when it does not exist."""
         return self._call(

