@@ -27,6 +27,7 @@ from actions.errors import ActionError, OutcomeUnknown, RolloutFailed
 from approvals import autonomy
 from approvals.explain import Explained, explain
 from approvals.grants import GrantError, GrantService, GrantView
+from approvals.inbox import settle
 from approvals.lifecycle import SYSTEM, Actor, rows_changed, transition, transition_many
 from approvals.lifecycle import record as record_event
 from approvals.models import ActorKind, Approval, AuditEvent, Request, SlackEvent, Status
@@ -106,6 +107,9 @@ class Submission:
     origin: Origin = Origin()
     path: str | None = None
     break_glass: str | None = None
+    owed: int | None = None
+    """The inbox row (:mod:`approvals.inbox`) of the Slack request that asked for it, settled
+    in the transaction that files the request: a replay of that row files nothing twice."""
 
 
 class UsergroupDirectory(Protocol):
@@ -426,6 +430,8 @@ class Gate:
                 now=now,
                 detail={"decision": decision.reason.value, "preview": list(preview.lines)},
             )
+            if sub.owed is not None:  # raises AlreadyDone: this request was filed before
+                settle(session, sub.owed, now)
             request_id = request.id
 
         self._announce(self.get(request_id))

@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` loads the policy (refusing an invalid one), builds the database engine,
 the Kubernetes adapter, the gate and the slack-bolt app, and mounts one ``POST /slack/events``
-(slash commands, interactivity and events) beside ``GET /healthz`` and ``GET /readyz``; in
+(slash commands, interactivity and events) beside ``GET /healthz``, ``GET /readyz`` and
+``GET /metrics`` (Prometheus); in
 Socket Mode (``SLACK_APP_TOKEN`` set) Slack is reached over the WebSocket instead, and
 ``/slack/events`` is not mounted. Migrations are applied when the app starts.
 """
@@ -21,9 +22,9 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -39,6 +40,8 @@ from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
 from approvals.idempotency import IdempotencyStore
+from approvals.inbox import Inbox
+from approvals.metrics import MeteredNotifier
 from approvals.notifier import GrantView, RequestView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
@@ -49,6 +52,7 @@ from bot.api.auth import Authenticator
 from bot.audit_jobs import add_audit_jobs
 from bot.listeners import autonomy as autonomy_listeners
 from bot.listeners.events import publish_home
+from bot.metrics import MeteredWebClient, exposition, metrics_registry
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
 from bot.settings import Settings
@@ -79,6 +83,7 @@ class Services:
     notifier: SlackGrantNotifier
     listener_executor: ThreadPoolExecutor
     workers: Workers
+    metrics: CollectorRegistry
 
     def close(self) -> None:
         """Stop, finishing what was started: the listeners, the work they handed off (an
@@ -114,14 +119,18 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
     )
     vault: VaultBackend | None = None
-    if settings.vault_addr and settings.vault_token is not None:
+    login = settings.vault_login()  # None: VAULT_TOKEN, as it is
+    static = settings.vault_token.get_secret_value() if settings.vault_token else None
+    if settings.vault_addr and (login is not None or static is not None):
         vault = VaultBackend(
             url=settings.vault_addr,
-            token=settings.vault_token.get_secret_value(),
+            token=None if login is not None else static,
             timeout=settings.vault_timeout,
+            login=login,
+            check_interval=settings.vault_renew_interval,
         )
     assert settings.slack_bot_token is not None
-    client = WebClient(
+    client = MeteredWebClient(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
     registry = dict(
@@ -172,7 +181,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         sessions=sessions,
         policy=store,
         actions=registry,
-        notifier=SlackNotifier(client, store),
+        notifier=MeteredNotifier(SlackNotifier(client, store), sessions),
         clock=clock,
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
         grants=grants,
@@ -181,20 +190,29 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         rollout_timeout=settings.rollout_timeout,
     )
     gate_ref.append(gate)
+    instance = re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate"
     scheduler = ExpiryScheduler(
         engine,
         grants=grants,
         clock=clock,
         sweep_interval=settings.sweep_interval,
         drift_interval=settings.drift_interval,
-        instance=re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate",
+        instance=instance,
     )
+    inbox = Inbox(engine, clock=clock, instance=instance, lease=settings.work_lease)
+    workers = Workers(settings.workers, inbox=inbox)
     scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
     scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
     scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
     add_audit_jobs(scheduler, sessions, settings, client, store)
+    if vault is not None and vault.token_keeper is not None:
+        scheduler.add_periodic(
+            "opsgate-vault-token", vault.token_keeper.keep, settings.vault_renew_interval
+        )
+    scheduler.add_periodic("opsgate-owed-work", workers.replay_owed, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-forget-owed", inbox.forget, 3600.0)
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
@@ -210,7 +228,6 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         # answering, so that the ack is its answer (no thread hop, no polling for the ack)
         process_before_response=True,
     )
-    workers = Workers(settings.workers)
     listeners.register(slack, gate, workers)
 
     def agent_name(view: RequestView) -> str | None:
@@ -230,6 +247,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         grant_notifier,
         listener_executor,
         workers,
+        metrics_registry(sessions, clock),
     )
 
 
@@ -243,7 +261,8 @@ START_RETRY_MAX = 30.0
 
 def _start_background(services: Services, stopping: threading.Event) -> None:
     """What a start does off the event loop: finish the requests a previous run left approved
-    or executing, then start the expiry scheduler (which first revokes every overdue grant).
+    or executing, replay the work it acked and did not finish (:meth:`Workers.replay_owed`),
+    then start the expiry scheduler (which first revokes every overdue grant).
 
     While the database cannot be reached, both are tried again (after 1 s, 2 s, … at most
     :data:`START_RETRY_MAX`) until they succeed or ``stopping`` is set: a bot that starts during
@@ -251,10 +270,13 @@ def _start_background(services: Services, stopping: threading.Event) -> None:
     """
     delay = 1.0
     recovered = False
+    if services.vault is not None and services.vault.token_keeper is not None:
+        services.vault.token_keeper.keep()  # the first login; then every vault_renew_interval
     while not stopping.is_set():
         try:
             if not recovered:
                 services.gate.recover()
+                services.workers.replay_owed()
                 recovered = True
             services.scheduler.start()
             return
@@ -331,7 +353,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     # is needed), so an HTTP endpoint would dispatch anyone's forged command or click.
     if not settings.socket_mode:
         assert settings.slack_signing_secret is not None  # settings.require_slack()
-        endpoint = SlackEndpoint(services.slack, settings.slack_signing_secret.get_secret_value())
+        endpoint = SlackEndpoint(
+            services.slack,
+            settings.slack_signing_secret.get_secret_value(),
+            holding=services.workers.holding,
+        )
 
         @api.post("/slack/events")
         async def slack_events(request: Request) -> Response:
@@ -342,6 +368,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        body = await run_in_threadpool(exposition, services.metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/readyz")
     async def readyz() -> JSONResponse:

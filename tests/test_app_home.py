@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -14,19 +15,31 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine, create_engine
 
 from approvals.gate import Gate
+from approvals.policy import parse_policy
 from bot import grant_blocks
 from bot.listeners.events import publish_home
 from bot.settings import Settings
 from tests.fakes import slack
+from tests.helpers.access import POLICY as ACCESS_POLICY
 from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.bulk import counting, seed_pending
 from tests.helpers.clock import Clock
-from tests.helpers.gate import RecordingNotifier
+from tests.helpers.gate import RecordingNotifier, built_gate
 from tests.helpers.slack_flow import request_status
-from tests.test_scale import counting, gate_world, seed_pending
-
-__all__ = ["gate_world"]  # the fixture, shared with tests/test_scale.py
 
 World = tuple[Gate, RecordingNotifier, Clock, Engine]
+
+
+@pytest.fixture
+def gate_world(database_url: str) -> Iterator[World]:
+    """A gate under the access policy on the migrated database, with a recording notifier."""
+    clock = Clock()
+    notifier = RecordingNotifier()
+    loaded = parse_policy(ACCESS_POLICY)
+    with built_gate(
+        database_url, policy=lambda: loaded, notifier=notifier, clock=clock, actions={}
+    ) as built:
+        yield built.gate, notifier, clock, built.engine
 
 
 def published(fake: slack.FakeSlack) -> dict[str, Any]:

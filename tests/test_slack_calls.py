@@ -5,55 +5,16 @@ in the requester's channel (then ``chat.update``s of it), no thread reply (succe
 from the requester) and one audit line. A denial adds one thread reply that mentions the
 requester. An access grant that expires adds the grantee's direct messages (started, with
 Extend / End now, and expired) and the grant's end as its own audit line
-(``tests/test_slack_calls_access.py``).
+(``tests/test_access_e2e.py``).
 """
 
 from __future__ import annotations
 
-from collections import Counter
-
 from bot.settings import Settings
-from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
 from tests.helpers.bot import RunningBot, wait_for
+from tests.helpers.slack_calls import AUDIT, audit_lines, requester_message, tally, updates_of
 from tests.helpers.slack_flow import request_status, submit, wait_approval_message
-
-AUDIT = "C0AUDIT"
-
-
-def tally(fake: slack.FakeSlack) -> Counter[str]:
-    """``method channel`` (``+thread`` for a thread reply) → how many calls, ``auth.test``,
-    ``views.publish`` and ``response_url`` aside."""
-    counts: Counter[str] = Counter()
-    for call in fake.calls:
-        if call.method in ("auth.test", "views.publish", "response_url"):
-            continue
-        thread = "+thread" if call.args.get("thread_ts") else ""
-        counts[f"{call.method} {call.args.get('channel')}{thread}"] += 1
-    return counts
-
-
-def audit_lines(fake: slack.FakeSlack) -> list[str]:
-    return [
-        str(c.args["text"]) for c in fake.calls_of("chat.postMessage") if c.args["channel"] == AUDIT
-    ]
-
-
-def updates_of(fake: slack.FakeSlack, message: slack.Call) -> list[str]:
-    return [
-        str(c.args["text"])
-        for c in fake.calls_of("chat.update")
-        if c.args["ts"] == message.response["ts"] and c.args["channel"] == message.args["channel"]
-    ]
-
-
-def requester_message(fake: slack.FakeSlack, channel: str = "C0DEV") -> slack.Call:
-    [message] = [
-        c
-        for c in fake.calls_of("chat.postMessage")
-        if c.args["channel"] == channel and not c.args.get("thread_ts")
-    ]
-    return message
 
 
 def test_one_approved_restart_is_one_card_one_requester_message_and_one_audit_line(
