@@ -105,8 +105,9 @@ class Notifier(Protocol):
         approval_posted: Callable[[MessageRef], None] | None = None,
         thread_posted: Callable[[MessageRef], None] | None = None,
     ) -> OpenedRefs:
-        """Announce a new request: the requester's message whose thread carries progress, then
-        the approval message (buttons) when it needs approval. ``thread_posted`` and
+        """Announce a new request: the requester's message (updated in place as the request
+        moves; its thread is for what needs them), then the approval message (buttons) when it
+        needs approval. ``thread_posted`` and
         ``approval_posted`` are called with each message as soon as it is posted. Raises
         :class:`NotifyError` when the approval message cannot be posted."""
         ...
@@ -118,7 +119,8 @@ class Notifier(Protocol):
 
     def request_changed(self, request: RequestView, *, event: str) -> None:
         """Show a change (``approval_added``, ``approved``, ``denied``, ``succeeded``, …): update
-        the approval message, reply in the thread, mirror to the audit channel. Raises
+        the approval message and the requester's message in place, reply in the thread only
+        when the change needs the requester, one audit line per final outcome. Raises
         :class:`NotifyError` when nothing could be delivered."""
         ...
 

@@ -4,7 +4,17 @@ its "Undo / require approval again" button, and the notice once someone clicked 
 from __future__ import annotations
 
 from approvals.notifier import RequestView
-from bot.blocks import Blocks, asked_by, button, context, preview, reason_line, section, title
+from bot.blocks import (
+    Blocks,
+    actions,
+    asked_by,
+    button,
+    context,
+    preview,
+    reason_line,
+    section,
+    title,
+)
 from bot.mrkdwn import escape
 
 UNDO_ACTION = "autonomy_undo"
@@ -23,13 +33,10 @@ def autonomy_notice(view: RequestView, agent_name: str | None) -> tuple[str, Blo
         section(preview(view)),
         section(reason_line("Reason", view.reason)),
         context(f"rule {escape(view.rule or '?')} · undo to require approval again"),
-        {
-            "type": "actions",
-            "block_id": "autonomy",
-            "elements": [
-                button("Undo / require approval again", UNDO_ACTION, str(view.id), "danger")
-            ],
-        },
+        actions(
+            "autonomy",
+            button("Undo / require approval again", UNDO_ACTION, str(view.id), "danger"),
+        ),
     ]
     return text, blocks
 

@@ -6,13 +6,27 @@ else is read from the database when it is clicked.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    HeaderBlock,
+    MarkdownTextObject,
+    PlainTextObject,
+    SectionBlock,
+)
 
 from approvals.lifecycle import SYSTEM
 from approvals.notifier import RequestView
 from approvals.paging import Page
 from bot.mrkdwn import escape, escape_composed, unescape
+from bot.timefmt import slack_date
 
 Blocks = list[dict[str, Any]]
 
@@ -44,47 +58,80 @@ def _fit(text: str, limit: int = 3000) -> str:
 
 
 def section(text: str) -> dict[str, Any]:
-    """A mrkdwn section block, cut to Slack's 3000 characters."""
-    return {"type": "section", "text": {"type": "mrkdwn", "text": _fit(text)}}
+    """A mrkdwn section block, cut to Slack's 3000 characters (built and checked by
+    ``slack_sdk.models.blocks``: a shape Slack would refuse raises
+    ``SlackObjectFormationError`` here, not at Slack)."""
+    return SectionBlock(text=MarkdownTextObject(text=_fit(text))).to_dict()
 
 
 def context(text: str) -> dict[str, Any]:
     """A context block of one mrkdwn element, cut to Slack's 3000 characters."""
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": _fit(text)}]}
+    return ContextBlock(elements=[MarkdownTextObject(text=_fit(text))]).to_dict()
 
 
-def button(text: str, action_id: str, value: str, style: str | None = None) -> dict[str, Any]:
+def header(text: str) -> dict[str, Any]:
+    """A header block (plain text, cut to Slack's 150 characters)."""
+    return HeaderBlock(text=PlainTextObject(text=_fit(text, 150))).to_dict()
+
+
+def divider() -> dict[str, Any]:
+    """A divider block."""
+    return DividerBlock().to_dict()
+
+
+def button(
+    text: str,
+    action_id: str,
+    value: str,
+    style: str | None = None,
+    confirm: ConfirmObject | None = None,
+) -> ButtonElement:
     """A button element; ``value`` is an ID and nothing else."""
-    element: dict[str, Any] = {
-        "type": "button",
-        "text": {"type": "plain_text", "text": text},
-        "action_id": action_id,
-        "value": value,
-    }
-    if style:
-        element["style"] = style
-    return element
+    return ButtonElement(text=text, action_id=action_id, value=value, style=style, confirm=confirm)
+
+
+def actions(block_id: str, *elements: ButtonElement) -> dict[str, Any]:
+    """An actions block of ``elements`` (at most 25, Slack's limit, checked)."""
+    return ActionsBlock(block_id=block_id, elements=list(elements)).to_dict()
 
 
 def decision_buttons(request_id: int, block_id: str = DECISION_BLOCK) -> dict[str, Any]:
     """An actions block with Approve and Deny, each with ``value`` = the request ID."""
     value = str(request_id)
-    return {
-        "type": "actions",
-        "block_id": block_id,
-        "elements": [
-            button("Approve", APPROVE_ACTION, value, "primary"),
-            button("Deny", DENY_ACTION, value, "danger"),
-        ],
-    }
+    return actions(
+        block_id,
+        button("Approve", APPROVE_ACTION, value, "primary"),
+        button("Deny", DENY_ACTION, value, "danger"),
+    )
+
+
+_ACCESS_TARGET = re.compile(r"^(?P<role>\S+) access to (?P<namespace>\S+)$")
+"""The target ``actions.access`` writes (``view access to payments``)."""
+_SCALE_LINE = re.compile(r"\*(?P<current>\d+) -> (?P<wanted>\d+)\* replicas")
+"""The replica change in the first preview line ``actions.scale`` writes."""
+
+
+def subject(view: RequestView) -> str:
+    """What the request does, in plain words and plain text (not escaped):
+    ``restart deployment/payments-api in payments (prod)``, ``access: view in payments (prod)``,
+    ``scale statefulset/db 3 → 5 in payments (prod)``, ``rotate secret/payments/db``."""
+    env = f" ({view.environment})" if view.environment else ""
+    access = _ACCESS_TARGET.match(view.target) if view.action == "access" else None
+    if access is not None:
+        return f"access: {access['role']} in {access['namespace']}{env}"
+    where = f" in {view.namespace}" if view.namespace else ""
+    scale = view.action == "scale" and view.preview_lines
+    replicas = _SCALE_LINE.search(view.preview_lines[0]) if scale else None
+    if replicas is not None:
+        change = f" {replicas['current']} → {replicas['wanted']}"
+        return f"scale {view.target}{change}{where}{env}"
+    return f"{view.action} {view.target}{where}{env}"
 
 
 def title(view: RequestView) -> str:
     """``Request #12: restart deployment/payments-api in payments (prod)``, escaped for mrkdwn
     (the target and namespace may be what the requester typed)."""
-    where = f" in {view.namespace}" if view.namespace else ""
-    env = f" ({view.environment})" if view.environment else ""
-    return escape(f"Request #{view.id}: {view.action} {view.target}{where}{env}")
+    return escape(f"Request #{view.id}: {subject(view)}")
 
 
 def _users(users: tuple[str, ...] | list[str]) -> str:
@@ -129,34 +176,34 @@ def still_needed(view: RequestView) -> str:
 
 
 def outcome_line(view: RequestView) -> str:
-    """One line saying where the request stands, who decided and what happened."""
+    """One line saying where the request stands, who decided and what happened (``approved``
+    and ``executing`` read the same: the request is running)."""
     emoji = _STATUS_EMOJI.get(view.status, "")
     by = f" by <@{view.decided_by}>" if view.decided_by not in (None, SYSTEM.id) else ""
-    result = escape_composed(view.result) if view.result else view.result
-    error = escape_composed(view.error) if view.error else view.error
+    result = f": {escape_composed(view.result)}" if view.result else "."
+    error = f": {escape_composed(view.error)}" if view.error else "."
     if view.status == "pending":
         return f"{emoji} Waiting for approval."
-    if view.status == "approved":
-        return f"{emoji} Approved{by}; executing next."
-    if view.status == "executing":
-        return f"{emoji} Approved{by}; executing now."
+    if view.status in ("approved", "executing"):
+        return f"{_STATUS_EMOJI['executing']} Approved{by}; running."
     if view.status == "succeeded":
-        return f"{emoji} Approved{by}. Done: {result}"
+        return f"{emoji} Approved{by}. Done{result}"
     if view.status == "failed":
-        return f"{emoji} Approved{by}. *Failed*: {error}"
+        return f"{emoji} Approved{by}. *Failed*{error}"
     if view.status == "unknown":
-        return f"{emoji} Approved{by}. *May have taken effect: check before retrying*: {error}"
+        return f"{emoji} Approved{by}. *May have taken effect: check before retrying*{error}"
     if view.status == "denied":
         return f"{emoji} Denied{by}. Nothing was changed."
     if view.status == "cancelled":
-        why = f": {error}" if error else ""
+        why = f": {escape_composed(view.error)}" if view.error else ""
         return f"{emoji} Cancelled{by}{why}. Nothing was changed."
     if view.status == "expired":
         return f"{emoji} Expired: nobody decided in time. Nothing was changed; ask again if needed."
     if view.status == "active":
-        return f"{emoji} Approved{by}. Active: {result}"
+        return f"{emoji} Approved{by}. Active{result}"
     if view.status == "revoked":
-        return f"{emoji} Ended: {result or error or 'revoked'}"
+        ended = escape_composed(view.result or view.error or "revoked")
+        return f"{emoji} Ended: {ended}"
     return f"{emoji} {view.status.capitalize()}{by}."
 
 
@@ -197,8 +244,7 @@ def approval_message(view: RequestView, agent_name: str | None = None) -> tuple[
     if view.freeze:
         footer += f" · change freeze *{escape(view.freeze)}* in force"
     if view.status == "pending" and view.expires_at is not None:
-        footer += f" · expires <!date^{int(view.expires_at.timestamp())}^{{time}}|at "
-        footer += f"{view.expires_at:%H:%M} UTC>"
+        footer += f" · expires {slack_date(view.expires_at)}"
     blocks.append(context(footer))
     if view.status == "pending":
         blocks.append(decision_buttons(view.id))
@@ -209,7 +255,8 @@ def approval_message(view: RequestView, agent_name: str | None = None) -> tuple[
 
 
 def requester_announcement(view: RequestView) -> str:
-    """The message in the requester's channel whose thread carries progress and results."""
+    """The requester's message as the request was filed: who asked what, and who must approve
+    (or that policy approved it)."""
     base = f"<@{view.requester_id}> asked: {title(view)}"
     if view.break_glass:
         return f"{base}. :rotating_light: Break-glass: executing now, without approval."
@@ -222,6 +269,24 @@ def requester_announcement(view: RequestView) -> str:
         where = f" in <#{view.approval_channel}>" if view.approval_channel else ""
         return f"{base}. Waiting for {view.min_approvals} approval(s) from {groups}{where}{freeze}."
     return f"{base}. Approved automatically by policy ({escape(view.rule or '?')})."
+
+
+def requester_message(view: RequestView) -> str:
+    """The requester's one message, as the request stands now (it is updated in place): the
+    announcement while pending, then who approved and where it stands."""
+    running = view.status in ("approved", "executing")
+    if view.status == "pending" or (running and (view.break_glass or not view.needs_approval)):
+        announcement = requester_announcement(view)
+        if view.approved_by and view.status == "pending":
+            announcement += f" {approvals_line(view)}."
+        return announcement
+    return f"<@{view.requester_id}> asked: {title(view)}\n{outcome_line(view)}"
+
+
+def audit_line(view: RequestView) -> str:
+    """The audit channel's one line for a request's final outcome: ``[audit] Request #12:
+    restart … asked by <@U1>: ✅ Approved by <@U2>. Done: …``."""
+    return f"[audit] {title(view)}, asked by <@{view.requester_id}>: {outcome_line(view)}"
 
 
 def thread_update(view: RequestView, event: str, actor: str | None = None) -> str:
@@ -244,7 +309,7 @@ def thread_update(view: RequestView, event: str, actor: str | None = None) -> st
         who = " ".join(mentions) or f"*{escape(view.escalate_to or '')}*"
         return (
             f":mega: {who}: request #{view.id} has waited since "
-            f"{view.created_at:%H:%M} UTC without a decision; "
+            f"{slack_date(view.created_at)} without a decision; "
             f"{approvals_line(view)}."
         )
     if event == "reviewed":
@@ -269,11 +334,9 @@ def break_glass_notice(view: RequestView) -> tuple[str, Blocks]:
         groups = escape(", ".join(view.approver_groups) or "approvers")
         blocks.append(section(f"Needs review by *{groups}*; the request stays open until then."))
         blocks.append(
-            {
-                "type": "actions",
-                "block_id": REVIEW_BLOCK,
-                "elements": [button("Acknowledge", ACKNOWLEDGE_ACTION, str(view.id), "primary")],
-            }
+            actions(
+                REVIEW_BLOCK, button("Acknowledge", ACKNOWLEDGE_ACTION, str(view.id), "primary")
+            )
         )
     else:
         blocks.append(section(f":white_check_mark: Reviewed by <@{view.reviewed_by}>."))

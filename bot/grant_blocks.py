@@ -9,42 +9,51 @@ approval message's ``approve``/``deny`` buttons, ``value`` = the request ID).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from slack_sdk.models.blocks import ButtonElement, ConfirmObject, MarkdownTextObject
+from slack_sdk.models.views import View
 
 from actions.durations import format_duration
 from approvals.notifier import GrantView, RequestView
 from approvals.paging import Page
 from bot.blocks import (
+    DENY_ACTION,
     Blocks,
+    actions,
     button,
     context,
     decision_buttons,
+    divider,
+    header,
     list_entry,
+    outcome_line,
     page_note,
     past_the_end,
     section,
     title,
 )
 from bot.mrkdwn import escape, escape_composed
+from bot.timefmt import slack_date
 
 EXTEND_ACTION = "grant_extend"
 END_ACTION = "grant_end"
 GRANT_ACTIONS_BLOCK = "grant_actions"
 HOME_DECISION_BLOCK = "home_decision"
-HOME_MAX_ITEMS = 15
-"""At most this many entries per App Home section: three sections of at most 15 entries of at
-most two blocks, plus headers and a count line each, stay within the 100 blocks a view may hold
-(Slack's limit for a Home tab)."""
-
-
-def _header(text: str) -> dict[str, Any]:
-    return {"type": "header", "text": {"type": "plain_text", "text": text[:150]}}
+HOME_PAGE_ACTION = "home_page"
+HOME_NAV_BLOCK = "home_nav"
+HOME_CANCEL_BLOCK = "home_cancel"
+HOME_MAX_ITEMS = 10
+"""At most this many entries per App Home section and page: what waits on you (two blocks each),
+your pending requests (one), your grants (two) and your last 10 requests (one section) stay,
+with headers, dividers and count lines, well within the 100 blocks a Home tab may hold."""
 
 
 def clock_time(moment: datetime) -> str:
-    """``2026-11-21 05:00 UTC``."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    """Slack date formatting: each reader sees ``moment`` in their own time zone
+    (:func:`bot.timefmt.slack_date`)."""
+    return slack_date(moment)
 
 
 def time_left(grant: GrantView, now: datetime) -> str:
@@ -54,9 +63,13 @@ def time_left(grant: GrantView, now: datetime) -> str:
 
 
 def grant_title(grant: GrantView) -> str:
-    """``Grant #12: edit in payments (prod)``, escaped for mrkdwn."""
+    """``Grant #12: access: edit in payments (prod) for 1h as alice@example.com``, escaped for
+    mrkdwn."""
     env = f" ({grant.environment})" if grant.environment else ""
-    return escape(f"Grant #{grant.id}: {grant.role} in {grant.namespace}{env}")
+    return escape(
+        f"Grant #{grant.id}: access: {grant.role} in {grant.namespace}{env} for "
+        f"{format_duration(grant.duration_seconds)} as {grant.kubernetes_user}"
+    )
 
 
 def grant_line(grant: GrantView, now: datetime) -> str:
@@ -77,21 +90,19 @@ def grant_line(grant: GrantView, now: datetime) -> str:
 
 def grant_buttons(grant: GrantView) -> dict[str, Any]:
     """An actions block: Extend and End now (with a confirmation), ``value`` = the grant ID."""
-    end = button("End now", END_ACTION, str(grant.id), "danger")
-    end["confirm"] = {
-        "title": {"type": "plain_text", "text": "End this grant?"},
-        "text": {
-            "type": "mrkdwn",
-            "text": f"{escape(grant.role)} in {escape(grant.namespace)} is removed at once.",
-        },
-        "confirm": {"type": "plain_text", "text": "End now"},
-        "deny": {"type": "plain_text", "text": "Keep it"},
-    }
-    return {
-        "type": "actions",
-        "block_id": f"{GRANT_ACTIONS_BLOCK}_{grant.id}",
-        "elements": [button("Extend", EXTEND_ACTION, str(grant.id), "primary"), end],
-    }
+    confirm = ConfirmObject(
+        title="End this grant?",
+        text=MarkdownTextObject(
+            text=f"{escape(grant.role)} in {escape(grant.namespace)} is removed at once."
+        ),
+        confirm="End now",
+        deny="Keep it",
+    )
+    return actions(
+        f"{GRANT_ACTIONS_BLOCK}_{grant.id}",
+        button("Extend", EXTEND_ACTION, str(grant.id), "primary"),
+        button("End now", END_ACTION, str(grant.id), "danger", confirm),
+    )
 
 
 def reminder_message(grant: GrantView, now: datetime) -> tuple[str, Blocks]:
@@ -118,8 +129,7 @@ def reminder_message(grant: GrantView, now: datetime) -> tuple[str, Blocks]:
 
 
 _NOTICE = {
-    "started": ":key: {title} has started: *{role}* in *{namespace}* as {user}{vault}, "
-    "until {end} ({duration}).",
+    "started": ":key: {title} has started{vault}: it ends {end}.",
     "extended": ":hourglass: {title} was extended: it now ends {end} ({left}).",
     "revoked": ":lock: {title} was ended early: {reason}.",
     "expired": ":lock: {title} has expired; the access is removed.",
@@ -138,7 +148,7 @@ def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Bloc
         role=escape(grant.role),
         namespace=escape(grant.namespace),
         user=escape(grant.kubernetes_user),
-        vault=f" and Vault group {escape(grant.vault_group)}" if grant.vault_group else "",
+        vault=f" (with Vault group {escape(grant.vault_group)})" if grant.vault_group else "",
         end=clock_time(grant.expires_at),
         duration=format_duration(grant.duration_seconds, exact=False),
         left=time_left(grant, now),
@@ -175,8 +185,20 @@ def _request_line(view: RequestView) -> str:
     return f"*{title(view)}*\nasked by <@{view.requester_id}>{reason}"
 
 
+def cancel_button(request_id: int) -> ButtonElement:
+    """Cancel on the requester's own pending request: the ``deny`` action (a requester's Deny
+    withdraws their request, ``cancelled``), with a confirmation; ``value`` = the request ID."""
+    confirm = ConfirmObject(
+        title="Cancel this request?",
+        text=f"Request #{request_id} is withdrawn; nothing is changed.",
+        confirm="Cancel it",
+        deny="Keep it",
+    )
+    return button("Cancel", DENY_ACTION, str(request_id), None, confirm)
+
+
 def _more(items: Sequence[Any], shown: int, what: str, where: str) -> dict[str, Any] | None:
-    """A context line ``Showing 15 of 120 … ; `/ops grants` lists them all.`` when a section
+    """A context line ``Showing 10 of 120 … ; `/ops grants` pages through them.`` when a section
     shows fewer than the whole list (``items`` a :class:`~approvals.paging.Page`, or a list)."""
     total = items.total if isinstance(items, Page) else len(items)
     if total <= shown:
@@ -184,59 +206,95 @@ def _more(items: Sequence[Any], shown: int, what: str, where: str) -> dict[str, 
     return context(f"Showing {shown:,} of {total:,} {what}; {where}.")
 
 
+def _waiting_section(waiting: Sequence[RequestView]) -> Blocks:
+    """What waits on the user's approval, with Approve / Deny, and the page buttons when the
+    list is longer than a page (``waiting`` a :class:`~approvals.paging.Page`)."""
+    blocks: Blocks = [header("Waiting on your approval")]
+    if not waiting:
+        return [*blocks, context("Nothing waits on you.")]
+    shown = list(waiting)[:HOME_MAX_ITEMS]
+    for view in shown:
+        blocks.append(section(_request_line(view)))
+        blocks.append(decision_buttons(view.id, f"{HOME_DECISION_BLOCK}_{view.id}"))
+    if isinstance(waiting, Page) and (waiting.total > len(shown) or waiting.number > 1):
+        first, last = waiting.offset + 1, waiting.offset + len(shown)
+        blocks.append(
+            context(
+                f"Showing {first:,} to {last:,} of {waiting.total:,} requests waiting on you, "
+                "oldest first."
+            )
+        )
+        nav = []
+        if waiting.number > 1:
+            nav.append(button("Previous", f"{HOME_PAGE_ACTION}_prev", str(waiting.number - 1)))
+        if waiting.more:
+            nav.append(button("Next", f"{HOME_PAGE_ACTION}_next", str(waiting.number + 1)))
+        blocks.append(actions(HOME_NAV_BLOCK, *nav))
+    return blocks
+
+
+def _grants_section(grants: Sequence[GrantView], now: datetime) -> Blocks:
+    blocks: Blocks = [header("Your access grants")]
+    shown = list(grants)[:HOME_MAX_ITEMS]
+    if not shown:
+        return [*blocks, context("No active grants. Ask with `/ops access <namespace>`.")]
+    for grant in shown:
+        blocks.append(section(grant_line(grant, now)))
+        blocks.append(grant_buttons(grant))
+    more = _more(
+        grants, len(shown), "active grants, the soonest to end", "`/ops grants` pages through them"
+    )
+    return blocks + ([more] if more else [])
+
+
+def _pending_section(pending: Sequence[RequestView]) -> Blocks:
+    blocks: Blocks = [header("Your pending requests")]
+    mine = list(pending)[:HOME_MAX_ITEMS]
+    if not mine:
+        return [*blocks, context("Nothing pending.")]
+    for view in mine:
+        blocks.append(section(_request_line(view)))
+        blocks.append(actions(f"{HOME_CANCEL_BLOCK}_{view.id}", cancel_button(view.id)))
+    more = _more(
+        pending,
+        len(mine),
+        "pending requests, the oldest",
+        "`/ops status` pages through your requests",
+    )
+    return blocks + ([more] if more else [])
+
+
+def _recent_section(recent: Sequence[RequestView]) -> Blocks:
+    lines = [
+        list_entry(f"*{title(v)}*\n{outcome_line(v)}")[:280] for v in list(recent)[:HOME_MAX_ITEMS]
+    ]
+    body = section("\n".join(lines)) if lines else context("You have not asked for anything yet.")
+    return [header("Your last 10 requests"), body]
+
+
 def home_view(
     grants: Sequence[GrantView],
     pending_requests: Sequence[RequestView],
     awaiting_my_approval: Sequence[RequestView],
     now: datetime,
+    recent: Sequence[RequestView] = (),
 ) -> dict[str, Any]:
-    """The App Home tab (``views.publish``): the user's active grants with time left and
-    Extend / End now, their pending requests, and the requests waiting on their approval with
-    Approve / Deny (``value`` = the request ID). Each section shows at most
-    :data:`HOME_MAX_ITEMS` entries (the soonest to end, the oldest) and, when there are more
-    (a :class:`~approvals.paging.Page` says how many), how many and where to see them."""
-    blocks: Blocks = [_header("Your access grants")]
-    shown = list(grants)[:HOME_MAX_ITEMS]
-    if shown:
-        for grant in shown:
-            blocks.append(section(grant_line(grant, now)))
-            blocks.append(grant_buttons(grant))
-        more = _more(
-            grants,
-            len(shown),
-            "active grants, the soonest to end",
-            "`/ops grants` pages through them",
-        )
-        blocks.extend([more] if more else [])
-    else:
-        blocks.append(context("No active grants. Ask with `/ops access <namespace>`."))
-    blocks.append({"type": "divider"})
-    blocks.append(_header("Your pending requests"))
-    mine = list(pending_requests)[:HOME_MAX_ITEMS]
-    if mine:
-        blocks.extend(section(_request_line(v)) for v in mine)
-        more = _more(
-            pending_requests,
-            len(mine),
-            "pending requests, the oldest",
-            "`/ops status` pages through your requests",
-        )
-        blocks.extend([more] if more else [])
-    else:
-        blocks.append(context("Nothing pending."))
-    waiting = list(awaiting_my_approval)[:HOME_MAX_ITEMS]
-    if waiting:
-        blocks.append({"type": "divider"})
-        blocks.append(_header("Waiting on your approval"))
-        for view in waiting:
-            blocks.append(section(_request_line(view)))
-            blocks.append(decision_buttons(view.id, f"{HOME_DECISION_BLOCK}_{view.id}"))
-        more = _more(
-            awaiting_my_approval,
-            len(waiting),
-            "requests waiting on you, the oldest",
-            "the approval channel has them all",
-        )
-        blocks.extend([more] if more else [])
-    blocks.append(context(f"Updated {clock_time(now)}"))
-    return {"type": "home", "blocks": blocks[:100]}
+    """The App Home tab (``views.publish``): the requests waiting on the user's approval with
+    Approve / Deny (``value`` = the request ID) and Previous / Next page buttons
+    (``home_page_prev`` / ``home_page_next``, ``value`` = the page number) when they do not fit;
+    the user's pending requests with Cancel (``deny``, which withdraws one's own request); their
+    active grants with time left and Extend / End now; and
+    their last 10 requests. Each section shows at most :data:`HOME_MAX_ITEMS` entries and, when
+    there are more (a :class:`~approvals.paging.Page` says how many), how many and where to see
+    them. Built and checked by ``slack_sdk.models.views.View`` (at most 100 blocks)."""
+    blocks: Blocks = [
+        *_waiting_section(awaiting_my_approval),
+        divider(),
+        *_pending_section(pending_requests),
+        divider(),
+        *_grants_section(grants, now),
+        divider(),
+        *_recent_section(recent),
+        context(f"Updated {clock_time(now)}"),
+    ]
+    return View(type="home", blocks=blocks).to_dict()

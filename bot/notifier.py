@@ -22,9 +22,14 @@ log = logging.getLogger(__name__)
 FINAL_EVENTS = frozenset(
     {"succeeded", "failed", "unknown", "denied", "cancelled", "expired", "active", "revoked"}
 )
+"""Events after which the request no longer moves (``active``: an access grant started)."""
+NEEDS_REQUESTER = frozenset({"denied", "failed", "unknown", "expired"})
+"""Events that need the requester (to ask again, or to check and retry): a thread reply that
+mentions them, besides the update in place."""
 AUDITED_EVENTS = frozenset(
-    {"approved", "denied", "cancelled", "succeeded", "failed", "unknown", "expired", "active"}
+    {"denied", "cancelled", "succeeded", "failed", "unknown", "expired", "active"}
 )
+"""A request's final outcomes: one audit line each (a grant's end is the grant notifier's)."""
 SLACK_FAILURES = (SlackApiError, SlackRequestError, OSError)
 """What a Web API call raises when Slack says no or cannot be reached (urllib's URLError)."""
 
@@ -57,22 +62,32 @@ def _post(
 
 
 def _update(
-    client: WebClient, what: str, ref: MessageRef, text: str, message_blocks: blocks.Blocks
-) -> None:
-    """``chat.update`` of the message at ``ref``; a failure is logged as ``what`` failed."""
+    client: WebClient,
+    what: str,
+    ref: MessageRef,
+    text: str,
+    message_blocks: blocks.Blocks | None,
+    *,
+    level: int = logging.ERROR,
+) -> bool:
+    """``chat.update`` of the message at ``ref``; False after logging ``what`` failed."""
     try:
         client.chat_update(channel=ref.channel_id, ts=ref.ts, text=text, blocks=message_blocks)
     except SLACK_FAILURES as exc:
-        log.error("%s failed: %s", what, _slack_error(exc))
+        log.log(level, "%s failed: %s", what, _slack_error(exc))
+        return False
+    return True
 
 
 class SlackNotifier:
-    """Tells Slack what the gate did.
+    """Tells Slack what the gate did, one message per audience, each updated in place.
 
-    The approval message goes to the rule's approval channel and is updated in place
-    (``chat.update``) as the request moves; progress goes to a thread under the requester's
-    announcement, or through the command's ``response_url`` when the bot cannot post in that
-    channel; decisions and results are mirrored to the policy's ``audit_channel``.
+    The approval card goes to the rule's approval channel and is the request's source of truth:
+    ``chat.update`` shows each approval, the run and the result on it. The requester gets one
+    message in their channel (or, where the bot cannot post, one ephemeral answer through the
+    command's ``response_url``), updated in place too, and a thread reply that mentions them
+    only when a decision needs them (:data:`NEEDS_REQUESTER`). The policy's ``audit_channel``
+    gets one line per final outcome (:data:`AUDITED_EVENTS`) and the break-glass notices.
     """
 
     def __init__(self, client: WebClient, policy: Callable[[], LoadedPolicy]) -> None:
@@ -113,7 +128,7 @@ class SlackNotifier:
         return OpenedRefs(approval=approval, thread=thread)
 
     def _announce(self, request: RequestView) -> MessageRef | None:
-        text = blocks.requester_announcement(request)
+        text = blocks.requester_message(request)
         if request.origin_channel_id:
             try:
                 response = self._client.chat_postMessage(
@@ -127,7 +142,7 @@ class SlackNotifier:
                     request.origin_channel_id,
                     _slack_error(exc),
                 )
-        self._respond(request, text)
+        self._respond(request, text, replace=True)
         return None
 
     def review_opened(self, request: RequestView) -> MessageRef | None:
@@ -150,7 +165,9 @@ class SlackNotifier:
         return None
 
     def request_changed(self, request: RequestView, *, event: str) -> None:
-        """Update the approval message, reply in the thread and mirror to the audit channel.
+        """Update the approval card and the requester's message in place; reply in the
+        requester's thread (with a mention) when ``event`` needs them; one audit line for a
+        final outcome.
 
         Raises ``NotifyError`` only when the requester could not be told at all.
         """
@@ -164,15 +181,12 @@ class SlackNotifier:
             self._autonomy_notice(request)
             return
         self.card_changed(request)
-        update = blocks.thread_update(request, event)
         if event == "escalated":
-            self._escalate(request, update)
+            self._escalate(request, blocks.thread_update(request, event))
             return
-        if event in FINAL_EVENTS:
-            update = f"<@{request.requester_id}> {update}"
-        self._tell_requester(request, update)
+        self._tell_requester(request, event)
         if event in AUDITED_EVENTS:
-            self._mirror_to_audit(request, update)
+            self._mirror_to_audit(request)
 
     def card_changed(self, request: RequestView) -> None:
         """Update the approval message (``chat.update``), if it has been posted, to show
@@ -215,28 +229,48 @@ class SlackNotifier:
         agent = self._policy().policy.agents.get(request.requester_id)
         return agent.name if agent is not None else None
 
-    def _tell_requester(self, request: RequestView, text: str) -> None:
+    def _tell_requester(self, request: RequestView, event: str) -> None:
+        """Update the requester's message in place (``chat.update``) and, for an event in
+        :data:`NEEDS_REQUESTER`, reply in its thread with a mention. Without a message (the bot
+        could not post in their channel) the ``response_url`` carries the final outcome alone
+        (Slack allows five answers per ``response_url``). Raises ``NotifyError`` when neither
+        reached them."""
         if request.thread is None and not request.response_url and not request.origin_channel_id:
             return  # asked through the HTTP API: its requester reads the status there
-        if request.thread is not None and _post(
-            self._client,
-            f"request #{request.id}: thread reply",
-            channel=request.thread.channel_id,
-            thread_ts=request.thread.ts,
-            text=text,
-            level=logging.WARNING,
-        ):
+        needs = event in NEEDS_REQUESTER
+        if request.thread is not None:
+            text = blocks.requester_message(request)
+            updated = _update(
+                self._client,
+                f"request #{request.id}: requester update",
+                request.thread,
+                text,
+                None,
+                level=logging.WARNING,
+            )
+            replied = not needs or None is not _post(
+                self._client,
+                f"request #{request.id}: thread reply",
+                channel=request.thread.channel_id,
+                thread_ts=request.thread.ts,
+                text=f"<@{request.requester_id}> {blocks.thread_update(request, event)}",
+                level=logging.WARNING,
+            )
+            if updated and replied:
+                return
+        elif event not in FINAL_EVENTS:
             return
-        if not self._respond(request, text):
+        if not self._respond(request, blocks.requester_message(request), replace=not needs):
             raise NotifyError(f"request #{request.id}: the requester could not be told")
 
-    def _respond(self, request: RequestView, text: str) -> bool:
-        """Answer the requester alone through the command's response_url; False if that failed."""
+    def _respond(self, request: RequestView, text: str, *, replace: bool = False) -> bool:
+        """Answer the requester alone through the command's response_url (``replace``: in
+        place of the previous answer); False if that failed."""
         if not request.response_url:
             return False
         try:
             response = WebhookClient(request.response_url).send(
-                text=text, response_type="ephemeral", replace_original=False
+                text=text, response_type="ephemeral", replace_original=replace
             )
         except OSError as exc:
             log.warning("request #%s: response_url failed: %s", request.id, exc)
@@ -246,14 +280,15 @@ class SlackNotifier:
             return False
         return True
 
-    def _mirror_to_audit(self, request: RequestView, text: str) -> None:
+    def _mirror_to_audit(self, request: RequestView) -> None:
         channel = self._policy().policy.audit_channel
         if channel is not None:
             what = f"request #{request.id}: audit channel post"
-            _post(self._client, what, channel=channel, text=f"[audit] {text}")
+            _post(self._client, what, channel=channel, text=blocks.audit_line(request))
 
 
-GRANT_AUDITED = frozenset({"started", "extended", "revoked", "expired", "drift_removed"})
+GRANT_AUDITED = frozenset({"extended", "revoked", "expired", "drift_removed"})
+"""A grant's start is its request's ``active`` audit line; these are the grant's own."""
 GRANT_ENDED = frozenset({"revoked", "expired", "drift_removed"})
 
 AUDIT_SUMMARY_LINES = 40

@@ -17,6 +17,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bot.settings import Settings
+from tests import message_scan
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes, deployment, write_kubeconfig
 from tests.helpers.bot import RunningBot, running_bot
@@ -70,6 +71,24 @@ def fake_slack() -> Iterator[slack.FakeSlack]:
     finally:
         fake.server.clear()
         fake.server.stop()
+
+
+@pytest.fixture(autouse=True)
+def no_none_nor_repr_in_messages(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail the test whose run made the bot show ``None``, a Python repr (``{'``, ``[]``) or a
+    ``Traceback`` to someone in Slack: every call the fake Slack recorded (Web API and
+    ``response_url``) and every answer the bot gave over HTTP (``tests/message_scan.py``)."""
+    yield
+    fake = request.node.funcargs.get("fake_slack") if hasattr(request.node, "funcargs") else None
+    if not isinstance(fake, slack.FakeSlack):
+        return
+    found = [
+        (call.method, text) for call in list(fake.calls) for text in message_scan.leaks(call.args)
+    ]
+    found += [
+        ("HTTP answer", text) for answer in fake.answers for text in message_scan.leaks(answer)
+    ]
+    assert not found, f"a message shows None, a repr or a traceback: {found[:3]}"
 
 
 @pytest.fixture

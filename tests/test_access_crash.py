@@ -174,13 +174,15 @@ class World:
         )
         return request_id
 
-    def dm_saying(self, user: str, words: str) -> slack.Call:
+    def dm_saying(self, user: str, words: str, *more: str) -> slack.Call:
+        """The first direct message to ``user`` that says ``words`` and each of ``more``."""
         found: slack.Call = wait_for(
             lambda: next(
                 (
                     c
                     for c in self.fake.calls_of("chat.postMessage")
-                    if c.args.get("channel") == user and words in c.args.get("text", "")
+                    if c.args.get("channel") == user
+                    and all(w in c.args.get("text", "") for w in (words, *more))
                 ),
                 None,
             ),
@@ -337,7 +339,7 @@ def test_a_bot_killed_during_a_grant_revokes_it_when_it_starts_again(
     assert lag >= (restarted_at - expires_at).total_seconds()  # late by the time it was down
     assert ended.detail["removed"] == {"role_binding_deleted": True, "vault_member_removed": True}
     # and the grantee is told, by the new process
-    world.dm_saying("U0DEV1", f"Grant #{grant_id}: edit in payments (prod) has expired")
+    world.dm_saying("U0DEV1", f"Grant #{grant_id}: access: edit in payments (prod)", "has expired")
 
 
 def test_two_bots_on_one_postgresql_revoke_each_grant_exactly_once(
@@ -384,7 +386,9 @@ def test_two_bots_on_one_postgresql_revoke_each_grant_exactly_once(
             ).all()
         assert sorted(ends) == [(g, "grant_expired", 1) for g in ids]
         for grant_id in ids:
-            world.dm_saying("U0DEV1", f"Grant #{grant_id}: view in checkout (prod) has expired")
+            world.dm_saying(
+                "U0DEV1", f"Grant #{grant_id}: access: view in checkout (prod)", "has expired"
+            )
 
         # Both schedulers are still alive: APScheduler 3 on a job table shared by two schedulers
         # raises JobLookupError in its own thread when the other removed a job first, which

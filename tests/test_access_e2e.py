@@ -33,6 +33,7 @@ from tests.helpers.access import (
 )
 from tests.helpers.bot import buttons, wait_for
 from tests.helpers.clock import Clock
+from tests.helpers.slack_calls import AUDIT, audit_lines, requester_message, tally, updates_of
 
 # --- fixtures -------------------------------------------------------------------------------------
 
@@ -112,11 +113,14 @@ def test_request_approve_remind_extend_by_approval_and_expire(
 
     started = bot.dm_saying("U0DEV1", "has started")
     assert f"Grant #{grant_id}" in started.args["text"]
+    # the audit line of the start is the request's final outcome, "active" (issue 13)
     wait_for(
         lambda: any(
-            f"Grant #{grant_id}" in c.args.get("text", "") for c in bot.posts_to("C0AUDIT")
+            f"Request #{grant_id}: access: edit in payments" in c.args.get("text", "")
+            and "Active" in c.args.get("text", "")
+            for c in bot.posts_to("C0AUDIT")
         ),
-        what="the audit channel's mirror of the start",
+        what="the audit channel's line of the start",
     )
 
     # /ops grants lists it for its grantee
@@ -241,7 +245,9 @@ def test_auto_extension_early_revoke_and_end_now(access_bot: AccessBot, clock: C
 
     # Extend on the DM asks for what the rule still allows (30m of 2h), not for a refused hour
     longer = bot.grant_access("access checkout --for 1h30m")
-    started = bot.dm_saying("U0DEV1", f"Grant #{longer}: view in checkout (prod) has started")
+    started = bot.dm_saying(
+        "U0DEV1", f"Grant #{longer}: access: view in checkout (prod) for 1h30m as"
+    )
     bot.click(started, "grant_extend", user="U0DEV1")
     wait_for(
         lambda: bot.grant(longer).expires_at == start + timedelta(hours=2),
@@ -269,7 +275,7 @@ def test_auto_extension_early_revoke_and_end_now(access_bot: AccessBot, clock: C
 
     # End now on the DM: a stranger's click is refused, the grantee's ends it
     second = bot.grant_access("access payments --role view --for 2h")
-    started = bot.dm_saying("U0DEV1", f"Grant #{second}: view in payments (prod) has started")
+    started = bot.dm_saying("U0DEV1", f"Grant #{second}: access: view in payments (prod) for")
     assert buttons(started) == {"grant_extend": str(second), "grant_end": str(second)}
     ephemerals = len(bot.fake.calls_of("chat.postEphemeral"))
     bot.click(started, "grant_end", user="U0DEV2")
@@ -299,7 +305,15 @@ def test_auto_extension_early_revoke_and_end_now(access_bot: AccessBot, clock: C
     wait_for(lambda: bot.grant(third).status == "revoked", what="the approver's revoke")
     assert bot.binding(third, "payments") is None
     assert bot.grant(third).revoke_reason == "revoked early by <@U0SRE1>"
-    bot.dm_saying("U0DEV1", f"Grant #{third}: view in payments (prod) was ended early")
+    wait_for(
+        lambda: [
+            c
+            for c in bot.dms("U0DEV1")
+            if c.args["text"].startswith(f":lock: Grant #{third}: access: view in payments (prod)")
+            and "was ended early" in c.args["text"]
+        ],
+        what="the DM saying the third grant was ended early",
+    )
 
 
 # --- real time ------------------------------------------------------------------------------------
@@ -475,3 +489,39 @@ def test_drift_found_at_start_is_removed_and_reported_to_the_audit_channel(
         [event] = [e for e in bot.audit() if e.event == "drift_removed"]
         assert event.request_id is None
         assert event.detail["subjects"][0]["name"] == "mallory@example.com"
+
+
+# --- counting Slack calls (issue 13) ---------------------------------------------------------
+
+
+def test_one_access_grant_that_expires(
+    settings: Settings, fake_slack: slack.FakeSlack, cluster: FakeKubernetes, db: Engine
+) -> None:
+    with serve_access_bot(settings, fake_slack, cluster, db, sweep_interval=3600) as bot:
+        grant_id = bot.grant_access("access staging-web --for 2s")
+        expires_at = bot.grant(grant_id).expires_at
+        bot.dm_saying("U0DEV1", "has expired")
+        wait_for(
+            lambda: len(audit_lines(fake_slack)) == 2,
+            timeout=expires_at.timestamp() - datetime.now(UTC).timestamp() + 10,
+            what="the grant's two audit lines",
+        )
+        wait_for(lambda: bot.request(grant_id).status == "revoked", what="the request to end")
+        card = bot.approval_for(grant_id)
+        mine = requester_message(fake_slack)
+        wait_for(lambda: "Ended" in updates_of(fake_slack, mine)[-1], what="the last update")
+
+    counts = tally(fake_slack)
+    assert counts == {
+        "chat.postMessage C0APPROVALS": 1,
+        "chat.postMessage C0DEV": 1,
+        "chat.postMessage U0DEV1": 2,  # started (Extend / End now), expired
+        f"chat.postMessage {AUDIT}": 2,  # access granted, access expired
+        "chat.update C0APPROVALS": counts["chat.update C0DEV"],
+        "chat.update C0DEV": len(updates_of(fake_slack, mine)),
+    }
+    assert len(updates_of(fake_slack, card)) == len(updates_of(fake_slack, mine)) <= 5
+    started, ended = audit_lines(fake_slack)
+    assert "access: view in staging-web" in started
+    assert "Active" in started
+    assert "has expired" in ended

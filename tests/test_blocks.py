@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -15,13 +16,16 @@ from bot.blocks import (
     DENY_ACTION,
     Blocks,
     approval_message,
+    audit_line,
     break_glass_notice,
     error_message,
     outcome_line,
     requester_announcement,
+    requester_message,
     thread_update,
     title,
 )
+from bot.timefmt import slack_date
 from tests.helpers.request_views import RULE, make_view
 
 
@@ -74,8 +78,8 @@ def test_pending_message_has_approve_and_deny_buttons_carrying_only_the_id() -> 
     assert [b["action_id"] for b in buttons] == [APPROVE_ACTION, DENY_ACTION] == ["approve", "deny"]
     assert [b["value"] for b in buttons] == ["4711", "4711"]
     assert [b["text"] for b in buttons] == [
-        {"type": "plain_text", "text": "Approve"},
-        {"type": "plain_text", "text": "Deny"},
+        {"type": "plain_text", "text": "Approve", "emoji": True},
+        {"type": "plain_text", "text": "Deny", "emoji": True},
     ]
     assert [b["style"] for b in buttons] == ["primary", "danger"]
     # The actions block comes last, below everything the approver must read.
@@ -212,8 +216,9 @@ def test_decided_message_has_no_buttons_and_says_who_and_what(
     ("status", "expected"),
     [
         ("pending", ":hourglass_flowing_sand: Waiting for approval."),
-        ("approved", ":white_check_mark: Approved by <@U0SRE1>; executing next."),
-        ("executing", ":gear: Approved by <@U0SRE1>; executing now."),
+        # one state, not an "executing next / executing now" pair (issue 13)
+        ("approved", ":gear: Approved by <@U0SRE1>; running."),
+        ("executing", ":gear: Approved by <@U0SRE1>; running."),
     ],
 )
 def test_outcome_line_in_flight(status: str, expected: str) -> None:
@@ -384,3 +389,46 @@ def test_the_break_glass_notice_asks_for_review_until_someone_acknowledges() -> 
     assert actions_blocks(blocks) == []
     assert text.endswith("(reviewed by <@U0SRE1>)")
     assert ":white_check_mark: Reviewed by <@U0SRE1>." in joined(blocks)
+
+
+def test_titles_read_as_plain_words() -> None:
+    """Issue 13: what the request does, where, without the kind's own phrasing repeated."""
+    assert title(make_view()) == "Request #12: restart deployment/payments-api in payments (prod)"
+    access = make_view(action="access", target="view access to payments")
+    assert title(access) == "Request #12: access: view in payments (prod)"
+    scale = make_view(
+        action="scale",
+        target="statefulset/db",
+        preview_lines=("Scale *statefulset/db* in namespace *payments*: *3 -> 5* replicas",),
+    )
+    assert title(scale) == "Request #12: scale statefulset/db 3 → 5 in payments (prod)"
+    # a scale whose preview says nothing of replicas keeps the plain form
+    assert title(make_view(action="scale", target="statefulset/db", preview_lines=())) == (
+        "Request #12: scale statefulset/db in payments (prod)"
+    )
+
+
+def test_absolute_times_use_slacks_date_formatting() -> None:
+    """Each reader sees the time in their own time zone; the fallback is UTC."""
+    moment = datetime(2026, 11, 21, 5, 0, tzinfo=UTC)
+    assert slack_date(moment) == (
+        "<!date^1795237200^{date_short_pretty} {time}|2026-11-21 05:00 UTC>"
+    )
+
+
+def test_the_requester_message_reads_as_the_request_stands() -> None:
+    pending = make_view(approval=None)
+    assert requester_message(pending) == requester_announcement(pending)
+    running = make_view(status="executing", decided_by="U0SRE1")
+    assert requester_message(running) == (
+        "<@U0DEV1> asked: Request #12: restart deployment/payments-api in payments (prod)\n"
+        ":gear: Approved by <@U0SRE1>; running."
+    )
+    active = make_view(status="active", decided_by="U0SRE1", result=None)
+    assert "None" not in requester_message(active)
+    assert outcome_line(active) == ":key: Approved by <@U0SRE1>. Active."
+    done = make_view(status="succeeded", decided_by="U0SRE1", result="restarted")
+    assert audit_line(done) == (
+        "[audit] Request #12: restart deployment/payments-api in payments (prod), asked by "
+        "<@U0DEV1>: :white_check_mark: Approved by <@U0SRE1>. Done: restarted"
+    )

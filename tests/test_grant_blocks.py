@@ -11,6 +11,10 @@ from bot import grant_blocks
 from bot.blocks import APPROVE_ACTION, DENY_ACTION
 from tests.helpers.grant_views import NOW, grant, request
 
+TITLE = "Grant #12: access: edit in payments (prod) for 2h as alice@example.com"
+ENDS = "<!date^1795237200^{date_short_pretty} {time}|2026-11-21 05:00 UTC>"
+"""Grant #12's end, in Slack's date formatting (issue 13)."""
+
 
 def buttons(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:
     return [
@@ -23,7 +27,8 @@ def buttons(blocks: list[dict[str, Any]]) -> list[tuple[str, str]]:
 
 def test_the_reminder_carries_extend_and_end_now_with_the_grant_id_only() -> None:
     text, blocks = grant_blocks.reminder_message(grant(), NOW)
-    assert text == "Grant #12: edit in payments (prod) ends in 20m (2026-11-21 05:00 UTC)"
+    # issue 13: the title says what, where, how long and as whom; the end in the reader's zone
+    assert text == f"{TITLE} ends in 20m ({ENDS})"
     assert buttons(blocks) == [("grant_extend", "12"), ("grant_end", "12")]
     assert grant_blocks.EXTEND_ACTION == "grant_extend"
     assert grant_blocks.END_ACTION == "grant_end"
@@ -44,28 +49,25 @@ def test_the_reminder_carries_extend_and_end_now_with_the_grant_id_only() -> Non
         (
             "started",
             {},
-            ":key: Grant #12: edit in payments (prod) has started: *edit* in *payments* as "
-            "alice@example.com and Vault group prod-edit, until 2026-11-21 05:00 UTC (2h).",
+            f":key: {TITLE} has started (with Vault group prod-edit): it ends {ENDS}.",
             True,
         ),
         (
             "extended",
             {"vault_group": None},
-            ":hourglass: Grant #12: edit in payments (prod) was extended: it now ends "
-            "2026-11-21 05:00 UTC (20m left).",
+            f":hourglass: {TITLE} was extended: it now ends {ENDS} (20m left).",
             True,
         ),
         (
             "revoked",
             {"status": "revoked", "revoke_reason": "revoked early by <@U0SRE1>: done"},
-            ":lock: Grant #12: edit in payments (prod) was ended early: "
-            "revoked early by <@U0SRE1>: done.",
+            f":lock: {TITLE} was ended early: revoked early by <@U0SRE1>: done.",
             False,
         ),
         (
             "expired",
             {"status": "revoked", "revoke_reason": "expired"},
-            ":lock: Grant #12: edit in payments (prod) has expired; the access is removed.",
+            f":lock: {TITLE} has expired; the access is removed.",
             False,
         ),
         (
@@ -101,12 +103,19 @@ def test_grants_list() -> None:
     assert text.splitlines() == [
         "Active grants:",
         "• *#12* <@U0DEV1> *edit* in *payments* (prod) as alice@example.com, Vault group "
-        "prod-edit: ends 2026-11-21 05:00 UTC (20m left)",
-        "• *#13* <@U0DEV2> *edit* in *payments* as alice@example.com: ends 2026-11-21 05:00 UTC "
-        "(20m left)",
+        f"prod-edit: ends {ENDS} (20m left)",
+        f"• *#13* <@U0DEV2> *edit* in *payments* as alice@example.com: ends {ENDS} (20m left)",
     ]
     overdue = grant_blocks.grants_list([grant()], NOW + timedelta(hours=1))
     assert overdue.endswith("(ending)")
+
+
+HEADERS = [
+    "Waiting on your approval",
+    "Your pending requests",
+    "Your access grants",
+    "Your last 10 requests",
+]
 
 
 def test_home_view() -> None:
@@ -116,18 +125,20 @@ def test_home_view() -> None:
     assert "20m left" in texts
     assert "Request #30" in texts
     assert "asked by <@U0DEV2> — debugging INC-7" in texts
+    # issue 13: what waits on me comes first
     assert buttons(view["blocks"]) == [
-        ("grant_extend", "12"),
-        ("grant_end", "12"),
         (APPROVE_ACTION, "31"),
         (DENY_ACTION, "31"),
+        (DENY_ACTION, "30"),  # Cancel: a requester's Deny withdraws their own request
+        ("grant_extend", "12"),
+        ("grant_end", "12"),
     ]
     headers = [b["text"]["text"] for b in view["blocks"] if b["type"] == "header"]
-    assert headers == ["Your access grants", "Your pending requests", "Waiting on your approval"]
+    assert headers == HEADERS
 
     empty = grant_blocks.home_view([], [], [], NOW)
     headers = [b["text"]["text"] for b in empty["blocks"] if b["type"] == "header"]
-    assert headers == ["Your access grants", "Your pending requests"]
+    assert headers == HEADERS
     assert buttons(empty["blocks"]) == []
     assert "/ops access <namespace>" in str(empty["blocks"])
 
@@ -141,13 +152,16 @@ def test_home_view_stays_within_slacks_100_blocks() -> None:
 def test_a_full_home_view_keeps_every_section_and_its_footer() -> None:
     many = [grant(id=i) for i in range(80)]
     requests = [request(i) for i in range(80)]
-    view = grant_blocks.home_view(many, requests, requests, NOW)
+    view = grant_blocks.home_view(many, requests, requests, NOW, recent=requests)
     blocks = view["blocks"]
     assert len(blocks) <= 100
     headers = [b["text"]["text"] for b in blocks if b["type"] == "header"]
-    assert headers == ["Your access grants", "Your pending requests", "Waiting on your approval"]
+    assert headers == HEADERS
     # each section is capped, so the list is not merely cut at 100 blocks
-    assert blocks[-1]["elements"][0]["text"] == "Updated 2026-11-21 04:40 UTC"
-    assert len(buttons(blocks)) == 4 * grant_blocks.HOME_MAX_ITEMS
+    assert blocks[-1]["elements"][0]["text"] == (
+        "Updated <!date^1795236000^{date_short_pretty} {time}|2026-11-21 04:40 UTC>"
+    )
+    # Approve and Deny, Cancel, Extend and End now: ten of each
+    assert len(buttons(blocks)) == 5 * grant_blocks.HOME_MAX_ITEMS
     decisions = [b for b in blocks if b.get("block_id", "").startswith("home_decision_")]
     assert [b["block_id"] for b in decisions[:2]] == ["home_decision_0", "home_decision_1"]

@@ -95,13 +95,15 @@ def test_home_view_says_how_many_there_are_beyond_what_it_shows() -> None:
         for b in view["blocks"]
         if b["type"] == "context" and b["elements"][0]["text"].startswith("Showing")
     ]
+    # issue 13: what waits on me first, ten a page, with Next to the following ten
     assert notes == [
-        "Showing 15 of 40 active grants, the soonest to end; `/ops grants` pages through them.",
-        "Showing 15 of 300 pending requests, the oldest; `/ops status` pages through your "
+        "Showing 1 to 10 of 150 requests waiting on you, oldest first.",
+        "Showing 10 of 300 pending requests, the oldest; `/ops status` pages through your "
         "requests.",
-        "Showing 15 of 150 requests waiting on you, the oldest; the approval channel has them all.",
+        "Showing 10 of 40 active grants, the soonest to end; `/ops grants` pages through them.",
     ]
-    assert json.dumps(view).count('"grant_extend"') == 15
+    assert json.dumps(view).count('"grant_extend"') == 10
+    assert json.dumps(view).count('"home_page_next"') == 1
     # what fits is shown without a count line
     small = grant_blocks.home_view(Page((grant(),), total=1), [], [], NOW)
     assert "Showing" not in json.dumps(small)

@@ -26,10 +26,20 @@ DEPLOYMENT = "/deployments/payments-api"
 
 
 def thread_replies(bot: RunningBot, needle: str) -> list[str]:
+    """Replies in the requester's thread that say ``needle`` (a result that needs them)."""
     return [
         c.args["text"]
         for c in bot.fake_slack.calls_of("chat.postMessage")
         if c.args.get("thread_ts") and needle in c.args["text"]
+    ]
+
+
+def shown_in_place(bot: RunningBot, needle: str) -> list[str]:
+    """The requester's message (in C0DEV) as updated in place, where it says ``needle``."""
+    return [
+        c.args["text"]
+        for c in bot.fake_slack.calls_of("chat.update")
+        if c.args["channel"] == "C0DEV" and needle in c.args["text"]
     ]
 
 
@@ -47,7 +57,9 @@ def test_a_restart_answered_after_the_timeout_succeeds_once(
     restarted = annotations(kube, "payments", "payments-api")[RESTARTED_AT]
     [patch] = patches(kube)  # read back, never sent twice
     assert patch.body["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT] == restarted
-    [done] = wait_for(lambda: thread_replies(bot, "Done"), what="the result in the thread")
+    # a success needs nothing from the requester: their message says it in place (issue 13)
+    [done] = wait_for(lambda: shown_in_place(bot, "Done"), what="the result, shown in place")
+    assert thread_replies(bot, "Done") == []
     assert "<@U0DEV1>" in done
     assert f"restartedAt {restarted}" in done
     assert "read back, the change is there" in done

@@ -188,29 +188,25 @@ def test_two_steps_need_one_approval_from_each_group(
         first.args["blocks"]
     )
     assert action_ids(first.args["blocks"]) == ["approve", "deny"]
-    thread = str(announcement(bot).response["ts"])
+    # the requester's message is updated in place to say what is still needed (issue 13)
+    mine = str(announcement(bot).response["ts"])
     wait_for(
         lambda: [
             c
-            for c in posts(bot.fake_slack, "C0DEV", thread)
-            if "still needed: 1 more from security" in c.args["text"]
+            for c in updates_of(bot.fake_slack, mine)
+            if "Waiting for 1 more from security" in c.args["text"]
         ],
-        what="the thread to say what is still needed",
+        what="the requester's message to say what is still needed",
     )
 
     # a second sre is recorded but does not satisfy the security step
     bot.click("approve", "1", user="U0SRE2")
-    second = wait_for(
-        lambda: [
-            c for c in posts(bot.fake_slack, "C0DEV", thread) if "<@U0SRE2>" in c.args["text"]
-        ],
-        what="the thread to hear of the second sre",
-    )[-1]
-    # it counts for no step: still one of two, and security is still needed
-    assert second.args["text"] == (
-        "<@U0SRE2> approved request #1 (1/2); still needed: 1 more from security."
-    )
     wait_for(lambda: len(updates_of(bot.fake_slack, ts)) >= 2, what="the second update")
+    second = wait_for(lambda: updates_of(bot.fake_slack, mine)[1:], what="its update")[-1]
+    # it counts for no step: security is still needed
+    assert "Waiting for 1 more from security" in second.args["text"]
+    assert "1 from *sre* (1/1: <@U0SRE1>)" in second.args["text"]
+    assert posts(bot.fake_slack, "C0DEV", mine) == []  # nothing that needs a reply
     assert request_status(settings) == "pending"
     assert patches(kube) == []
     assert RESTARTED_AT not in annotations(kube, "checkout", "cart")
@@ -266,7 +262,10 @@ def test_escalation_pings_once_then_the_request_expires(
 
     clock.move_to(START + timedelta(minutes=31), then_run="escalate_due")
     [ping] = wait_for(lambda: posts(bot.fake_slack, "C0APPROVALS", ts), what="the escalation")
-    assert ping.args["text"].startswith(":mega: <@U0ONCALL>: request #1 has waited since 03:00 UTC")
+    assert ping.args["text"].startswith(
+        ":mega: <@U0ONCALL>: request #1 has waited since "
+        "<!date^1795230000^{date_short_pretty} {time}|2026-11-21 03:00 UTC>"
+    )
     assert "1 from *sre* (0/1) and 1 from *security* (0/1)" in ping.args["text"]
     [reply] = wait_for(
         lambda: [c for c in posts(bot.fake_slack, "C0DEV", thread) if ":mega:" in c.args["text"]]

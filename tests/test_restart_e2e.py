@@ -78,14 +78,15 @@ def test_restart_through_approval_end_to_end(
     assert final.args["ts"] == approval.response["ts"]
     assert action_ids(final.args["blocks"]) == []
     assert "Approved by <@U0SRE1>" in json.dumps(final.args["blocks"])
-    thread = wait_for(
+    # the requester's one message is updated in place; success needs no reply from them
+    done = wait_for(
         lambda: [
             c
-            for c in bot.fake_slack.calls_of("chat.postMessage")
-            if c.args.get("thread_ts") == announcement.response["ts"] and "Done" in c.args["text"]
+            for c in bot.fake_slack.calls_of("chat.update")
+            if c.args["ts"] == announcement.response["ts"] and "Done" in c.args["text"]
         ]
     )
-    assert "<@U0DEV1>" in thread[0].args["text"]
+    assert "deployment/payments-api" in done[-1].args["text"]
     assert wait_for(
         lambda: [
             c for c in bot.fake_slack.calls_of("chat.postMessage") if c.args["channel"] == "C0AUDIT"
@@ -130,7 +131,9 @@ def test_deny_changes_nothing_and_tells_the_requester(
     wait_approval_message(bot)
     bot.click("deny", "1", user="U0SRE2")
     wait_for(lambda: request_status(settings) == "denied")
-    update = wait_for(lambda: bot.fake_slack.calls_of("chat.update"))[-1]
+    update = wait_for(
+        lambda: [c for c in bot.fake_slack.calls_of("chat.update") if c.args.get("blocks")]
+    )[-1]
     assert action_ids(update.args["blocks"]) == []
     assert "Denied by <@U0SRE2>" in json.dumps(update.args["blocks"])
     wait_for(
@@ -408,14 +411,13 @@ def test_approval_channel_unreachable_cancels_the_request(
     assert "channel_not_found" in told
     assert request_status(settings) == "cancelled"
     assert patches(kube) == []
-    # the announcement already went out in the requester's channel: its thread says so too
+    # the announcement already went out in the requester's channel: it is updated to say so
+    # (the requester was told in the answer above: no thread reply on top)
     [reply] = wait_for(
-        lambda: [
-            c.args["text"]
-            for c in bot.fake_slack.calls_of("chat.postMessage")
-            if c.args.get("thread_ts")
-        ]
+        lambda: [c.args["text"] for c in bot.fake_slack.calls_of("chat.update")],
+        what="the requester's message to be updated",
     )
+    assert not [c for c in bot.fake_slack.calls_of("chat.postMessage") if c.args.get("thread_ts")]
     assert "Cancelled" in reply
     assert "could not be posted" in reply
 

@@ -171,8 +171,10 @@ def approval_message(bot: RunningBot) -> slack.Call:
 
 
 def thread_texts(fake: slack.FakeSlack) -> list[str]:
-    """Replies in the thread under the requester's message (in C0DEV)."""
-    return [
+    """What the requester reads in C0DEV: their message as updated in place (``chat.update``),
+    then the replies in its thread (a result that needs them)."""
+    updates = [c.args["text"] for c in fake.calls_of("chat.update") if c.args["channel"] == "C0DEV"]
+    return updates + [
         c.args["text"]
         for c in fake.calls_of("chat.postMessage")
         if c.args.get("thread_ts") and c.args.get("channel") == "C0DEV"
@@ -309,7 +311,9 @@ def test_two_security_approvers_rotate_a_prod_secret_and_its_consumer_rolls_out(
 
     # one approval of two: nothing happens
     assert bot.click("approve", "1", user="U0SEC1").status_code == 200
-    wait_thread(bot.fake_slack, "<@U0SEC1> approved request #1 (1/2)")
+    # the requester's message, updated in place, shows who approved and what is still needed
+    shown_to_requester = wait_thread(bot.fake_slack, "approved by <@U0SEC1>")
+    assert "(1/2)" in shown_to_requester
     assert request_row(settings).status == "pending"
     assert current_version(openbao, inside) == 1
     assert workload_patches(kube) == []
@@ -515,7 +519,11 @@ def test_a_write_between_preview_and_approval_fails_the_request_and_overwrites_n
     assert workload_patches(kube) == []  # no consumer restarted for a write that did not happen
     assert expected in wait_thread(bot.fake_slack, "Failed")
     update = wait_for(
-        lambda: [c for c in bot.fake_slack.calls_of("chat.update") if "failed" in c.args["text"]]
+        lambda: [
+            c
+            for c in bot.fake_slack.calls_of("chat.update")
+            if "failed" in c.args["text"] and c.args.get("blocks")
+        ]
     )[-1]
     assert expected in json.dumps(update.args["blocks"])
     events = rows(settings, AuditEvent)
@@ -618,7 +626,11 @@ def test_a_token_without_permission_fails_clearly_through_slack(
         assert failed.error == expected
         assert expected in wait_thread(fake_slack, "Failed")
         update = wait_for(
-            lambda: [c for c in fake_slack.calls_of("chat.update") if "failed" in c.args["text"]]
+            lambda: [
+                c
+                for c in fake_slack.calls_of("chat.update")
+                if "failed" in c.args["text"] and c.args.get("blocks")
+            ]
         )[-1]
         assert expected in json.dumps(update.args["blocks"])
     assert current_version(openbao, inside) == 1
@@ -660,7 +672,11 @@ def test_a_consumer_that_does_not_come_back_fails_the_request_and_offers_the_res
     reply = wait_thread(bot.fake_slack, "Failed")
     assert restore in reply
     assert "new version 2" in reply
-    [update] = [c for c in bot.fake_slack.calls_of("chat.update") if "failed" in c.args["text"]]
+    [update] = [
+        c
+        for c in bot.fake_slack.calls_of("chat.update")
+        if "failed" in c.args["text"] and c.args.get("blocks")
+    ]
     assert update.args["ts"] == bot.approval_ts()
     assert restore in update.args["blocks"][-1]["text"]["text"]
     audit = wait_for(

@@ -12,7 +12,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes.config.kube_config import KubeConfigLoader
-from sqlalchemy import Engine, event, insert, select, text, update
+from sqlalchemy import Engine, insert, select, text, update
 
 from actions.access import EXPIRES_AT_ANNOTATION, rfc3339, role_binding_body
 from actions.backends.kubernetes import (
@@ -39,27 +38,13 @@ from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.helpers.access import POLICY as ACCESS_POLICY
 from tests.helpers.access import app_home_opened
 from tests.helpers.bot import running_bot, wait_for
+from tests.helpers.bulk import counting, seed_pending
 from tests.helpers.clock import T0, Clock
 from tests.helpers.gate import RecordingNotifier, built_gate
 from tests.helpers.grants import GrantWorld, make_world
 
 RB_API = "rbac.authorization.k8s.io/v1"
 MANY = 10_000
-
-
-@contextmanager
-def counting(engine: Engine) -> Iterator[list[str]]:
-    """The SQL statements ``engine`` sends while the block runs (executemany counts once)."""
-    statements: list[str] = []
-
-    def before(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield statements
-    finally:
-        event.remove(engine, "before_cursor_execute", before)
 
 
 def seed_grants(
@@ -258,55 +243,6 @@ def gate_world(database_url: str) -> Iterator[tuple[Gate, RecordingNotifier, Clo
         yield built.gate, notifier, clock, built.engine
 
 
-def seed_pending(
-    engine: Engine,
-    count: int,
-    now: datetime,
-    *,
-    requester: Callable[[int], str] = lambda i: "U0DEV1",
-    approvers: Callable[[int], list[str]] = lambda i: ["U0SRE1", "U0SRE2"],
-) -> list[int]:
-    """``count`` pending restart requests, in bulk; returns their IDs, oldest first."""
-    with engine.begin() as conn:
-        first = conn.execute(text("SELECT coalesce(max(id), 0) FROM requests")).scalar_one()
-        ids = list(range(first + 1, first + 1 + count))
-        conn.execute(
-            insert(Request),
-            [
-                {
-                    "id": i,
-                    "action": "restart",
-                    "params": {"name": "payments-api", "namespace": "payments"},
-                    "status": "pending",
-                    "requester_id": requester(i),
-                    "requester_kind": "human",
-                    "environment": "prod",
-                    "namespace": "payments",
-                    "target": "deployment/payments-api",
-                    "policy_sha256": "0" * 64,
-                    "min_approvals": 1,
-                    "approvers": {
-                        "groups": ["sre"],
-                        "users": approvers(i),
-                        "escalate_to": "oncall",
-                        "steps": [],
-                    },
-                    "preview": {"lines": ["restart deployment/payments-api"]},
-                    "incident": False,
-                    "break_glass": False,
-                    "expires_at": now + timedelta(hours=2),
-                    "escalate_at": now + timedelta(minutes=30),
-                    "created_at": now,
-                    "updated_at": now,
-                }
-                for i in ids
-            ],
-        )
-        if engine.dialect.name == "postgresql":
-            conn.execute(text("SELECT setval('requests_id_seq', (SELECT max(id) FROM requests))"))
-    return ids
-
-
 def test_pending_expiry_and_escalation_use_a_bounded_number_of_queries(
     gate_world: tuple[Gate, RecordingNotifier, Clock, Engine],
 ) -> None:
@@ -434,7 +370,7 @@ def test_a_start_with_10000_grants_is_ready_at_once_and_every_list_is_a_page(
             assert mine.startswith("Your active grants:")
             assert "Showing 1 to 20 of 40 active grants" in mine
 
-            # App Home: at most 15 of them, with how many there are
+            # App Home: at most 10 of them, with how many there are
             published = len(fake_slack.calls_of("views.publish"))
             bot.post(slack.event_callback_body(app_home_opened("U0DEV1")))
             call = wait_for(
@@ -443,7 +379,7 @@ def test_a_start_with_10000_grants_is_ready_at_once_and_every_list_is_a_page(
             view = call.args["view"]
             view = json.loads(view) if isinstance(view, str) else view
             assert len(view["blocks"]) <= 100
-            assert "Showing 15 of 40 active grants, the soonest to end" in json.dumps(view)
+            assert "Showing 10 of 40 active grants, the soonest to end" in json.dumps(view)
 
 
 def ask(bot: Any, text: str, *, user: str) -> dict[str, Any]:

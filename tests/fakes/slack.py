@@ -67,6 +67,9 @@ class FakeSlack:
     app_token: str = APP_TOKEN
     channels: dict[str, str] = field(default_factory=dict)
     """Channel ID -> name, for ``conversations.info`` (unknown IDs answer ``channel_not_found``)."""
+    answers: list[dict[str, Any]] = field(default_factory=list)
+    """The JSON bodies the bot answered Slack's requests with (``RunningBot.post`` records
+    them), for the message scan of ``tests/message_scan.py``."""
     tickets: set[str] = field(default_factory=set)
     """Tickets handed out by ``apps.connections.open`` and not yet used (see ``use_ticket``)."""
 

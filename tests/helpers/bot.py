@@ -43,9 +43,14 @@ class RunningBot:
     database_url: str | None = None
 
     def post(self, body: str, headers: dict[str, str] | None = None) -> httpx.Response:
-        return self.http.post(
+        response = self.http.post(
             f"{self.url}/slack/events", content=body, headers=headers or slack.signed_headers(body)
         )
+        if response.headers.get("content-type", "").startswith("application/json"):
+            answer = response.json()
+            if isinstance(answer, dict):
+                self.fake_slack.answers.append(answer)
+        return response
 
     def command(
         self,

@@ -116,9 +116,20 @@ def thread_replies(bot: RunningBot, root: slack.Call) -> list[str]:
     ]
 
 
+def updates_of(bot: RunningBot, root: slack.Call) -> list[str]:
+    """The texts the requester's message was updated to (``chat.update``), in order."""
+    return [
+        str(c.args["text"])
+        for c in bot.fake_slack.calls_of("chat.update")
+        if c.args.get("ts") == root.response["ts"] and c.args["channel"] == root.args["channel"]
+    ]
+
+
 def final_reply(bot: RunningBot, root: slack.Call, word: str) -> str:
-    """The thread reply that carries the result (``Done`` or ``Failed``)."""
+    """The result (``Done`` or ``Failed``) as the requester's message, updated in place, shows
+    it (a thread reply that mentions them, for a result that needs them)."""
     replies: list[str] = wait_for(
-        lambda: [t for t in thread_replies(bot, root) if word in t], what=f"'{word}' in the thread"
+        lambda: [t for t in updates_of(bot, root) + thread_replies(bot, root) if word in t],
+        what=f"'{word}' in the requester's message",
     )
     return replies[-1]

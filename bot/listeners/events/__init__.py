@@ -14,7 +14,7 @@ import logging
 import re
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import Ack, App
 from slack_sdk import WebClient
 
 from approvals.gate import Gate, Origin
@@ -100,8 +100,24 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
             what=f"the App Home of {user}",
         )
 
+    def home_page(
+        ack: Ack, body: dict[str, Any], action: dict[str, Any], client: WebClient
+    ) -> None:
+        ack()
+        user = (body.get("user") or {}).get("id")
+        value = str(action.get("value", ""))
+        if not isinstance(user, str) or not value.isdigit() or not 0 < int(value) < 100_000:
+            log.warning("an App Home page click without a user or a page; ignored")
+            return
+        workers.submit(
+            lambda: publish_home(gate, client, user, page=int(value)),
+            answer=lambda _message: None,  # nobody asked for an answer but the view itself
+            what=f"page {value} of the App Home of {user}",
+        )
+
     app.event("app_mention")(mention)
     app.event("app_home_opened")(home)
+    app.action(re.compile(f"^{grant_blocks.HOME_PAGE_ACTION}_(prev|next)$"))(home_page)
     workers.handles("mention", job)
 
 
@@ -117,12 +133,27 @@ def _channel_name(client: WebClient, channel: str) -> str | None:
     return str(name) if name else None
 
 
-def publish_home(gate: Gate, client: WebClient, user: str) -> None:
-    """Publish ``user``'s App Home: active grants with time left, their pending requests, and
-    for approvers the requests waiting on them (``views.publish``)."""
+def publish_home(gate: Gate, client: WebClient, user: str, *, page: int = 1) -> None:
+    """Publish ``user``'s App Home (``views.publish``): page ``page`` of the requests waiting on
+    their approval, their pending requests, their active grants with time left, and their last
+    10 requests. A fixed number of queries (each list is a page read with its count), however
+    many requests are pending; a page past the end shows the last one."""
+    size = grant_blocks.HOME_MAX_ITEMS
     # the user's own grants only: no need to resolve who approves grants (gate.active_grants)
     mine = gate.grants.active(user) if gate.grants is not None else []
-    view = grant_blocks.home_view(mine, gate.pending_of(user), gate.pending_for(user), gate.now())
+    try:
+        waiting = gate.pending_for(user, page=page, size=size)
+    except ValueError:  # the list shrank under the page the user was on
+        waiting = gate.pending_for(user, size=size)
+    if page > 1 and not waiting and waiting.total:
+        waiting = gate.pending_for(user, page=waiting.pages, size=size)
+    view = grant_blocks.home_view(
+        mine,
+        gate.pending_of(user, size=size),
+        waiting,
+        gate.now(),
+        recent=gate.latest(requester_id=user, limit=size),
+    )
     try:
         client.views_publish(user_id=user, view=view)
     except SLACK_FAILURES as exc:
