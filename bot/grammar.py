@@ -61,7 +61,8 @@ class Command:
     ``path``, ``reason`` and ``break_glass`` (the break-glass justification) are what the policy
     matches on. ``request_id`` is for status (None: the requester's latest requests);
     ``grant_id`` for revoke and extend; ``page`` (1-based) is the page of a list answer
-    (``status`` without an ID, ``grants``); ``name`` is the command word.
+    (``status`` without an ID, ``grants``, ``changes``); ``since`` (seconds) is how far back
+    ``changes`` looks; ``name`` is the command word.
     """
 
     name: str
@@ -75,6 +76,7 @@ class Command:
     grant_id: int | None = None
     workload: str | None = None
     page: int = 1
+    since: int | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,27 @@ def _status_build(ns: argparse.Namespace) -> Command:
     return Command("status", request_id=ns.request_id, page=ns.page)
 
 
+CHANGES_SINCE = 2 * 3600
+"""How far back ``/ops changes`` looks when ``--since`` is not given: seconds."""
+CHANGES_SINCE_MAX = 90 * 86400
+"""The furthest back ``/ops changes --since`` looks: seconds."""
+
+
+def _changes_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("workload", nargs="?")
+    parser.add_argument("-n", "--namespace")
+    parser.add_argument("--since", type=_duration, default=CHANGES_SINCE, metavar="DURATION")
+    _page_option(parser)
+
+
+def _changes_build(ns: argparse.Namespace) -> Command:
+    if not 0 < ns.since <= CHANGES_SINCE_MAX:
+        raise ValueError("--since looks back at most 90d")
+    return Command(
+        "changes", namespace=ns.namespace, workload=ns.workload, since=ns.since, page=ns.page
+    )
+
+
 def _grants_build(ns: argparse.Namespace) -> Command:
     return Command("grants", page=ns.page)
 
@@ -277,6 +300,13 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "where a request stands (without an ID: your latest requests, a page at a time)",
         _status_args,
         _status_build,
+    ),
+    "changes": Subcommand(
+        "/ops changes [WORKLOAD] [-n NAMESPACE] [--since DURATION] [--page N]",
+        "what opsgate changed, newest first (default: the last 2h; in an incident channel, "
+        "on what that channel's requests touched)",
+        _changes_args,
+        _changes_build,
     ),
     "grants": Subcommand(
         "/ops grants [--page N]",

@@ -77,6 +77,16 @@ def test_an_agent_files_a_restart_a_person_approves_and_wait_says_succeeded(
 
     listed = call(api_bot, "GET", "/requests", agent_token, params={"status": "succeeded"})
     assert [r["id"] for r in listed.json()["items"]] == [request["id"]]
+    # /ops changes through the API: the restart, newest first; nothing in another namespace
+    changes = call(api_bot, "GET", "/changes", agent_token, params={"since": 3600})
+    assert changes.status_code == 200, changes.text
+    assert [(r["id"], r["status"]) for r in changes.json()["items"]] == [
+        (request["id"], "succeeded")
+    ]
+    elsewhere = call(api_bot, "GET", "/changes", agent_token, params={"namespace": "checkout"})
+    assert elsewhere.json()["total"] == 0
+    too_far = call(api_bot, "GET", "/changes", agent_token, params={"since": 10**9})
+    assert too_far.status_code == 422
     assert (
         call(api_bot, "GET", "/requests", agent_token, params={"status": "pending"}).json()["total"]
         == 0

@@ -55,7 +55,7 @@ from approvals.lifecycle import Actor
 from approvals.models import Request
 from approvals.notifier import Notifier, RequestView
 from approvals.paging import PAGE_SIZE, Page
-from approvals.policy import LoadedPolicy, agent_of
+from approvals.policy import LoadedPolicy, agent_of, is_incident_channel
 from approvals.ratelimit import RequestRateLimiter
 from approvals.rollouts import RolloutChecker
 
@@ -157,6 +157,10 @@ class Gate:
         policy lists under ``agents``, or None; see :func:`approvals.policy.agent_of`."""
         return agent_of(self._ctx.policy().policy, *ids)
 
+    def is_incident(self, origin: Origin) -> bool:
+        """Whether ``origin``'s channel is one of the policy's ``incident_channels``."""
+        return is_incident_channel(self._ctx.policy().policy, origin.channel_name)
+
     # --- submitting, deciding, executing ------------------------------------------------------
 
     def submit(self, submission: Submission) -> RequestView:
@@ -255,6 +259,28 @@ class Gate:
     def latest(self, *, requester_id: str, limit: int, page: int = 1) -> Page[RequestView]:
         """See :meth:`approvals.gate.reading.Reading.latest`."""
         return self._reading.latest(requester_id=requester_id, limit=limit, page=page)
+
+    def changes(
+        self,
+        viewer: Actor,
+        *,
+        since: datetime,
+        namespace: str | None = None,
+        workload: str | None = None,
+        channel: str | None = None,
+        page: int = 1,
+        size: int = PAGE_SIZE,
+    ) -> Page[RequestView]:
+        """See :meth:`approvals.gate.reading.Reading.changes`."""
+        return self._reading.changes(
+            viewer,
+            since=since,
+            namespace=namespace,
+            workload=workload,
+            channel=channel,
+            page=page,
+            size=size,
+        )
 
     def history(self, namespace: str, env: str | None, name: str) -> list[str]:
         """See :meth:`approvals.gate.reading.Reading.history`."""

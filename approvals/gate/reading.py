@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
+
+from sqlalchemy import ColumnElement, or_, select, tuple_
 
 from actions.errors import ActionError
 from approvals.gate.context import GateContext
@@ -19,10 +22,20 @@ from approvals.gate.views import lists_approver, page_of
 from approvals.lifecycle import Actor
 from approvals.models import ActorKind, Request, Status
 from approvals.notifier import RequestView
-from approvals.paging import Page
+from approvals.paging import PAGE_SIZE, Page
 from approvals.policy import NamespaceError, resolve_environment, step_members
 
 log = logging.getLogger(__name__)
+
+CHANGED = (
+    Status.EXECUTING,
+    Status.SUCCEEDED,
+    Status.FAILED,
+    Status.UNKNOWN,
+    Status.ACTIVE,
+    Status.REVOKED,
+)
+"""The statuses of a request that reached execution: what ``/ops changes`` lists."""
 
 History = Callable[[str | None, str, str], list[str]]
 """The rollout history of a Deployment as lines: (kubeconfig context, namespace, name)."""
@@ -100,6 +113,52 @@ class Reading:
         with self._ctx.sessions() as session:
             where = [Request.requester_id == requester_id]
             return page_of(session, where, Request.id.desc(), page, limit)
+
+    def changes(
+        self,
+        viewer: Actor,
+        *,
+        since: datetime,
+        namespace: str | None = None,
+        workload: str | None = None,
+        channel: str | None = None,
+        page: int = 1,
+        size: int = PAGE_SIZE,
+    ) -> Page[RequestView]:
+        """Page ``page`` of what opsgate changed since ``since`` (an aware UTC datetime), newest
+        first: requests that reached execution (executing, succeeded, failed, unknown, and
+        access grants, active or ended) and were last updated since then, in ``namespace`` and
+        on ``workload`` (its name, with or without ``kind/``) when given; with ``channel`` (an
+        incident channel's ID), only changes to targets that requests made in that channel
+        touched. ``viewer`` sees the requests they may see (:meth:`get_for`'s rule, with
+        approvers as stored on each request): all of them for members of the policy's
+        ``audit_readers``. Four queries at most. Raises ``ValueError`` for a page out of
+        range."""
+        loaded = self._ctx.policy()
+        viewer = self._ctx.actor(viewer, loaded)
+        readers = step_members(
+            set(loaded.policy.audit_readers), self._ctx.groups(loaded), loaded.policy.agents
+        )
+        with self._ctx.sessions() as session:
+            where: list[ColumnElement[bool]] = [
+                Request.status.in_([s.value for s in CHANGED]),
+                Request.updated_at >= since,
+            ]
+            if viewer.id not in readers:
+                where.append(
+                    or_(Request.requester_id == viewer.id, lists_approver(session, viewer.id))
+                )
+            if namespace is not None:
+                where.append(Request.namespace == namespace)
+            if workload is not None:
+                name = workload.rsplit("/", 1)[-1]
+                where.append(or_(Request.target == name, Request.target.like(f"%/{name}")))
+            if channel is not None:
+                touched = select(Request.namespace, Request.target).where(
+                    Request.origin_channel_id == channel
+                )
+                where.append(tuple_(Request.namespace, Request.target).in_(touched))
+            return page_of(session, where, Request.updated_at.desc(), page, size)
 
     def history(self, namespace: str, env: str | None, name: str) -> list[str]:
         """The rollout history of Deployment ``name`` in ``namespace``, as lines for Slack.

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response
@@ -40,7 +41,7 @@ from bot.api.models import (
     RequestPage,
     StepOut,
 )
-from bot.grammar import MAX_ID, parse_words
+from bot.grammar import CHANGES_SINCE, CHANGES_SINCE_MAX, MAX_ID, parse_words
 
 PREFIX = "/api/v1"
 """Where :func:`bot.app.create_app` mounts the API."""
@@ -260,6 +261,31 @@ def list_requests(
     return RequestPage(
         items=[ctx.out(v) for v in ctx.gate.views(ids)], total=total, page=page, size=size
     )
+
+
+@router.get("/changes", response_model=RequestPage)
+def list_changes(
+    principal: Caller,
+    ctx: Ctx,
+    since: Annotated[
+        int, Query(ge=1, le=CHANGES_SINCE_MAX, description="how far back to look, in seconds")
+    ] = CHANGES_SINCE,
+    namespace: Annotated[str | None, Query(max_length=253)] = None,
+    workload: Annotated[str | None, Query(max_length=253)] = None,
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+    size: Annotated[int, Query(ge=1, le=100)] = 20,
+) -> RequestPage:
+    """What opsgate changed in the last ``since`` seconds, newest first, as ``/ops changes``
+    answers it: the requests that reached execution that the caller may see."""
+    found = ctx.gate.changes(
+        principal.actor,
+        since=ctx.gate.now() - timedelta(seconds=since),
+        namespace=namespace,
+        workload=workload,
+        page=page,
+        size=size,
+    )
+    return RequestPage(items=[ctx.out(v) for v in found], total=found.total, page=page, size=size)
 
 
 @router.post("/requests/{request_id}/cancel", response_model=RequestOut)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -21,14 +22,16 @@ from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
 from approvals.notifier import RequestView
 from bot import blocks, grant_blocks
-from bot.grammar import Command, CommandError, help_text, parse
+from bot.changes_blocks import changes_list
+from bot.grammar import CHANGES_SINCE, Command, CommandError, help_text, parse
+from bot.mrkdwn import escape
 from bot.work import Job, Workers
 
 log = logging.getLogger(__name__)
 
 Reply = Callable[[str], None]
 
-READS = frozenset({"help", "status", "history", "grants", "revoke"})
+READS = frozenset({"help", "status", "history", "grants", "revoke", "changes"})
 """Commands answered at once, without a request (and without approval)."""
 
 
@@ -125,6 +128,8 @@ def run(
             reply(blocks.history_lines(lines))
         elif parsed.name == "grants":
             _grants(gate, user, reply, parsed.page)
+        elif parsed.name == "changes":
+            _changes(gate, parsed, user, origin, reply)
         elif parsed.name == "revoke":
             assert parsed.grant_id is not None
             gate.revoke_grant(parsed.grant_id, Actor(user), reason=parsed.reason)
@@ -165,6 +170,31 @@ def _grants(gate: Gate, user_id: str, reply: Reply, page: int) -> None:
     """Answer ``/ops grants``: the user's active grants, or every one for an approver."""
     grants, everyone = gate.active_grants(user_id, page=page)
     reply(grant_blocks.grants_list(grants, gate.now(), everyone=everyone))
+
+
+def _changes(gate: Gate, parsed: Command, user_id: str, origin: Origin, reply: Reply) -> None:
+    """Answer ``/ops changes``: what opsgate changed, newest first; in an incident channel and
+    with no workload or namespace given, on what that channel's requests touched."""
+    since = parsed.since or CHANGES_SINCE
+    channel = None
+    if parsed.workload is None and parsed.namespace is None and gate.is_incident(origin):
+        channel = origin.channel_id
+    page = gate.changes(
+        Actor(user_id),
+        since=gate.now() - timedelta(seconds=since),
+        namespace=parsed.namespace,
+        workload=parsed.workload,
+        channel=channel,
+        page=parsed.page,
+    )
+    scope = "".join(
+        [
+            f" on {escape(parsed.workload)}" if parsed.workload else "",
+            f" in {escape(parsed.namespace)}" if parsed.namespace else "",
+            " to what this incident channel's requests touched" if channel else "",
+        ]
+    )
+    reply(changes_list(page, since, scope))
 
 
 STATUS_LIMIT = 5
