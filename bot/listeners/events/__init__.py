@@ -90,6 +90,14 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
 
         return Job(work, reply, f"`@opsgate {text}`", actor=user)
 
+    app.event("app_mention")(mention)
+    workers.handles("mention", job)
+    _register_home(app, gate, workers)
+
+
+def _register_home(app: App, gate: Gate, workers: Workers) -> None:
+    """Publish the App Home when its tab is opened, and a page of it on Previous / Next."""
+
     def home(event: dict[str, Any], client: WebClient) -> None:
         user = event.get("user")
         if event.get("tab", "home") != "home" or not isinstance(user, str):
@@ -115,10 +123,8 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
             what=f"page {value} of the App Home of {user}",
         )
 
-    app.event("app_mention")(mention)
     app.event("app_home_opened")(home)
     app.action(re.compile(f"^{grant_blocks.HOME_PAGE_ACTION}_(prev|next)$"))(home_page)
-    workers.handles("mention", job)
 
 
 def _channel_name(client: WebClient, channel: str) -> str | None:
