@@ -27,13 +27,14 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from actions import access, restart, restore, rollback, rotate, scale
-from actions.base import ActionKind, Target
+from actions import access, restart, restore, rollback, rotate, runbook, scale
+from actions.base import ActionKind, RolloutWatch, Target
 from actions.errors import Invalid
 from actions.kube import KubernetesPort
 from actions.restart import Restart, RestartParams
+from actions.rollout import RolloutReader, RolloutResult
 from actions.secret_kind import ConsumerCheck, RestartConsumer
-from actions.spec import Backends, KindSpec
+from actions.spec import Backends, Follower, KindSpec
 from actions.vault import VaultPort
 from actions.workloads import parse_workload
 
@@ -44,6 +45,7 @@ KINDS: tuple[KindSpec, ...] = (
     access.KIND,
     rotate.KIND,
     restore.KIND,
+    runbook.KIND,
 )
 """Every request kind, in the order ``/ops help`` lists them."""
 
@@ -124,3 +126,32 @@ def build_registry(
     )
     kinds = [spec.build(backends) for spec in KINDS]
     return {kind.name: kind for kind in kinds if kind is not None}
+
+
+class WatchReader:
+    """The gate's reader of what it follows (``approvals.rollouts.RolloutChecker``): a watch of
+    a kind's ``KindSpec.follows`` (a runbook's ``Job``) by that kind's ``follower``, any other
+    by :class:`actions.rollout.RolloutReader` (a workload's rollout, as ``kubectl rollout
+    status`` reads it)."""
+
+    def __init__(self, rollouts: Follower, others: Mapping[str, Follower]) -> None:
+        self._rollouts = rollouts
+        self._others = others
+
+    def check(self, watch: RolloutWatch, *, elapsed: float, timeout: float) -> RolloutResult | None:
+        """One reading of ``watch`` (its result once it has ended or ``elapsed`` reached
+        ``timeout`` seconds; None while it runs). Raises ``actions.errors.ActionError``."""
+        reader = self._others.get(watch.kind, self._rollouts)
+        return reader.check(watch, elapsed=elapsed, timeout=timeout)
+
+
+def build_follower(*, kube: KubernetesPort, clock: Callable[[], datetime]) -> WatchReader:
+    """The reader of everything the gate follows, from the kinds of :data:`KINDS` that declare
+    a ``follower`` the backends allow."""
+    backends = Backends(kube=kube, clock=clock)
+    others: dict[str, Follower] = {}
+    for spec in KINDS:
+        follower = spec.follower(backends) if spec.follower is not None else None
+        if spec.follows is not None and follower is not None:
+            others[spec.follows] = follower
+    return WatchReader(RolloutReader(kube), others)

@@ -273,6 +273,10 @@ class Gate:
         log.info("request #%s: %s took %s's autonomy back", request_id, actor.id, view.requester_id)
         return view
 
+    def policy(self) -> LoadedPolicy:
+        """The policy in force (it may be reloaded between calls)."""
+        return self._policy()
+
     def group_members(self) -> dict[str, frozenset[str]]:
         """Each policy group's members now (its users and its Slack user groups' members)."""
         return self._groups(self._policy())

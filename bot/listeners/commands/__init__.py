@@ -15,18 +15,21 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 
+from actions.registry import KINDS_BY_NAME
+from approvals.catalogue import catalogue
 from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
 from approvals.notifier import RequestView
 from bot import blocks, grant_blocks
 from bot.grammar import Command, CommandError, help_text, parse
+from bot.mrkdwn import escape
 from bot.work import Workers
 
 log = logging.getLogger(__name__)
 
 Reply = Callable[[str], None]
 
-READS = frozenset({"help", "status", "history", "grants", "revoke"})
+READS = frozenset({"help", "status", "history", "grants", "revoke", "catalogue"})
 """Commands answered at once, without a request (and without approval)."""
 
 
@@ -88,6 +91,11 @@ def run(gate: Gate, parsed: Command, *, user: str, origin: Origin, reply: Reply)
             reply(blocks.history_lines(lines))
         elif parsed.name == "grants":
             _grants(gate, user, reply, parsed.page)
+        elif parsed.name == "catalogue":
+            assert parsed.kind is not None
+            loaded, spec = gate.policy(), KINDS_BY_NAME[parsed.kind]
+            lines = catalogue(loaded, gate.group_members(), gate.actor(Actor(user), loaded), spec)
+            reply("\n".join(escape(line) for line in lines))
         elif parsed.name == "revoke":
             assert parsed.grant_id is not None
             gate.revoke_grant(parsed.grant_id, Actor(user), reason=parsed.reason)
