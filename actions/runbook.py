@@ -550,6 +550,14 @@ def _follower(backends: Backends) -> Follower | None:
     return JobReader(jobs) if jobs is not None else None
 
 
+def _reversible(params: BaseModel, settings: RuleSettings | None) -> bool:
+    """A run is as reversible as its runbook says (an unknown one is refused at preview)."""
+    assert isinstance(params, RunParams)
+    runbooks = settings.runbooks if isinstance(settings, RunbookSettings) else {}
+    runbook = runbooks.get(params.runbook)
+    return runbook is None or runbook.reversible
+
+
 def _build(backends: Backends) -> Runbook | None:
     jobs = backends.adapter(JobsPort)
     return Runbook(kube=jobs) if jobs is not None else None
@@ -571,6 +579,7 @@ KIND = KindSpec(
     params_model=RunParams,
     scope=Scope.NAMESPACE,
     reversible=True,  # each runbook says (runbooks.<name>.reversible), checked at load
+    reversible_for=_reversible,
     build=_build,
     policy_settings=RunbookSettings,
     follows=JOB,

@@ -46,6 +46,7 @@ from approvals.policy import (
     count_satisfied,
     decide,
     is_incident_channel,
+    request_reversible,
     resolve_environment,
     resolve_groups,
     step_members,
@@ -326,7 +327,7 @@ class Gate:
                 reason=sub.reason,
                 break_glass=sub.break_glass is not None,
                 at=now,
-                kind_reversible=kind.reversible,
+                kind_reversible=request_reversible(policy, sub.action, sub.params, kind.reversible),
             ),
             groups=groups,
         )

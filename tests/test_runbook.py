@@ -134,6 +134,35 @@ def test_the_deciding_rule_hands_the_runbooks_to_the_kind_and_only_for_run() -> 
     assert "runbooks" not in restart.settings
 
 
+def test_a_run_is_as_reversible_as_its_runbook_for_the_decision_and_earned_autonomy() -> None:
+    from actions.runbook import RunParams
+    from approvals.policy import RequestContext, decide, request_reversible
+
+    reversible = RUNBOOK.replace(
+        "  db-vacuum:",
+        "  note:\n    description: a note\n"
+        "    environments: [prod]\n    reversible: true\n"
+        "    job: {image: i, command: [/note], active_deadline_seconds: 60}\n  db-vacuum:",
+    )
+    loaded = load(reversible + "rules:\n  - match: {action: run}\n    approvers: [sre]\n")
+    policy = loaded.policy
+    vacuum = RunParams(runbook="db-vacuum", namespace="payments")
+    note = RunParams(runbook="note", namespace="payments")
+    assert request_reversible(policy, "run", vacuum, True) is False
+    assert request_reversible(policy, "run", note, True) is True
+    # an unknown runbook is refused by the preview, not called irreversible here
+    unknown = RunParams(runbook="ghost", namespace="payments")
+    assert request_reversible(policy, "run", unknown, True) is True
+
+    def decided(params: RunParams) -> bool:
+        reversible = request_reversible(policy, "run", params, True)
+        ctx = RequestContext("run", "U0DEV1", "prod", "payments", kind_reversible=reversible)
+        return decide(loaded, ctx).reversible
+
+    # approvals.autonomy.apply never makes an irreversible decision auto
+    assert (decided(vacuum), decided(note)) == (False, True)
+
+
 def test_values_become_environment_variables_with_defaults() -> None:
     runbook = spec(
         table={"type": "string", "pattern": "[a-z_]+"},
