@@ -1,5 +1,6 @@
 """The request kinds opsgate executes: :data:`KINDS`, one line per kind, and
-:func:`build_registry`, which makes them from the backends.
+:func:`build_registry`, which makes them from the backends (:func:`build_follower`: the reader
+of what their requests leave to follow).
 
 Adding a kind touches its module, one line here, and at most one more file:
 
@@ -15,6 +16,13 @@ Adding a kind touches its module, one line here, and at most one more file:
 2. here: ``<kind>.KIND`` in :data:`KINDS` (and its import).
 3. at most one more: the adapter that implements that Protocol
    (``actions/backends/kubernetes.py`` or ``actions/backends/vault.py``), when there is one.
+
+A kind whose top-level settings name environments or hold irreversible items, or warrant a
+``policy check`` warning, says so through ``RuleSettings.environments_named``, ``irreversible``
+and ``warnings``; one whose requests differ in reversibility gives ``reversible_for``; one whose
+change is followed otherwise than as a workload's rollout gives ``follows`` and ``follower``
+(:func:`build_follower` makes the gate's reader from them); one with a listing command gives
+``catalogue`` (``/ops runbooks``). ``actions/runbook.py`` uses them all.
 
 ``/ops`` parsing, usage and help (``bot.grammar``), the policy's known actions, reversibility,
 rule and top-level settings and their validation (``approvals.policy``) follow from
