@@ -11,6 +11,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# checkov (tests/test_deploy.py checks the manifests and the Dockerfile with it) pins
+	# packaging<24, which pytest cannot use: it gets a virtualenv of its own, linked into ours
+	test -x $(VENV)/checkov/bin/checkov || $(PYTHON) -m venv $(VENV)/checkov
+	$(VENV)/checkov/bin/python -m pip install --quiet 'checkov>=3.2'
+	ln -sf ../checkov/bin/checkov $(BIN)/checkov
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -75,8 +75,10 @@ def ping(engine: Engine) -> None:
 
 
 SCHEDULER_TABLE_PREFIX = "opsgate_jobs_"
-"""APScheduler's SQLAlchemyJobStore creates its own table (``opsgate_jobs_<instance>``) in the
-same database; it is not part of opsgate's models, so migrations leave it alone."""
+"""Earlier versions' APScheduler job tables (``opsgate_jobs_<instance>``, one per instance name):
+not part of opsgate's models. Migration 0008 drops them; a replica of an earlier version still
+running during a rolling upgrade may create one again, which autogenerate must not mistake for
+drift."""
 
 
 def include_object(

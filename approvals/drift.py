@@ -28,6 +28,7 @@ from actions.access import (
     rfc3339,
 )
 from actions.errors import ActionError
+from approvals import metrics
 from approvals.lifecycle import SYSTEM
 from approvals.lifecycle import record as record_event
 from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
@@ -288,6 +289,7 @@ class DriftCheck:
                 "drift check: removed RoleBinding %s/%s (%s)", binding.namespace, binding.name, why
             )
             known = views.get(binding.grant_id) if binding.grant_id is not None else None
+            metrics.DRIFT_CORRECTIONS.inc()  # metrics
             self._notify(known or binding.view(why, self._clock()), DRIFT_REMOVED)
         return [binding.path for binding, _ in deleted]
 

@@ -9,25 +9,23 @@ wakes the service at the right moments:
   job is set again from the database (:meth:`GrantService.next_expiry`,
   :meth:`GrantService.next_reminder`); activating or extending a grant only moves a job earlier.
   So 1,000 grants that end in the same second wake one sweep, not 1,000 (each would load, run and
-  delete its own job, and sweep). The jobs live in a ``SQLAlchemyJobStore`` on the bot's own
-  database; with ``coalesce`` and no ``misfire_grace_time`` a job missed while the bot was down
-  runs as soon as it is back;
+  delete its own job, and sweep). The jobs live in memory: every start sets both again from
+  the database, after a synchronous sweep that revokes whatever came due while the bot was down,
+  so a stored copy would add nothing. Hence no per-instance job table (earlier versions kept one,
+  ``opsgate_jobs_<instance>``, left behind by every pod that went away; migration 0008 drops
+  them);
 * a periodic sweep (every ``sweep_interval`` seconds: overdue grants, stale claims, reminders) and
   a periodic drift check (every ``drift_interval``), both also run once, synchronously, by
   :meth:`ExpiryScheduler.start`. So a grant whose job was lost is revoked at the next start or
   within ``sweep_interval`` seconds, whatever the job store holds;
 * periodic callbacks of others (the gate's pending-request TTL), through :meth:`add_periodic`.
 
-Persistent jobs must survive the process: they are stored as the textual reference of a
-module-level function (``approvals.expiry:fire_expiry``) with JSON-simple arguments (the instance
-name; jobs stored by earlier versions, one per grant, also carry the grant ID). The function
-finds the live scheduler, and through it the service, in the module-level registry
-:data:`_INSTANCES`, keyed by the ``instance`` name given to the scheduler (``opsgate`` unless
-several bots share a database). Each instance keeps its jobs in a table of its
-own (``opsgate_jobs_<instance>``), because APScheduler 3 does not support two schedulers on one
-job store (its documentation warns of duplicate and missed runs); the jobs of an instance that
-never comes back are covered by the other instances' sweeps, which select from the shared
-``grants`` table and claim each grant exactly once.
+The wake-ups are textual references to module-level functions
+(``approvals.expiry:fire_expiry``) with the instance name as argument; the function finds the live
+scheduler, and through it the service, in the module-level registry :data:`_INSTANCES`, keyed by
+the ``instance`` name given to the scheduler (``opsgate`` unless several bots share a process, as
+tests do). Every replica sweeps the shared ``grants`` table, and each grant is claimed exactly
+once, so replicas need no coordination and no table of their own.
 """
 
 from __future__ import annotations
@@ -38,12 +36,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor  # type: ignore[import-untyped]
 from apscheduler.jobstores.base import JobLookupError  # type: ignore[import-untyped]
 from apscheduler.jobstores.memory import MemoryJobStore  # type: ignore[import-untyped]
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore  # type: ignore[import-untyped]
 from apscheduler.schedulers.background import BackgroundScheduler  # type: ignore[import-untyped]
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
@@ -106,51 +102,6 @@ def fire_reminder(instance: str, grant_id: int | None = None) -> None:
     scheduler._reminder_due()
 
 
-STORE_RETRY_SECONDS = 5.0
-"""Seconds before the scheduler reads its job table again after the database failed it."""
-
-
-class _SharedJobStore(SQLAlchemyJobStore):  # type: ignore[misc]
-    """The grants' job table, shared by every scheduler of the same instance name (replicas of
-    ``opsgate serve`` on one host name, say).
-
-    APScheduler 3 calls ``get_next_run_time``, ``update_job`` and ``remove_job`` from its
-    scheduler thread without catching what they raise, so one failure ends that thread for good
-    and no grant would be revoked on time again. Here none of them raises: a job another
-    scheduler already removed (each may run a job: a sweep, idempotent) is only logged; a
-    database that cannot be reached is logged, and the table is read again after
-    :data:`STORE_RETRY_SECONDS` (a job whose update or removal failed runs again: the sweeps
-    are idempotent, and the periodic sweep revokes what is overdue in any case)."""
-
-    def get_next_run_time(self) -> datetime | None:
-        try:
-            next_run: datetime | None = super().get_next_run_time()
-        except SQLAlchemyError as exc:
-            log.warning(
-                "the scheduler's job table cannot be read (%s); trying again in %.0f s",
-                type(exc).__name__,
-                STORE_RETRY_SECONDS,
-            )
-            return datetime.now(UTC) + timedelta(seconds=STORE_RETRY_SECONDS)
-        return next_run
-
-    def update_job(self, job: Any) -> None:
-        try:
-            super().update_job(job)
-        except JobLookupError:
-            log.debug("job %s was already removed by another scheduler", job.id)
-        except SQLAlchemyError as exc:
-            log.warning("job %s could not be updated (%s)", job.id, type(exc).__name__)
-
-    def remove_job(self, job_id: str) -> None:
-        try:
-            super().remove_job(job_id)
-        except JobLookupError:
-            log.debug("job %s was already removed by another scheduler", job_id)
-        except SQLAlchemyError as exc:
-            log.warning("job %s could not be removed (%s)", job_id, type(exc).__name__)
-
-
 class ExpiryScheduler:
     """APScheduler wiring for :class:`GrantService`; attaches itself to ``grants``.
 
@@ -186,9 +137,7 @@ class ExpiryScheduler:
         self._scheduler = BackgroundScheduler(
             jobstores={
                 "default": MemoryJobStore(),
-                GRANT_STORE: _SharedJobStore(
-                    engine=self._engine, tablename=f"opsgate_jobs_{instance}"
-                ),
+                GRANT_STORE: MemoryJobStore(),
             },
             executors={"default": ThreadPoolExecutor(workers)},
             job_defaults={"coalesce": True, "misfire_grace_time": None, "max_instances": 1},
@@ -246,7 +195,7 @@ class ExpiryScheduler:
         )
 
     def shutdown(self, *, wait: bool = True) -> None:
-        """Stop the scheduler (jobs in the database stay for the next start)."""
+        """Stop the scheduler (the next start sets the wake-ups again from the database)."""
         with self._wake_lock:
             self._stopping = True
         if self._scheduler.running:

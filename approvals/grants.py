@@ -43,6 +43,7 @@ from actions.access import (
     rfc3339,
 )
 from actions.errors import ActionError
+from approvals import metrics
 from approvals.drift import DRIFT_REMOVED, DriftCheck
 from approvals.lifecycle import (
     SYSTEM,
@@ -54,7 +55,7 @@ from approvals.lifecycle import (
 )
 from approvals.lifecycle import record as record_event
 from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
-from approvals.notifier import GrantNotifier, GrantView, NotifyError
+from approvals.notifier import GrantNotifier, GrantView, NotifyError, announcing_batch
 from approvals.paging import PAGE_SIZE, Page, among, chunks, page_window
 
 __all__ = [
@@ -698,6 +699,7 @@ class GrantService:
                                 "reason": r.grant.revoke_reason or EXPIRED,
                             },
                         )
+        metrics.revocations(removals, done)  # metrics: failures and revocation lag
         return ended
 
     @staticmethod
@@ -878,10 +880,11 @@ class GrantService:
         if not ended:
             return
         views = self.views(item.grant_id for item in ended)
-        for item in ended:
-            if self._scheduling is not None:
-                self._scheduling.grant_ended(item.grant_id)
-            self._notify(views[item.grant_id], item.event)
+        with announcing_batch(self._notifier):  # one audit summary for the batch
+            for item in ended:
+                if self._scheduling is not None:
+                    self._scheduling.grant_ended(item.grant_id)
+                self._notify(views[item.grant_id], item.event)
 
     def _notify(self, view: GrantView, event: str) -> None:
         try:

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -181,3 +182,14 @@ class GrantNotifier(Protocol):
         of :data:`GRANT_EVENTS`; ``reminder`` carries Extend and End now buttons. Raises
         :class:`NotifyError` when nothing could be delivered."""
         ...
+
+
+def announcing_batch(notifier: object) -> AbstractContextManager[object]:
+    """The ``batch()`` context of a :class:`GrantNotifier` that has one (the grants that end
+    within it are summed up in one audit message, :class:`bot.notifier.SlackGrantNotifier`),
+    else a context that does nothing."""
+    batch = getattr(notifier, "batch", None)
+    if callable(batch):
+        context: AbstractContextManager[object] = batch()
+        return context
+    return nullcontext()

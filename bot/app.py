@@ -2,7 +2,8 @@
 
 ``create_app(settings)`` loads the policy (refusing an invalid one), builds the database engine,
 the Kubernetes adapter, the gate and the slack-bolt app, and mounts one ``POST /slack/events``
-(slash commands, interactivity and events) beside ``GET /healthz`` and ``GET /readyz``; in
+(slash commands, interactivity and events) beside ``GET /healthz``, ``GET /readyz`` and
+``GET /metrics`` (Prometheus); in
 Socket Mode (``SLACK_APP_TOKEN`` set) Slack is reached over the WebSocket instead, and
 ``/slack/events`` is not mounted. Migrations are applied when the app starts.
 """
@@ -21,9 +22,9 @@ from datetime import UTC, datetime
 from fastapi import FastAPI, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
-from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -38,6 +39,7 @@ from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
 from approvals.idempotency import IdempotencyStore
+from approvals.metrics import MeteredNotifier
 from approvals.notifier import GrantView, RequestView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
@@ -48,6 +50,7 @@ from bot.api.auth import Authenticator
 from bot.audit_jobs import add_audit_jobs
 from bot.listeners import autonomy as autonomy_listeners
 from bot.listeners.events import publish_home
+from bot.metrics import MeteredWebClient, exposition, metrics_registry
 from bot.notifier import SlackGrantNotifier, SlackNotifier
 from bot.policy_watch import install_sighup, watch_policy
 from bot.settings import Settings
@@ -78,6 +81,7 @@ class Services:
     notifier: SlackGrantNotifier
     listener_executor: ThreadPoolExecutor
     workers: Workers
+    metrics: CollectorRegistry
 
     def close(self) -> None:
         """Stop, finishing what was started: the listeners, the work they handed off (an
@@ -113,14 +117,18 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
     )
     vault: VaultBackend | None = None
-    if settings.vault_addr and settings.vault_token is not None:
+    login = settings.vault_login()  # None: VAULT_TOKEN, as it is
+    static = settings.vault_token.get_secret_value() if settings.vault_token else None
+    if settings.vault_addr and (login is not None or static is not None):
         vault = VaultBackend(
             url=settings.vault_addr,
-            token=settings.vault_token.get_secret_value(),
+            token=None if login is not None else static,
             timeout=settings.vault_timeout,
+            login=login,
+            check_interval=settings.vault_renew_interval,
         )
     assert settings.slack_bot_token is not None
-    client = WebClient(
+    client = MeteredWebClient(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
     registry = dict(
@@ -171,7 +179,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         sessions=sessions,
         policy=store,
         actions=registry,
-        notifier=SlackNotifier(client, store),
+        notifier=MeteredNotifier(SlackNotifier(client, store), sessions),
         clock=clock,
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
         grants=grants,
@@ -194,6 +202,10 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
     scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
     add_audit_jobs(scheduler, sessions, settings, client, store)
+    if vault is not None and vault.token_keeper is not None:
+        scheduler.add_periodic(
+            "opsgate-vault-token", vault.token_keeper.keep, settings.vault_renew_interval
+        )
     secret = settings.slack_signing_secret
     listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
     slack = App(
@@ -229,6 +241,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         grant_notifier,
         listener_executor,
         workers,
+        metrics_registry(sessions, clock),
     )
 
 
@@ -250,6 +263,8 @@ def _start_background(services: Services, stopping: threading.Event) -> None:
     """
     delay = 1.0
     recovered = False
+    if services.vault is not None and services.vault.token_keeper is not None:
+        services.vault.token_keeper.keep()  # the first login; then every vault_renew_interval
     while not stopping.is_set():
         try:
             if not recovered:
@@ -341,6 +356,11 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    @api.get("/metrics")
+    async def metrics() -> Response:
+        body = await run_in_threadpool(exposition, services.metrics)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/readyz")
     async def readyz() -> JSONResponse:

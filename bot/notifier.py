@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from slack_sdk import WebClient
@@ -254,6 +256,9 @@ class SlackNotifier:
 GRANT_AUDITED = frozenset({"started", "extended", "revoked", "expired", "drift_removed"})
 GRANT_ENDED = frozenset({"revoked", "expired", "drift_removed"})
 
+AUDIT_SUMMARY_LINES = 40
+"""Grants per audit summary message (far under Slack's 40,000 characters of text)."""
+
 
 class SlackGrantNotifier:
     """Tells a grantee, in a direct message, what happens to their grant (started, reminder with
@@ -273,6 +278,38 @@ class SlackGrantNotifier:
         self._clock = clock
         self._on_change = on_change
         self._on_ended = on_ended
+        self._batch = threading.local()
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Within the block (this thread), the audit lines of the grants that end are kept, then
+        posted as one summary per :data:`AUDIT_SUMMARY_LINES` grants: when 1,000 grants end
+        together, the audit channel gets 25 messages, not 1,000 (the grantees are still told
+        one by one)."""
+        lines: list[str] = []
+        self._batch.lines = lines
+        try:
+            yield
+        finally:
+            self._batch.lines = None
+            self._post_summary(lines)
+
+    def _post_summary(self, lines: list[str]) -> None:
+        channel = self._policy().policy.audit_channel
+        if channel is None or not lines:
+            return
+        if len(lines) == 1:
+            _post(self._client, "audit post", channel=channel, text=f"[audit] {lines[0]}")
+            return
+        parts = [
+            lines[i : i + AUDIT_SUMMARY_LINES] for i in range(0, len(lines), AUDIT_SUMMARY_LINES)
+        ]
+        for number, part in enumerate(parts, start=1):
+            of = f" ({number}/{len(parts)})" if len(parts) > 1 else ""
+            text = f"[audit] {len(lines)} grants ended together{of}:\n" + "\n".join(
+                f"• {line}" for line in part
+            )
+            _post(self._client, f"audit summary of {len(lines)} grants", channel=channel, text=text)
 
     def grant_changed(self, grant: GrantView, *, event: str) -> None:
         """Deliver ``event`` for ``grant``. Raises ``NotifyError`` when the grantee could not be
@@ -287,7 +324,10 @@ class SlackGrantNotifier:
                 text=text,
                 message_blocks=message_blocks,
             )
-        if event in GRANT_AUDITED:
+        batched: list[str] | None = getattr(self._batch, "lines", None)
+        if event in GRANT_ENDED and batched is not None:
+            batched.append(text)  # summed up when the batch ends (see batch)
+        elif event in GRANT_AUDITED:
             channel = self._policy().policy.audit_channel
             if channel is not None:
                 what = f"grant #{grant.id}: audit post"

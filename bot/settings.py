@@ -13,6 +13,13 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from actions.backends.vault_auth import (
+    SERVICE_ACCOUNT_TOKEN,
+    AppRoleLogin,
+    KubernetesLogin,
+    VaultLogin,
+)
+
 
 class Settings(BaseSettings):
     """The variables of design.md's configuration table.
@@ -38,6 +45,32 @@ class Settings(BaseSettings):
     kubeconfig: str | None = Field(default=None, validation_alias="KUBECONFIG")
     vault_addr: str | None = Field(default=None, validation_alias="VAULT_ADDR")
     vault_token: SecretStr | None = Field(default=None, validation_alias="VAULT_TOKEN")
+    vault_auth: Literal["token", "approle", "kubernetes"] = Field(
+        default="token",
+        validation_alias="VAULT_AUTH",
+        description=(
+            "How opsgate gets its Vault token: token (VAULT_TOKEN, never renewed), approle "
+            "(VAULT_ROLE_ID, VAULT_SECRET_ID) or kubernetes (VAULT_ROLE and the pod's service "
+            "account token); the last two are renewed and acquired again when needed."
+        ),
+    )
+    vault_role: str | None = Field(default=None, validation_alias="VAULT_ROLE")
+    vault_role_id: str | None = Field(default=None, validation_alias="VAULT_ROLE_ID")
+    vault_secret_id: SecretStr | None = Field(default=None, validation_alias="VAULT_SECRET_ID")
+    vault_auth_mount: str | None = Field(
+        default=None,
+        validation_alias="VAULT_AUTH_MOUNT",
+        description="Where the auth method is mounted (default: approle or kubernetes).",
+    )
+    vault_kubernetes_token_path: str = Field(
+        default=SERVICE_ACCOUNT_TOKEN, validation_alias="VAULT_KUBERNETES_TOKEN_PATH"
+    )
+    vault_renew_interval: float = Field(
+        default=60.0,
+        gt=0,
+        validation_alias="OPSGATE_VAULT_RENEW_INTERVAL",
+        description="Seconds between two checks of the Vault token's TTL (approle, kubernetes).",
+    )
     kube_request_timeout: float = Field(
         default=10.0,
         gt=0,
@@ -85,8 +118,9 @@ class Settings(BaseSettings):
         default_factory=lambda: socket.gethostname(),
         validation_alias="OPSGATE_INSTANCE",
         description=(
-            "This bot's name among those sharing the database (default: the host name); each "
-            "keeps its scheduled jobs in its own table, and any of them sweeps what is overdue."
+            "This bot's name among those sharing the database (default: the host name), in its "
+            "logs; its scheduled jobs live in memory, set again from the database at each start, "
+            "and any of the replicas sweeps what is overdue."
         ),
     )
     workers: int = Field(
@@ -120,6 +154,11 @@ class Settings(BaseSettings):
         validation_alias="OPSGATE_AUDIT_WEBHOOK_INTERVAL",
         description="Seconds between two deliveries of what the webhook sink is owed.",
     )
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        validation_alias="OPSGATE_LOG_FORMAT",
+        description="text (for a terminal) or json (one JSON object per line, bot/logs.py).",
+    )
     usergroup_cache_ttl: float = Field(
         default=300.0,
         gt=0,
@@ -131,6 +170,27 @@ class Settings(BaseSettings):
     def socket_mode(self) -> bool:
         """True when ``SLACK_APP_TOKEN`` is set: Slack is reached over Socket Mode, not HTTP."""
         return self.slack_app_token is not None
+
+    def vault_login(self) -> VaultLogin | None:
+        """The login of ``VAULT_AUTH`` (None for ``token``). Raises ``ValueError`` naming the
+        variables it lacks."""
+        if self.vault_auth == "approle":
+            if not self.vault_role_id or self.vault_secret_id is None:
+                raise ValueError("VAULT_AUTH=approle needs VAULT_ROLE_ID and VAULT_SECRET_ID")
+            return AppRoleLogin(
+                self.vault_role_id,
+                self.vault_secret_id.get_secret_value(),
+                mount=self.vault_auth_mount or "approle",
+            )
+        if self.vault_auth == "kubernetes":
+            if not self.vault_role:
+                raise ValueError("VAULT_AUTH=kubernetes needs VAULT_ROLE (the Vault role)")
+            return KubernetesLogin(
+                self.vault_role,
+                token_path=self.vault_kubernetes_token_path,
+                mount=self.vault_auth_mount or "kubernetes",
+            )
+        return None
 
     def require_slack(self) -> None:
         """Raise ``ValueError`` naming each Slack variable that ``opsgate serve`` lacks."""

@@ -24,6 +24,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from approvals.gate import GateError
 from approvals.grants import GrantError
 from bot import blocks
+from bot.logs import log_context
 
 log = logging.getLogger(__name__)
 
@@ -76,21 +77,48 @@ class Workers:
     def __init__(self, max_workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="opsgate-work")
 
-    def submit(self, work: Callable[[], None], *, answer: Answer, what: str) -> str:
+    def submit(
+        self,
+        work: Callable[[], None],
+        *,
+        answer: Answer,
+        what: str,
+        actor: str | None = None,
+        action: str | None = None,
+    ) -> str:
         """Run ``work()`` on a worker; if it raises, tell the person with ``answer`` (see the
-        module docstring). ``what`` names the work for people and the log. Returns the
-        work's reference."""
+        module docstring). ``what`` names the work for people and the log; ``actor`` (the
+        Slack user) and ``action`` go into every log line of the work. Returns the work's
+        reference."""
         reference = new_reference()
-        self._pool.submit(self.run, work, answer=answer, what=what, reference=reference)
+        self._pool.submit(
+            self.run,
+            work,
+            answer=answer,
+            what=what,
+            reference=reference,
+            actor=actor,
+            action=action,
+        )
         return reference
 
     @staticmethod
-    def run(work: Callable[[], None], *, answer: Answer, what: str, reference: str) -> None:
+    def run(
+        work: Callable[[], None],
+        *,
+        answer: Answer,
+        what: str,
+        reference: str,
+        actor: str | None = None,
+        action: str | None = None,
+    ) -> None:
         """Run ``work()`` here, answering its failure (what :meth:`submit` does on a worker)."""
-        try:
-            work()
-        except Exception as exc:  # noqa: BLE001 - every failure is answered, none escapes
-            answer_safely(answer, failure_answer(exc, what, reference), reference)
+        # every line logged for the work carries them (bot/logs.py)
+        with log_context(reference=reference, actor=actor, action=action):
+            try:
+                work()
+            except Exception as exc:  # noqa: BLE001 - every failure is answered, none escapes
+                answer_safely(answer, failure_answer(exc, what, reference), reference)
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop taking work; with ``wait``, let what was handed off finish first."""

@@ -43,7 +43,24 @@ def test_the_schedulers_job_table_is_not_mistaken_for_drift(database_url: str) -
             assert compare_metadata(context, Base.metadata) == []
             plain = MigrationContext.configure(conn, opts={"compare_type": True})
             assert compare_metadata(plain, Base.metadata) != []  # the hook is what hides it
-        migrate(database_url)  # and a migration run leaves it alone
-        assert "opsgate_jobs_opsgate" in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+
+
+def test_migration_0008_drops_the_job_tables_earlier_versions_left(database_url: str) -> None:
+    """Each pod of an earlier version left ``opsgate_jobs_<host name>`` behind; 0008 drops them
+    all, and nothing else."""
+    command.upgrade(alembic_config(database_url), "0005")
+    engine = create_engine(database_url)
+    try:
+        for instance in ("opsgate_7d9f8c6b5_x2x4z", "opsgate_7d9f8c6b5_k8q2p"):
+            store = SQLAlchemyJobStore(engine=engine, tablename=f"opsgate_jobs_{instance}")
+            store.start(None, "grants")  # type: ignore[arg-type]  # creates its table
+        before = set(inspect(engine).get_table_names())
+        assert len([n for n in before if n.startswith("opsgate_jobs_")]) == 2
+        migrate(database_url)
+        inspect(engine).clear_cache()
+        after = set(inspect(engine).get_table_names())
+        assert after == {n for n in before if not n.startswith("opsgate_jobs_")}
     finally:
         engine.dispose()

@@ -30,6 +30,10 @@ from actions.errors import (
     PermanentError,
     TemporaryError,
 )
+from actions.metrics import counted
+
+KUBE = "kubernetes"
+"""The ``backend`` label of this adapter's errors (:data:`actions.metrics.BACKEND_ERRORS`)."""
 
 WORKLOAD_KINDS: dict[str, str] = {
     "Deployment": "deployment",
@@ -147,15 +151,15 @@ class KubernetesBackend:
             yield
         except ApiException as exc:
             if write and exc.status == 504:
-                raise MaybeApplied(str(translate_api_exception(exc, what))) from exc
-            raise translate_api_exception(exc, what) from exc
+                raise counted(KUBE, MaybeApplied(str(translate_api_exception(exc, what)))) from exc
+            raise counted(KUBE, translate_api_exception(exc, what)) from exc
         except urllib3.exceptions.HTTPError as exc:
             where = f"context '{context}'" if context else "the current context"
             cause = _urllib3_cause(exc)
             text = f"the Kubernetes API ({where}) did not answer while {what}: {cause}"
             if write and _may_have_been_received(exc):
-                raise MaybeApplied(text) from exc
-            raise TemporaryError(text, delay=5.0) from exc
+                raise counted(KUBE, MaybeApplied(text)) from exc
+            raise counted(KUBE, TemporaryError(text, delay=5.0)) from exc
 
     def _call(
         self,

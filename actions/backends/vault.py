@@ -23,6 +23,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from actions.backends.vault_auth import TokenKeeper, VaultLogin
 from actions.errors import (
     ActionError,
     Conflict,
@@ -32,6 +33,7 @@ from actions.errors import (
     PermanentError,
     TemporaryError,
 )
+from actions.metrics import counted
 from actions.vault import KvMetadata, KvVersion, Mount, StaticRole
 
 logger = logging.getLogger(__name__)
@@ -43,15 +45,29 @@ GROUP_UPDATE_ATTEMPTS = 3
 
 
 class VaultBackend:
-    """Vault or OpenBao at ``url`` (``VAULT_ADDR``) with ``token`` (``VAULT_TOKEN``).
+    """Vault or OpenBao at ``url`` (``VAULT_ADDR``) with ``token`` (``VAULT_TOKEN``), or logged
+    in with ``login`` (:mod:`actions.backends.vault_auth`).
 
     ``timeout`` is in seconds, per HTTP request. Call :meth:`close` at the end.
     """
 
-    def __init__(self, *, url: str, token: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        *,
+        url: str,
+        token: str | None,
+        timeout: float = 10.0,
+        login: VaultLogin | None = None,
+        check_interval: float = 60.0,
+    ) -> None:
         self._url = url
         self._client = hvac.Client(url=url, token=token, timeout=timeout)
         self._group_lock = threading.Lock()
+        self.token_keeper: TokenKeeper | None = None
+        """With ``login`` (AppRole or Kubernetes auth instead of ``token``): keeps the token
+        alive; run its ``keep`` every ``check_interval`` seconds (:mod:`vault_auth`)."""
+        if login is not None:
+            self.token_keeper = TokenKeeper(self._client, login, check_interval=check_interval)
 
     def close(self) -> None:
         """Close the pooled HTTP connections."""
@@ -76,7 +92,7 @@ class VaultBackend:
             # The finished frames under the failed call (hvac, requests) may hold the request
             # body, a secret value among it; the chained exception must not keep them alive.
             traceback.clear_frames(exc.__traceback__)
-            raise self._translate(exc, op, path, not_found, write=write) from exc
+            raise counted("vault", self._translate(exc, op, path, not_found, write=write)) from exc
 
     def _translate(
         self, exc: Exception, op: str, path: str, not_found: str | None, *, write: bool = False

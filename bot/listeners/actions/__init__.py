@@ -54,7 +54,10 @@ def _button(names: str, handle: Clicked, workers: Workers) -> Listener:
             workers.submit(lambda: _tell(client, channel, user, why), answer=say, what="a click")
             return
         workers.submit(
-            lambda: handle(value, user, channel), answer=say, what=f"your click on {names} #{value}"
+            lambda: handle(value, user, channel),
+            answer=say,
+            what=f"your click on {names} #{value}",
+            actor=user,
         )
 
     return listener

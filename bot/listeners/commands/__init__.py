@@ -72,7 +72,9 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
                 return
             run(gate, parsed, user=str(user), origin=origin, reply=reply)
 
-        workers.submit(work, answer=reply, what=f"`/ops {text}`")
+        workers.submit(
+            work, answer=reply, what=f"`/ops {text}`", actor=str(user), action=parsed.name
+        )
 
     app.command("/ops")(ops)
 

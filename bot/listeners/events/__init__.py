@@ -73,7 +73,7 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
             origin = Origin(channel_id=channel, channel_name=_channel_name(client, channel))
             run(gate, parsed, user=user, origin=origin, reply=reply)
 
-        workers.submit(work, answer=reply, what=f"`@opsgate {text}`")
+        workers.submit(work, answer=reply, what=f"`@opsgate {text}`", actor=user)
 
     def home(event: dict[str, Any], client: WebClient) -> None:
         user = event.get("user")

@@ -53,6 +53,7 @@ class FakeKubernetes:
         self._lock = threading.Lock()
         self.store.create(_namespaces(), None, {"metadata": {"name": "default"}})
         self.token_reviews = kube_auth.TokenReviews()
+        self.rbac: Any = None  # a tests.fakes.kube_rbac.RbacAuthorizer enforces RBAC
         self.controllers = Controllers(self.store, self.types)
         # the rollout controllers, then those of registry.register_controller
         self.all_controllers: list[Controller] = [

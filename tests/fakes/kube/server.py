@@ -176,6 +176,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "Timeout: request did not complete within the allotted timeout",
                 )
             fake._authorize(self.headers.get("Authorization"))
+            if fake.rbac is not None:  # RBAC enforcement: tests/fakes/kube_rbac.py
+                fake.rbac.check(method, split.path, query, body)
             if raw and body is None:
                 raise bad_request("the request body is not valid JSON")
             code, answer = fake._dispatch(

@@ -1,0 +1,74 @@
+"""The ClusterRole opsgate's service account needs for a policy (``opsgate rbac``).
+
+:data:`actions.backends.kube_permissions.API_RULES` (what the Kubernetes adapter calls), plus
+``get`` and ``bind`` on exactly the ClusterRoles the policy's access rules may grant
+(``resourceNames``): so a RoleBinding to any other ClusterRole is refused by the API server even
+if opsgate were tricked into asking for one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from actions.access import KIND as ACCESS_KIND
+from actions.access import AccessSettings
+from actions.backends.kube_permissions import API_RULES, cluster_role_rule
+from approvals.policy import LoadedPolicy
+
+DEFAULT_NAME = "opsgate"
+"""The ClusterRole's default name, as ``deploy/kubernetes`` names it."""
+
+GRANTING_ACTIONS = frozenset({"access"})
+"""The actions that create RoleBindings to the rule's ``roles``."""
+
+
+class UnboundedRoles(ValueError):
+    """A rule may grant any ClusterRole (an access rule without ``roles``): no ClusterRole can
+    limit ``bind`` to what it grants."""
+
+
+def granted_roles(loaded: LoadedPolicy) -> list[str]:
+    """The sorted names of every ClusterRole an access rule of the policy may grant.
+
+    Raises :class:`UnboundedRoles` naming the rules without ``roles``.
+    """
+    roles: set[str] = set()
+    unbounded: list[str] = []
+    for index, rule in enumerate(loaded.policy.rules):
+        if not GRANTING_ACTIONS.intersection(rule.match.action):
+            continue
+        settings = rule.kind_settings(ACCESS_KIND)
+        allowed = settings.roles if isinstance(settings, AccessSettings) else None
+        if allowed is None:
+            unbounded.append(loaded.rule_label(index))
+            continue
+        roles.update(allowed)
+    if unbounded:
+        raise UnboundedRoles(
+            f"{', '.join(unbounded)} may grant any ClusterRole (no 'roles'); list the roles it "
+            "grants, so that opsgate's ClusterRole can name them in its 'bind' rule"
+        )
+    return sorted(roles)
+
+
+def cluster_role(loaded: LoadedPolicy, *, name: str = DEFAULT_NAME) -> dict[str, Any]:
+    """The ``rbac.authorization.k8s.io/v1`` ClusterRole ``name`` for the policy, as a dict ready
+    for YAML: :data:`~actions.backends.kube_permissions.API_RULES`, then (when the policy grants
+    any) the rule on the ClusterRoles it grants. Raises :class:`UnboundedRoles`."""
+    rules = [dict(rule) for rule in API_RULES]
+    roles = granted_roles(loaded)
+    if roles:
+        rules.append(cluster_role_rule(roles))
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {
+            "name": name,
+            "labels": {"app.kubernetes.io/name": "opsgate"},
+            "annotations": {
+                "opsgate.io/generated-by": "opsgate rbac",
+                "opsgate.io/policy-sha256": loaded.sha256,
+            },
+        },
+        "rules": rules,
+    }
