@@ -300,3 +300,40 @@ def test_the_catalogue_says_so_when_nothing_may_be_run() -> None:
         "    `/ops run r n=<integer 1..> -n <namespace>`",
         "    where: payments (prod)",
     ]
+
+
+def test_the_printed_cluster_role_runs_a_runbook_and_only_a_policy_with_runbooks_gets_jobs(
+    tmp_path: Path,
+) -> None:
+    from actions.errors import Forbidden
+    from approvals.rbac import cluster_role
+    from tests.fakes.kube_rbac import RbacAuthorizer
+
+    rules = "rules:\n  - match: {action: run}\n    approvers: [sre]\n"
+    without = cluster_role(load("rules:\n  - match: {action: restart}\n    approvers: [sre]\n"))
+    assert not [r for r in without["rules"] if "jobs" in r["resources"]]
+    role = cluster_role(load(RUNBOOK + rules))
+    with FakeKubernetes() as fake:
+        fake.add({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "payments"}})
+        kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", {"prod": fake})
+        backend = KubernetesBackend(kubeconfig=str(kubeconfig), request_timeout=5.0)
+        try:
+            fake.rbac = RbacAuthorizer(role["rules"], store=fake.store, types=fake.types)
+            job = render_job("r", spec(), "payments", {})
+            trial = {**job, "metadata": {**job["metadata"], "generateName": "r-"}}
+            backend.create_job("prod", "payments", trial, dry_run=True)
+            job["metadata"]["name"] = "r-1"
+            backend.create_job("prod", "payments", job)
+            job_controller(fake).succeed("payments", "r-1", log="done\n")
+            reader = build_follower(kube=backend, clock=lambda: datetime.now(UTC))
+            watch = RolloutWatch("Job", "payments", "r-1", "prod", 180.0)
+            result = reader.check(watch, elapsed=5, timeout=180)
+            assert result is not None
+            assert result.done
+            assert result.summary.endswith("log:\n```\ndone\n```")
+            assert fake.rbac.denied == []
+            fake.rbac = RbacAuthorizer(without["rules"], store=fake.store, types=fake.types)
+            with pytest.raises(Forbidden):
+                backend.create_job("prod", "payments", {**job, "metadata": {"name": "r-2"}})
+        finally:
+            backend.close()
