@@ -550,12 +550,18 @@ def _follower(backends: Backends) -> Follower | None:
     return JobReader(jobs) if jobs is not None else None
 
 
-def _reversible(params: BaseModel, settings: RuleSettings | None) -> bool:
-    """A run is as reversible as its runbook says (an unknown one is refused at preview)."""
+def _reversible(params: BaseModel, settings: RuleSettings | None, environment: str | None) -> bool:
+    """A run is as reversible as its runbook says, where the runbook may run; elsewhere (and
+    for an unknown runbook) the preview refuses it, saying why."""
     assert isinstance(params, RunParams)
     runbooks = settings.runbooks if isinstance(settings, RunbookSettings) else {}
     runbook = runbooks.get(params.runbook)
-    return runbook is None or runbook.reversible
+    if runbook is None or environment not in runbook.environments:
+        return True
+    globs = runbook.namespaces
+    if globs is not None and not any(fnmatchcase(params.namespace, g) for g in globs):
+        return True
+    return runbook.reversible
 
 
 def _build(backends: Backends) -> Runbook | None:

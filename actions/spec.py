@@ -303,9 +303,9 @@ class KindSpec:
     backends (None: it cannot run with them, e.g. no Vault); ``undo``, where the kind has one,
     gives from a request's params and its preview's facts the request that puts back what it
     changes (None: that one cannot be undone by a request, e.g. a static role's password).
-    ``reversible_for(params, policy settings)``, for a kind whose requests differ, tells
-    whether one request can be undone (a runbook says so itself), ``reversible`` being then the
-    most a request of the kind can be;
+    ``reversible_for(params, policy settings, environment)``, for a kind whose requests differ,
+    tells whether one request can be undone (a runbook says so itself), ``reversible`` being
+    then the most a request of the kind can be;
     ``follows`` is the ``RolloutWatch.kind`` the kind's ``Outcome`` leaves to follow when it is
     not a workload's rollout (``Job``), read by ``follower(backends)`` (None: the backends lack
     what it needs); ``catalogue`` a listing command of the kind (``/ops runbooks``).
@@ -323,17 +323,20 @@ class KindSpec:
     decided_with: str | None = None
     undo: Callable[[BaseModel, Mapping[str, Any]], Undo | None] | None = None
     command: str | None = None
-    reversible_for: Callable[[BaseModel, RuleSettings | None], bool] | None = None
+    reversible_for: Callable[[BaseModel, RuleSettings | None, str | None], bool] | None = None
     follows: str | None = None
     follower: Callable[[Backends], Follower | None] | None = None
     catalogue: Catalogue | None = None
 
-    def request_reversible(self, params: BaseModel, settings: RuleSettings | None) -> bool:
-        """Whether the request of ``params`` can be undone, ``settings`` being the policy's
-        top-level settings for the kind: ``reversible``, and ``reversible_for`` when given."""
+    def request_reversible(
+        self, params: BaseModel, settings: RuleSettings | None, environment: str | None
+    ) -> bool:
+        """Whether the request of ``params`` in ``environment`` can be undone, ``settings``
+        being the policy's top-level settings for the kind: ``reversible``, and
+        ``reversible_for`` when given."""
         if self.reversible_for is None:
             return self.reversible
-        return self.reversible and self.reversible_for(params, settings)
+        return self.reversible and self.reversible_for(params, settings, environment)
 
     @property
     def word(self) -> str:

@@ -83,7 +83,9 @@ def explain(
             reason=reason,
             break_glass=break_glass,
             at=now,
-            kind_reversible=request_reversible(policy, kind.name, params, kind.reversible),
+            kind_reversible=request_reversible(
+                policy, kind.name, params, kind.reversible, environment
+            ),
         ),
         groups=groups,
     )

@@ -327,7 +327,9 @@ class Gate:
                 reason=sub.reason,
                 break_glass=sub.break_glass is not None,
                 at=now,
-                kind_reversible=request_reversible(policy, sub.action, sub.params, kind.reversible),
+                kind_reversible=request_reversible(
+                    policy, sub.action, sub.params, kind.reversible, environment
+                ),
             ),
             groups=groups,
         )

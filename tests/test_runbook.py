@@ -148,14 +148,17 @@ def test_a_run_is_as_reversible_as_its_runbook_for_the_decision_and_earned_auton
     policy = loaded.policy
     vacuum = RunParams(runbook="db-vacuum", namespace="payments")
     note = RunParams(runbook="note", namespace="payments")
-    assert request_reversible(policy, "run", vacuum, True) is False
-    assert request_reversible(policy, "run", note, True) is True
-    # an unknown runbook is refused by the preview, not called irreversible here
+    assert request_reversible(policy, "run", vacuum, True, "prod") is False
+    assert request_reversible(policy, "run", note, True, "prod") is True
+    # an unknown runbook, or one asked for where it may not run, is refused by the preview
+    # (saying why), not called irreversible here
     unknown = RunParams(runbook="ghost", namespace="payments")
-    assert request_reversible(policy, "run", unknown, True) is True
+    assert request_reversible(policy, "run", unknown, True, "prod") is True
+    elsewhere = RunParams(runbook="db-vacuum", namespace="staging-web")
+    assert request_reversible(policy, "run", elsewhere, True, "staging") is True
 
     def decided(params: RunParams) -> bool:
-        reversible = request_reversible(policy, "run", params, True)
+        reversible = request_reversible(policy, "run", params, True, "prod")
         ctx = RequestContext("run", "U0DEV1", "prod", "payments", kind_reversible=reversible)
         return decide(loaded, ctx).reversible
 
