@@ -8,6 +8,16 @@ anyone is asked; the approvers see the exact Job that will be created. On approv
 created, labelled with the request ID, and followed to its end from the gate's periodic job
 (:mod:`actions.runbook_job`), which posts the last lines of its pod's log.
 
+The kind is declared in one place, :data:`KIND`: its grammar, params, the policy's top-level
+``runbooks`` (:class:`RunbookSettings`, whose hooks give the loader the environments it names,
+the irreversible runbooks an auto rule must own up to and the runbooks no rule lets anyone run),
+its per-request reversibility, its Job follower and the ``/ops runbooks`` catalogue. What it
+needs of Kubernetes is :class:`JobsPort`. Files it touches outside tests and docs: this module,
+:mod:`actions.runbook_job` (follower and catalogue, split off for the size limit), its line in
+``actions/registry.py``, the adapter (``actions/backends/kubernetes.py``), and least-privilege
+RBAC (``RUNBOOK_RULES`` in ``actions/backends/kube_permissions.py``, given by
+``approvals/rbac.py`` only to a policy with runbooks).
+
 Parameters reach the container as environment variables (``env``), never through a shell: the
 command is the list the policy gives, executed as is, so a value such as ``$(rm -rf /)`` is only
 ever a string in the environment. Secrets reach it by reference only
@@ -511,36 +521,14 @@ class Runbook:
         return job
 
 
-def catalogue(
+def _catalogue(
     settings: RuleSettings | None,
     namespaces_of: Mapping[str, Sequence[str]],
     may_ask: Callable[[str, str], bool],
 ) -> list[str]:
-    """The answer to ``/ops runbooks``: one block of lines per runbook of ``settings``
-    (:class:`RunbookSettings`) the caller may ask for somewhere, ``may_ask(environment,
-    namespace glob)`` telling where; ``namespaces_of`` maps an environment to its namespace
-    globs (for a runbook without ``namespaces``). Unescaped: the caller escapes them for Slack."""
-    runbooks = settings.runbooks if isinstance(settings, RunbookSettings) else {}
-    lines: list[str] = []
-    for name, spec in sorted(runbooks.items()):
-        places = [
-            f"{ns} ({env})"
-            for env in spec.environments
-            for ns in (spec.namespaces or namespaces_of.get(env, ()))
-            if may_ask(env, ns)
-        ]
-        if not places:
-            continue
-        usage = " ".join(
-            f"{key}=<{p.expects()}>" if p.required and p.default is None else f"[{key}=…]"
-            for key, p in spec.parameters.items()
-        )
-        lines.append(f"• *{name}*: {spec.description}")
-        lines.append(f"    `/ops run {name} {usage} -n <namespace>`".replace("  -n", " -n"))
-        lines.append(f"    where: {', '.join(places)}")
-    if not lines:
-        return ["There is no runbook you may run; the platform team declares them in the policy."]
-    return ["Runbooks you may run (each goes through approval):", *lines]
+    from actions.runbook_job import catalogue  # that module imports this one
+
+    return catalogue(settings, namespaces_of, may_ask)
 
 
 def _follower(backends: Backends) -> Follower | None:
@@ -593,6 +581,6 @@ KIND = KindSpec(
     catalogue=Catalogue(
         "runbooks",
         "the runbooks you may run, their parameters and where (no approval)",
-        catalogue,
+        _catalogue,
     ),
 )

@@ -1,4 +1,5 @@
-"""Following a runbook's Job to its end, and the last lines of its pod's log.
+"""Following a runbook's Job to its end, the last lines of its pod's log, and the ``/ops
+runbooks`` catalogue (:func:`catalogue`).
 
 A Job has ended when the Job controller sets its ``Complete`` or ``Failed`` condition to True
 (``kubectl wait --for=condition=complete`` reads the same conditions); ``Failed`` carries the
@@ -15,13 +16,15 @@ that it cannot break out of the code block it is shown in.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from actions.base import RolloutWatch
 from actions.errors import ActionError, TemporaryError
 from actions.rollout import RolloutResult
-from actions.runbook import JobsPort
+from actions.runbook import JobsPort, RunbookSettings
+from actions.spec import RuleSettings
 
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 """The label the Job controller puts on its pods (Kubernetes 1.27+; ``job-name`` before)."""
@@ -131,3 +134,35 @@ class JobReader:
             return f"; the log of pod/{pod} is empty"
         count = len(text.splitlines())
         return f"; last {count} line(s) of pod/{pod}'s log:\n```\n{text}\n```"
+
+
+def catalogue(
+    settings: RuleSettings | None,
+    namespaces_of: Mapping[str, Sequence[str]],
+    may_ask: Callable[[str, str], bool],
+) -> list[str]:
+    """The answer to ``/ops runbooks``: one block of lines per runbook of ``settings``
+    (:class:`RunbookSettings`) the caller may ask for somewhere, ``may_ask(environment,
+    namespace glob)`` telling where; ``namespaces_of`` maps an environment to its namespace
+    globs (for a runbook without ``namespaces``). Unescaped: the caller escapes them for Slack."""
+    runbooks = settings.runbooks if isinstance(settings, RunbookSettings) else {}
+    lines: list[str] = []
+    for name, spec in sorted(runbooks.items()):
+        places = [
+            f"{ns} ({env})"
+            for env in spec.environments
+            for ns in (spec.namespaces or namespaces_of.get(env, ()))
+            if may_ask(env, ns)
+        ]
+        if not places:
+            continue
+        usage = " ".join(
+            f"{key}=<{p.expects()}>" if p.required and p.default is None else f"[{key}=…]"
+            for key, p in spec.parameters.items()
+        )
+        lines.append(f"• *{name}*: {spec.description}")
+        lines.append(f"    `/ops run {name} {usage} -n <namespace>`".replace("  -n", " -n"))
+        lines.append(f"    where: {', '.join(places)}")
+    if not lines:
+        return ["There is no runbook you may run; the platform team declares them in the policy."]
+    return ["Runbooks you may run (each goes through approval):", *lines]

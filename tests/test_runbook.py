@@ -291,7 +291,8 @@ def test_policy_check_warns_of_a_runbook_no_rule_lets_anyone_run() -> None:
 
 
 def test_the_catalogue_says_so_when_nothing_may_be_run() -> None:
-    from actions.runbook import RunbookSettings, catalogue
+    from actions.runbook import RunbookSettings
+    from actions.runbook_job import catalogue
 
     runbooks = RunbookSettings(runbooks={"r": spec(n={"type": "integer", "min": 1})})
     assert catalogue(runbooks, {"prod": ["payments"]}, lambda env, ns: False) == [

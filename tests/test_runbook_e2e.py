@@ -105,9 +105,13 @@ def approval(bot: RunningBot) -> slack.Call:
 
 
 def created_job(kube: FakeKubernetes, name: str) -> dict[str, Any]:
-    found = wait_for(
-        lambda: kube.get_object("batch/v1", "Job", "payments", name), what=f"job/{name}"
-    )
+    """The Job once created and started by the Job controller (its pod exists)."""
+
+    def started() -> dict[str, Any] | None:
+        job = kube.get_object("batch/v1", "Job", "payments", name)
+        return job if job is not None and "startTime" in (job.get("status") or {}) else None
+
+    found = wait_for(started, what=f"job/{name} to start")
     assert isinstance(found, dict)
     return found
 
