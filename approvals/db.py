@@ -7,6 +7,7 @@ applies the Alembic migrations in ``migrations/`` up to head (what ``opsgate mig
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,13 @@ MIGRATIONS_DIR = Path(migrations.__file__).parent
 
 
 def make_engine(url: str, *, pooled: bool = True) -> Engine:
-    """An engine for ``url``. SQLite gets foreign keys on and a busy timeout of 30 seconds.
+    """An engine for ``url``.
+
+    SQLite gets foreign keys on, a busy timeout of 30 seconds, the write-ahead log with
+    ``synchronous=NORMAL`` (a commit is durable once written to the log, without an fsync per
+    commit: it survives the process being killed, and an operating system crash or power loss
+    may lose the last commits, never corrupt the database; "WAL mode" in SQLite's
+    documentation), and its writers taken one at a time in the process (:class:`_OneWriter`).
 
     ``pooled=False`` opens a connection per use (for one-off runs such as migrations).
     """
@@ -40,10 +47,82 @@ def make_engine(url: str, *, pooled: bool = True) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.close()
 
+        _OneWriter().install(engine)
         return engine
     return create_engine(url, pool_pre_ping=True, **extra)
+
+
+_WRITES = ("insert", "update", "delete", "replace", "begin")
+
+
+class _OneWriter:
+    """Takes SQLite's writers one at a time inside the process.
+
+    SQLite has one writer at a time; a connection that finds the write lock taken waits in
+    SQLite's busy handler, which sleeps 1, 2, 5, 10 … up to 100 ms between tries, however soon
+    the lock is free: under a burst, each commit then costs tens of milliseconds of sleep. Here a
+    write transaction (pysqlite begins one at the first ``INSERT``/``UPDATE``/``DELETE``, or at an
+    explicit ``BEGIN IMMEDIATE``) first takes a lock of the process, released once the
+    transaction's commit or rollback is done: a waiting writer starts the moment the previous
+    one ends. Reads are not serialized (the write-ahead log lets them run beside a writer). A
+    writer that waits longer than SQLite's busy timeout goes on without the lock, to SQLite's
+    own wait, as before.
+    """
+
+    WAIT = 30.0
+    """Seconds a writer waits for the lock (the engine's busy timeout)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._holders: set[int] = set()
+        """``id()`` of each DBAPI connection whose transaction holds the lock."""
+
+    def install(self, engine: Engine) -> None:
+        event.listen(engine, "before_cursor_execute", self._before_execute)
+        for name in ("checkin", "invalidate", "close", "close_detached"):
+            event.listen(engine.pool, name, self._pool_event)
+        dialect = engine.dialect
+        commit, rollback = dialect.do_commit, dialect.do_rollback
+
+        def do_commit(dbapi_connection: Any) -> None:
+            try:
+                commit(dbapi_connection)
+            finally:
+                self._drop(dbapi_connection)
+
+        def do_rollback(dbapi_connection: Any) -> None:
+            try:
+                rollback(dbapi_connection)
+            finally:
+                self._drop(dbapi_connection)
+
+        # the dialect's own methods, on this engine's dialect only: after the commit is done
+        # (the engine's "commit" event fires before it)
+        setattr(dialect, "do_commit", do_commit)  # noqa: B010
+        setattr(dialect, "do_rollback", do_rollback)  # noqa: B010
+
+    def _before_execute(  # type: ignore[no-untyped-def]
+        self, conn, _cursor, statement: str, _params, _context, _many
+    ) -> None:
+        dbapi_connection = conn.connection.dbapi_connection
+        if id(dbapi_connection) in self._holders:
+            return
+        writes = statement.lstrip()[:7].lower().startswith(_WRITES)
+        if writes and self._lock.acquire(timeout=self.WAIT):
+            self._holders.add(id(dbapi_connection))
+
+    def _pool_event(self, dbapi_connection: Any, *_args: Any) -> None:
+        """A connection checked in, invalidated or closed ends whatever it held."""
+        self._drop(dbapi_connection)
+
+    def _drop(self, dbapi_connection: Any) -> None:
+        key = id(dbapi_connection)
+        if key in self._holders:
+            self._holders.discard(key)
+            self._lock.release()
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
@@ -76,7 +155,7 @@ def ping(engine: Engine) -> None:
 
 SCHEDULER_TABLE_PREFIX = "opsgate_jobs_"
 """Earlier versions' APScheduler job tables (``opsgate_jobs_<instance>``, one per instance name):
-not part of opsgate's models. Migration 0008 drops them; a replica of an earlier version still
+not part of opsgate's models. Migration 0009 drops them; a replica of an earlier version still
 running during a rolling upgrade may create one again, which autogenerate must not mistake for
 drift."""
 

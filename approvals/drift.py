@@ -29,9 +29,9 @@ from actions.access import (
 )
 from actions.errors import ActionError
 from approvals import metrics
-from approvals.lifecycle import SYSTEM
+from approvals.lifecycle import SYSTEM, record_detached
 from approvals.lifecycle import record as record_event
-from approvals.models import AuditEvent, Grant, GrantStatus, Request, Status
+from approvals.models import Grant, GrantStatus, Request, Status
 from approvals.notifier import GrantView
 from approvals.paging import among, chunks
 
@@ -271,17 +271,14 @@ class DriftCheck:
                         detail=detail,
                     )
                     continue
-                session.add(
-                    AuditEvent(
-                        request_id=None,
-                        event="drift_removed",
-                        actor_id=SYSTEM.id,
-                        actor_kind=SYSTEM.kind,
-                        action="access",
-                        target=f"rolebinding/{binding.name} in {binding.namespace}",
-                        detail=detail,
-                        created_at=now,
-                    )
+                record_detached(
+                    session,
+                    event="drift_removed",
+                    actor=SYSTEM,
+                    now=now,
+                    action="access",
+                    target=f"rolebinding/{binding.name} in {binding.namespace}",
+                    detail=detail,
                 )
         views = self._views(ids)
         for binding, why in deleted:

@@ -12,7 +12,7 @@ wakes the service at the right moments:
   delete its own job, and sweep). The jobs live in memory: every start sets both again from
   the database, after a synchronous sweep that revokes whatever came due while the bot was down,
   so a stored copy would add nothing. Hence no per-instance job table (earlier versions kept one,
-  ``opsgate_jobs_<instance>``, left behind by every pod that went away; migration 0008 drops
+  ``opsgate_jobs_<instance>``, left behind by every pod that went away; migration 0009 drops
   them);
 * a periodic sweep (every ``sweep_interval`` seconds: overdue grants, stale claims, reminders) and
   a periodic drift check (every ``drift_interval``), both also run once, synchronously, by

@@ -60,7 +60,7 @@ class Base(DeclarativeBase):
 
 
 class Status(StrEnum):
-    """A request's lifecycle state (design.md, 'Request lifecycle')."""
+    """A request's lifecycle state (docs/architecture.md, 'The request lifecycle')."""
 
     PENDING = "pending"
     APPROVED = "approved"
@@ -317,3 +317,29 @@ class AutonomyReset(Base):
     reset_at: Mapped[datetime]
     reset_by: Mapped[str] = mapped_column(String(64))
     request_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+
+
+class OwedWork(Base):
+    """Work a Slack listener acked and handed off, until it is done (the transactional inbox).
+
+    The listener writes the row before its ack: ``kind`` (``command``, ``click``, ``mention``)
+    and ``payload`` (the validated fields the work needs, nothing secret) say what to do,
+    ``dedupe_key`` (``command:<trigger_id>``, ``event:<event_id>``) makes a redelivery of the
+    same Slack request write nothing. ``owner`` (``<instance>/<process token>``) and
+    ``lease_until`` say who runs it until when; a row not ``done_at`` whose lease ran out, or
+    left by an earlier run of the same instance, is replayed (:mod:`approvals.inbox`).
+    """
+
+    __tablename__ = "owed_work"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dedupe_key: Mapped[str | None] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    payload: Mapped[dict[str, Any]]
+    user_id: Mapped[str] = mapped_column(String(64))
+    response_url: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str] = mapped_column(String(128))
+    lease_until: Mapped[datetime] = mapped_column(index=True)
+    attempts: Mapped[int] = mapped_column(default=1)
+    received_at: Mapped[datetime] = mapped_column(index=True)
+    done_at: Mapped[datetime | None]

@@ -26,7 +26,10 @@ command and the click, each answered by an ack. Measured in this process on one 
 - *click → PATCH*: from sending the final click until the fake Kubernetes receives the
   Deployment's PATCH (not the dry run of the preview);
 - *throughput*: completed flows per second, at each concurrency (an opsgate flow is complete
-  when its PATCH is issued).
+  when its PATCH is issued);
+- *CPU per flow*: the CPU seconds (user + system, from ``/proc``) the server's process used from
+  the start of a phase until the work it caused is done (the fakes quiet), per completed flow: a
+  figure the machine's other load disturbs far less than the times above.
 
 Between two rounds the script waits until the fakes have received nothing for 0.5 s, so that a
 round does not pay for the work the previous one left behind.
@@ -259,6 +262,8 @@ class Sample:
     completed: int = 0
     failed: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     seconds: float = 0.0
+    cpu: float = 0.0
+    """Seconds of CPU the server's process used during the phase (user + system)."""
 
 
 class Driver:
@@ -343,9 +348,23 @@ async def wait(found: Callable[[], Any]) -> Any:
     return None
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds process ``pid`` has used (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def run_phase(
-    flow: Callable[[Sample], Awaitable[None]], concurrency: int, flows: int
+    flow: Callable[[Sample], Awaitable[None]],
+    concurrency: int,
+    flows: int,
+    cpu: Callable[[], float] = lambda: 0.0,
 ) -> Sample:
+    """Run ``flows`` flows, ``concurrency`` at a time; ``cpu`` reads the server's CPU seconds,
+    before the phase and after the work it caused is done (see :func:`settle`)."""
     sample = Sample()
     left = iter(range(flows))
 
@@ -354,8 +373,10 @@ async def run_phase(
             await flow(sample)
 
     started = time.perf_counter()
+    cpu_before = cpu()
     await asyncio.gather(*(client() for _ in range(concurrency)))
     sample.seconds = time.perf_counter() - started
+    sample.cpu = -cpu_before
     return sample
 
 
@@ -380,6 +401,7 @@ def merge(samples: list[Sample]) -> Sample:
         total.to_patch += s.to_patch
         total.completed += s.completed
         total.seconds += s.seconds
+        total.cpu += s.cpu
         for reason, count in s.failed.items():
             total.failed[reason] += count
     return total
@@ -435,6 +457,11 @@ def report(results: dict[tuple[str, int], Sample], concurrencies: list[int]) -> 
             f"  concurrency {c:>2}: bare {bare_rate:7.1f}/s, opsgate {ops_rate:7.1f}/s"
             f"{ratio(ops_rate, bare_rate)}"
         )
+    print("\nCPU of the server's process per completed flow (all the work a flow caused)")
+    for c in concurrencies:
+        bare, ops = results[("bare", c)], results[("opsgate", c)]
+        per = [s.cpu / s.completed * 1000 if s.completed else 0.0 for s in (bare, ops)]
+        print(f"  concurrency {c:>2}: bare {per[0]:6.1f} ms, opsgate {per[1]:6.1f} ms")
     for (app, c), sample in sorted(results.items()):
         if sample.failed:
             print(f"  {app} at concurrency {c}: failed {dict(sample.failed)}")
@@ -477,8 +504,10 @@ async def drive(
         for r in range(rounds):
             for c, count in flows.items():
                 for name, flow in flows_of.items():
-                    sample = await run_phase(flow, c, count)
+                    pid = servers[name].process.pid
+                    sample = await run_phase(flow, c, count, lambda pid=pid: cpu_seconds(pid))
                     await settle(fake, kube)
+                    sample.cpu += cpu_seconds(pid)
                     samples[(name, c)].append(sample)
                     print(
                         f"round {r + 1}, {name:<7} concurrency {c:>2}: {sample.completed}/{count}"

@@ -3,7 +3,7 @@
 ``create_app(settings)`` loads the policy (refusing an invalid one), builds the database engine,
 the Kubernetes adapter, the gate and the slack-bolt app, and mounts one ``POST /slack/events``
 (slash commands, interactivity and events) beside ``GET /healthz``, ``GET /readyz`` and
-``GET /metrics`` (Prometheus); in
+``GET /metrics`` (Prometheus), and the HTTP API under ``/api/v1``; in
 Socket Mode (``SLACK_APP_TOKEN`` set) Slack is reached over the WebSocket instead, and
 ``/slack/events`` is not mounted. Migrations are applied when the app starts.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,12 +25,15 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from slack_bolt import App
 from slack_bolt.adapter.socket_mode import SocketModeHandler
+from slack_sdk import WebClient
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
 
 from actions.access import Access
 from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
+from actions.base import ActionKind
 from actions.history import render_history, rollout_history
 from actions.registry import build_follower, build_registry
 from approvals.db import make_engine, make_sessionmaker, migrate, ping
@@ -39,6 +42,7 @@ from approvals.extend import Extend
 from approvals.gate import Gate
 from approvals.grants import GrantService
 from approvals.idempotency import IdempotencyStore
+from approvals.inbox import Inbox
 from approvals.metrics import MeteredNotifier
 from approvals.notifier import GrantView, RequestView
 from approvals.policy import LoadedPolicy, PolicyError
@@ -100,37 +104,14 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     """Build the services. Raises ``approvals.policy.PolicyError`` for an invalid policy and
     ``ValueError`` when a required Slack variable is missing."""
     settings.require_slack()
-    grant_notifier: SlackGrantNotifier | None = None
-
-    def reload_failed(error: PolicyError) -> None:
-        log.error("policy reload failed; the previous policy stays in force:\n%s", error)
-        if grant_notifier is not None:
-            grant_notifier.policy_reload_failed(str(error))
-
-    def reloaded(loaded: LoadedPolicy) -> None:
-        log.info("policy reloaded: %s (sha256 %s)", loaded.source, loaded.sha256[:12])
-
-    store = PolicyStore(settings.policy_path, on_error=reload_failed, on_reload=reloaded)
-    engine = make_engine(settings.database_url)
-    sessions = make_sessionmaker(engine)
-    kube = KubernetesBackend(
-        kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
-    )
-    vault: VaultBackend | None = None
-    login = settings.vault_login()  # None: VAULT_TOKEN, as it is
-    static = settings.vault_token.get_secret_value() if settings.vault_token else None
-    if settings.vault_addr and (login is not None or static is not None):
-        vault = VaultBackend(
-            url=settings.vault_addr,
-            token=None if login is not None else static,
-            timeout=settings.vault_timeout,
-            login=login,
-            check_interval=settings.vault_renew_interval,
-        )
     assert settings.slack_bot_token is not None
     client = MeteredWebClient(
         token=settings.slack_bot_token.get_secret_value(), base_url=settings.slack_api_url
     )
+    store, grant_notifier = _policy_store(settings, client, clock)
+    engine = make_engine(settings.database_url)
+    sessions = make_sessionmaker(engine)
+    kube, vault = _backends(settings)
     registry = dict(
         build_registry(
             kube=kube,
@@ -140,36 +121,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
             poll_interval=settings.rollout_poll_interval,
         )
     )
-    gate_ref: list[Gate] = []
-
-    def home_changed(user: str) -> None:
-        if gate_ref:
-            publish_home(gate_ref[0], client, user)
-
-    def grant_ended(grant: GrantView) -> None:
-        if gate_ref:
-            gate_ref[0].grant_ended(grant.id, grant.revoke_reason or "revoked")
-
-    grant_notifier = SlackGrantNotifier(
-        client, store, clock, on_change=home_changed, on_ended=grant_ended
-    )
-    access = registry["access"]
-    assert isinstance(access, Access)
-
-    def kube_contexts() -> list[str | None]:
-        return sorted(
-            {env.kube_context for env in store.current().policy.environments.values()},
-            key=lambda c: c or "",
-        )
-
-    grants = GrantService(
-        sessions=sessions,
-        access=access,
-        notifier=grant_notifier,
-        clock=clock,
-        kube_contexts=kube_contexts,
-        reminder_before=settings.reminder_before,
-    )
+    grants = _grant_service(settings, sessions, registry, grant_notifier, store, clock)
     registry["extend"] = Extend(grants=grants)
 
     def history(context: str | None, namespace: str, name: str) -> list[str]:
@@ -182,53 +134,24 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         notifier=MeteredNotifier(SlackNotifier(client, store), sessions),
         clock=clock,
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
-        grants=grants,
+        grants=grants,  # the gate subscribes to the grants' ends
         history=history,
         rollouts=build_follower(kube=kube, clock=clock),
         rollout_timeout=settings.rollout_timeout,
     )
-    gate_ref.append(gate)
-    scheduler = ExpiryScheduler(
-        engine,
-        grants=grants,
-        clock=clock,
-        sweep_interval=settings.sweep_interval,
-        drift_interval=settings.drift_interval,
-        instance=re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate",
-    )
-    scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
-    scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
-    scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
-    scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
-    scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
-    add_audit_jobs(scheduler, sessions, settings, client, store)
-    if vault is not None and vault.token_keeper is not None:
-        scheduler.add_periodic(
-            "opsgate-vault-token", vault.token_keeper.keep, settings.vault_renew_interval
-        )
-    secret = settings.slack_signing_secret
-    listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
-    slack = App(
-        client=client,
-        signing_secret=secret.get_secret_value() if secret is not None else None,
-        # auth.test runs on the first request instead of at start, so the bot starts (and
-        # /healthz answers) even while Slack is unreachable.
-        token_verification_enabled=False,
-        request_verification_enabled=not settings.socket_mode,
-        # our own executor, so that a stop lets the listeners finish what they started
-        listener_executor=listener_executor,
-        # every listener only validates, acks and hands off to the workers: run it before
-        # answering, so that the ack is its answer (no thread hop, no polling for the ack)
-        process_before_response=True,
-    )
-    workers = Workers(settings.workers)
+
+    def home_changed(grant: GrantView, _event: str) -> None:
+        publish_home(gate, client, grant.grantee_id)
+
+    # after the gate's own subscription: the App Home shows the request as the gate left it
+    grants.subscribe(home_changed)
+    inbox = Inbox(engine, clock=clock, instance=instance_name(settings), lease=settings.work_lease)
+    workers = Workers(settings.workers, inbox=inbox)
+    scheduler = _scheduler(settings, engine, grants, gate, clock)
+    _more_jobs(scheduler, settings, sessions, client, store, vault, workers, inbox)
+    listener_executor, slack = _slack_app(settings, client)
     listeners.register(slack, gate, workers)
-
-    def agent_name(view: RequestView) -> str | None:
-        agent = store.current().policy.agents.get(view.requester_id)
-        return agent.name if agent is not None else None
-
-    autonomy_listeners.register(slack, gate, workers, agent_name)
+    autonomy_listeners.register(slack, gate, workers, _agent_name(store))
     return Services(
         store,
         engine,
@@ -245,6 +168,158 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     )
 
 
+def _agent_name(store: PolicyStore) -> Callable[[RequestView], str | None]:
+    """The name the policy in force gives the agent who made a request (None: a person)."""
+
+    def agent_name(view: RequestView) -> str | None:
+        agent = store.current().policy.agents.get(view.requester_id)
+        return agent.name if agent is not None else None
+
+    return agent_name
+
+
+def instance_name(settings: Settings) -> str:
+    """``OPSGATE_INSTANCE`` made safe for table and owner names: lower case, ``[a-z0-9_]``,
+    at most 40 characters."""
+    return re.sub(r"[^a-z0-9_]", "_", settings.instance.lower())[:40] or "opsgate"
+
+
+def _policy_store(
+    settings: Settings, client: WebClient, clock: Callable[[], datetime]
+) -> tuple[PolicyStore, SlackGrantNotifier]:
+    """The policy store (raises ``PolicyError`` for an invalid policy) and the grants' Slack
+    notifier, which also reports a reload that kept the previous policy in force."""
+    grant_notifier: SlackGrantNotifier | None = None
+
+    def reload_failed(error: PolicyError) -> None:
+        log.error("policy reload failed; the previous policy stays in force:\n%s", error)
+        if grant_notifier is not None:
+            grant_notifier.policy_reload_failed(str(error))
+
+    def reloaded(loaded: LoadedPolicy) -> None:
+        log.info("policy reloaded: %s (sha256 %s)", loaded.source, loaded.sha256[:12])
+
+    store = PolicyStore(settings.policy_path, on_error=reload_failed, on_reload=reloaded)
+    grant_notifier = SlackGrantNotifier(client, store, clock)
+    return store, grant_notifier
+
+
+def _backends(settings: Settings) -> tuple[KubernetesBackend, VaultBackend | None]:
+    """The Kubernetes adapter, and the Vault one when ``VAULT_ADDR`` is set with a token or a
+    login method (``VAULT_AUTH``)."""
+    kube = KubernetesBackend(
+        kubeconfig=settings.kubeconfig, request_timeout=settings.kube_request_timeout
+    )
+    vault: VaultBackend | None = None
+    login = settings.vault_login()  # None: VAULT_TOKEN, as it is
+    static = settings.vault_token.get_secret_value() if settings.vault_token else None
+    if settings.vault_addr and (login is not None or static is not None):
+        vault = VaultBackend(
+            url=settings.vault_addr,
+            token=None if login is not None else static,
+            timeout=settings.vault_timeout,
+            login=login,
+            check_interval=settings.vault_renew_interval,
+        )
+    return kube, vault
+
+
+def _grant_service(
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    registry: Mapping[str, ActionKind],
+    notifier: SlackGrantNotifier,
+    store: PolicyStore,
+    clock: Callable[[], datetime],
+) -> GrantService:
+    """The grants service over the ``access`` kind; its drift check looks in the kubeconfig
+    context of every environment of the policy in force."""
+    access = registry["access"]
+    assert isinstance(access, Access)
+
+    def kube_contexts() -> list[str | None]:
+        return sorted(
+            {env.kube_context for env in store.current().policy.environments.values()},
+            key=lambda c: c or "",
+        )
+
+    return GrantService(
+        sessions=sessions,
+        access=access,
+        notifier=notifier,
+        clock=clock,
+        kube_contexts=kube_contexts,
+        reminder_before=settings.reminder_before,
+    )
+
+
+def _scheduler(
+    settings: Settings,
+    engine: Engine,
+    grants: GrantService,
+    gate: Gate,
+    clock: Callable[[], datetime],
+) -> ExpiryScheduler:
+    """The APScheduler jobs: grant expiry, reminders and drift (in :class:`ExpiryScheduler`),
+    then the gate's periodic jobs (pending TTL, escalation, stranded requests, forgetting
+    Slack deliveries, following rollouts)."""
+    scheduler = ExpiryScheduler(
+        engine,
+        grants=grants,
+        clock=clock,
+        sweep_interval=settings.sweep_interval,
+        drift_interval=settings.drift_interval,
+        instance=instance_name(settings),
+    )
+    scheduler.add_periodic("opsgate-pending-expiry", gate.expire_pending, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-escalation", gate.escalate_due, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-stranded", gate.cancel_stranded, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-forget-events", gate.forget_events, 3600.0)
+    scheduler.add_periodic("opsgate-rollouts", gate.follow_rollouts, settings.rollout_poll_interval)
+    return scheduler
+
+
+def _more_jobs(
+    scheduler: ExpiryScheduler,
+    settings: Settings,
+    sessions: sessionmaker[Session],
+    client: WebClient,
+    store: PolicyStore,
+    vault: VaultBackend | None,
+    workers: Workers,
+    inbox: Inbox,
+) -> None:
+    """The periodic jobs beside the gate's: the audit trail's anchor and sink, the Vault token's
+    renewal, the replay of owed work a dead replica left and forgetting done work."""
+    add_audit_jobs(scheduler, sessions, settings, client, store)
+    if vault is not None and vault.token_keeper is not None:
+        scheduler.add_periodic(
+            "opsgate-vault-token", vault.token_keeper.keep, settings.vault_renew_interval
+        )
+    scheduler.add_periodic("opsgate-owed-work", workers.replay_owed, settings.sweep_interval)
+    scheduler.add_periodic("opsgate-forget-owed", inbox.forget, 3600.0)
+
+
+def _slack_app(settings: Settings, client: WebClient) -> tuple[ThreadPoolExecutor, App]:
+    """The slack-bolt app, with the executor its listeners run on."""
+    secret = settings.slack_signing_secret
+    listener_executor = ThreadPoolExecutor(max_workers=10, thread_name_prefix="opsgate-listener")
+    slack = App(
+        client=client,
+        signing_secret=secret.get_secret_value() if secret is not None else None,
+        # auth.test runs on the first request instead of at start, so the bot starts (and
+        # /healthz answers) even while Slack is unreachable.
+        token_verification_enabled=False,
+        request_verification_enabled=not settings.socket_mode,
+        # our own executor, so that a stop lets the listeners finish what they started
+        listener_executor=listener_executor,
+        # every listener only validates, acks and hands off to the workers: run it before
+        # answering, so that the ack is its answer (no thread hop, no polling for the ack)
+        process_before_response=True,
+    )
+    return listener_executor, slack
+
+
 START_JOIN_TIMEOUT = 60.0
 """Seconds a stop waits for the start's recovery and first sweep to finish."""
 
@@ -255,7 +330,8 @@ START_RETRY_MAX = 30.0
 
 def _start_background(services: Services, stopping: threading.Event) -> None:
     """What a start does off the event loop: finish the requests a previous run left approved
-    or executing, then start the expiry scheduler (which first revokes every overdue grant).
+    or executing, replay the work it acked and did not finish (:meth:`Workers.replay_owed`),
+    then start the expiry scheduler (which first revokes every overdue grant).
 
     While the database cannot be reached, both are tried again (after 1 s, 2 s, … at most
     :data:`START_RETRY_MAX`) until they succeed or ``stopping`` is set: a bot that starts during
@@ -269,6 +345,7 @@ def _start_background(services: Services, stopping: threading.Event) -> None:
         try:
             if not recovered:
                 services.gate.recover()
+                services.workers.replay_owed()
                 recovered = True
             services.scheduler.start()
             return
@@ -345,13 +422,28 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
     # is needed), so an HTTP endpoint would dispatch anyone's forged command or click.
     if not settings.socket_mode:
         assert settings.slack_signing_secret is not None  # settings.require_slack()
-        endpoint = SlackEndpoint(services.slack, settings.slack_signing_secret.get_secret_value())
+        endpoint = SlackEndpoint(
+            services.slack,
+            settings.slack_signing_secret.get_secret_value(),
+            holding=services.workers.holding,
+        )
 
         @api.post("/slack/events")
         async def slack_events(request: Request) -> Response:
             return await endpoint(request)
 
     api.mount("/api/v1", http_api(services, clock))
+
+    _mount_probes(api, services, lambda: socket_handler)
+    return api
+
+
+def _mount_probes(
+    api: FastAPI, services: Services, socket: Callable[[], SocketModeHandler | None]
+) -> None:
+    """``GET /healthz`` (the process answers), ``GET /metrics`` (Prometheus) and ``GET /readyz``
+    (200 when the database answers and, in Socket Mode, the WebSocket (``socket()``) is
+    connected; 503 otherwise)."""
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -370,7 +462,7 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             checks["database"] = "ok"
         except SQLAlchemyError as exc:
             checks["database"] = f"unreachable: {type(exc).__name__}"
-        if socket_handler is not None:
+        if (socket_handler := socket()) is not None:
             connected = socket_handler.client.is_connected()
             checks["socket_mode"] = "connected" if connected else "disconnected"
         ready = checks["database"] == "ok" and checks.get("socket_mode") != "disconnected"
@@ -378,5 +470,3 @@ def create_app(settings: Settings, *, clock: Callable[[], datetime] = utcnow) ->
             {"status": "ready" if ready else "not ready", **checks},
             status_code=200 if ready else 503,
         )
-
-    return api

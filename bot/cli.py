@@ -22,6 +22,7 @@ from approvals.policy import (
     LoadedPolicy,
     NamespaceError,
     Outcome,
+    Policy,
     PolicyError,
     RequestContext,
     decide,
@@ -260,32 +261,7 @@ def explain_lines(loaded: LoadedPolicy, ctx: RequestContext, decision: Decision)
     ]
     if decision.freeze:
         lines.append(f"freeze:   {decision.freeze}")
-    if decision.steps:
-        title = (
-            "reviewers (break-glass):"
-            if decision.outcome is Outcome.BREAK_GLASS
-            else "approvals needed (every step; distinct people; never the requester):"
-        )
-        lines.append(title)
-        for k, step in enumerate(decision.steps, start=1):
-            who: list[str] = []
-            for name in step.groups:
-                group = policy.groups[name]
-                who += [u + (" (the requester)" if u == ctx.requester else "") for u in group.users]
-                who += [
-                    f"members of usergroup {s} (resolved at run time)" for s in group.usergroups
-                ]
-            lines.append(
-                f"  step {k}: {step.min_approvals} of {' or '.join(step.groups)}: "
-                f"{', '.join(who) or 'nobody'}"
-            )
-        if decision.outcome is Outcome.DENY and any(
-            policy.groups[g].usergroups for s in decision.steps for g in s.groups
-        ):
-            lines.append(
-                "  note: only the groups' listed users were counted; the user groups may "
-                "supply enough approvers at run time"
-            )
+    lines += _step_lines(policy, ctx, decision)
     if decision.rule_index is not None and decision.outcome is not Outcome.DENY:
         escalation = (
             f"; escalates to {decision.escalate_to} after {seconds_text(decision.escalate_after)}"
@@ -317,6 +293,38 @@ def explain_lines(loaded: LoadedPolicy, ctx: RequestContext, decision: Decision)
         for index, why in enumerate(explain_mismatches(loaded, ctx)[:stop]):
             lines.append(f"  {loaded.rule_label(index)}: {'; '.join(why)}")
     lines.append(f"policy:   {loaded.source} sha256 {loaded.sha256}")
+    return lines
+
+
+def _step_lines(policy: Policy, ctx: RequestContext, decision: Decision) -> list[str]:
+    """The approval steps of ``decision`` for :func:`explain_lines`: who may approve each."""
+    lines: list[str] = []
+    if decision.steps:
+        title = (
+            "reviewers (break-glass):"
+            if decision.outcome is Outcome.BREAK_GLASS
+            else "approvals needed (every step; distinct people; never the requester):"
+        )
+        lines.append(title)
+        for k, step in enumerate(decision.steps, start=1):
+            who: list[str] = []
+            for name in step.groups:
+                group = policy.groups[name]
+                who += [u + (" (the requester)" if u == ctx.requester else "") for u in group.users]
+                who += [
+                    f"members of usergroup {s} (resolved at run time)" for s in group.usergroups
+                ]
+            lines.append(
+                f"  step {k}: {step.min_approvals} of {' or '.join(step.groups)}: "
+                f"{', '.join(who) or 'nobody'}"
+            )
+        if decision.outcome is Outcome.DENY and any(
+            policy.groups[g].usergroups for s in decision.steps for g in s.groups
+        ):
+            lines.append(
+                "  note: only the groups' listed users were counted; the user groups may "
+                "supply enough approvers at run time"
+            )
     return lines
 
 

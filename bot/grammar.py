@@ -1,4 +1,4 @@
-"""The ``/ops`` command grammar, with ``shlex`` and ``argparse``.
+"""The ``/ops`` command grammar (README.md, 'Commands'), with ``shlex`` and ``argparse``.
 
 :func:`parse` turns the text after ``/ops`` into a :class:`Command` or raises
 :class:`CommandError`, whose message says what was wrong and ends with the usage line. Each request

@@ -22,7 +22,7 @@ from actions.backends.vault_auth import (
 
 
 class Settings(BaseSettings):
-    """The variables of design.md's configuration table.
+    """The variables of README.md's 'Environment variables' table.
 
     ``slack_bot_token`` and ``slack_signing_secret`` are optional here because ``opsgate migrate``
     and ``opsgate policy`` do not need them; :meth:`require_slack` checks them for ``serve``.
@@ -158,6 +158,16 @@ class Settings(BaseSettings):
         default="text",
         validation_alias="OPSGATE_LOG_FORMAT",
         description="text (for a terminal) or json (one JSON object per line, bot/logs.py).",
+    )
+    work_lease: float = Field(
+        default=300.0,
+        gt=0,
+        validation_alias="OPSGATE_WORK_LEASE",
+        description=(
+            "Seconds a replica keeps the work it acked (a command, a click) before another "
+            "replica sharing the database may take it over, if the first has not finished it "
+            "(it died); a restart of the same OPSGATE_INSTANCE takes its own over at once."
+        ),
     )
     usergroup_cache_ttl: float = Field(
         default=300.0,

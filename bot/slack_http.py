@@ -27,7 +27,8 @@ import hmac
 import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from fastapi import Request, Response
@@ -38,6 +39,7 @@ from slack_bolt.adapter.starlette.handler import to_starlette_response
 from slack_bolt.middleware.middleware_error_handler import MiddlewareErrorHandler
 from slack_bolt.request import payload_utils
 from slack_sdk.signature import SignatureVerifier
+from starlette.background import BackgroundTask
 from starlette.requests import ClientDisconnect
 
 from bot import slack_payloads
@@ -129,11 +131,20 @@ class SlackEndpoint:
     """The ASGI handler of ``POST /slack/events`` for ``app``; see the module docstring.
 
     ``signing_secret`` is the app's signing secret (the one ``app`` verifies with too).
+    ``holding`` (:meth:`bot.work.Workers.holding`) holds the work the listeners hand off until
+    the answer is sent (a Starlette background task), so that it does not delay the ack.
     Installs its own middleware error handler on ``app`` (see :class:`_OneLineErrors`).
     """
 
-    def __init__(self, app: App, signing_secret: str) -> None:
+    def __init__(
+        self,
+        app: App,
+        signing_secret: str,
+        *,
+        holding: Callable[[], AbstractContextManager[Callable[[], None]]] | None = None,
+    ) -> None:
         self._app = app
+        self._holding = holding
         self._verifier = RawBodyVerifier(signing_secret)
         # slack-bolt has no public setter for the middleware error handler alone (App.error also
         # replaces the listeners' error handler)
@@ -161,7 +172,15 @@ class SlackEndpoint:
         except Malformed as exc:
             log.warning("refused a signed request from %s: %.300s", peer, exc)
             return _refuse(exc.status, "malformed_request")
-        return await self._dispatch(bolt_request, payload)
+        if self._holding is None:
+            return await self._dispatch(bolt_request, payload)
+        with self._holding() as start:
+            response = await self._dispatch(bolt_request, payload)
+        if response.background is None:
+            response.background = BackgroundTask(start)
+        else:  # pragma: no cover - no answer of ours has one
+            start()
+        return response
 
     def _bolt_request(self, request: Request, payload: Payload, body: bytes) -> BoltRequest:
         """The request for slack-bolt, with the ``payload`` parsed here and the raw body its own

@@ -70,18 +70,24 @@ TARGETS: dict[str, list[str]] = {
         "xǁRuleBaseǁstep_models",
         "xǁRuleBaseǁextend_mode",
     ],
-    "approvals/lifecycle.py": ["x_transition", "x_rows_changed", "x_record", "x__event"],
-    "approvals/gate.py": [
-        "xǁGateǁapprove",
-        "xǁGateǁdeny",
-        "xǁGateǁ_decidable",
-        "xǁGateǁ_locked",
-        "xǁGateǁ_refusal",
-        "xǁGateǁ_refresh_approvers",
-        "xǁGateǁacknowledge",
-        "xǁGateǁpending_for",
-        "x__steps",
+    "approvals/lifecycle.py": [
+        "x_transition",
+        "x__check",
+        "x_rows_changed",
+        "x_record",
+        "x__event",
     ],
+    "approvals/gate/deciding.py": [
+        "xǁDecidingǁapprove",
+        "xǁDecidingǁdeny",
+        "xǁDecidingǁ_decidable",
+        "xǁDecidingǁ_locked",
+        "xǁDecidingǁ_refusal",
+        "xǁDecidingǁ_refresh_approvers",
+        "xǁDecidingǁacknowledge",
+    ],
+    "approvals/gate/reading.py": ["xǁReadingǁpending_for"],
+    "approvals/gate/views.py": ["x_steps_of"],
 }
 """For each mutated file, the functions whose mutants are run (mutmut's names: ``x_<function>``
 or ``xǁ<Class>ǁ<method>``; ``*`` as in a shell)."""

@@ -326,10 +326,10 @@ def test_a_row_inserted_outside_the_chain_and_a_truncated_tail_are_detected(
 
 def test_the_migration_chains_the_events_written_before_it(database_url: str) -> None:
     config = alembic_config(database_url)
-    command.upgrade(config, "0005")
+    command.upgrade(config, "0007")  # the revision before the chain
     engine = make_engine(database_url)
     try:
-        with Session(engine) as session, session.begin():  # no chain hook: as before 0011
+        with Session(engine) as session, session.begin():  # no chain hook: as before 0008
             request_id = new_request(session).id
         old_events = table(
             "audit_events",

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.exc import OperationalError
 
-import approvals.gate
+import approvals.gate.deciding
 from approvals.gate import (
     AlreadyDecided,
     Gate,
@@ -203,7 +203,7 @@ def test_every_click_asks_the_policy_and_follows_its_answer(
             return Refusal.NOT_AN_APPROVER
         return approval_refusal(steps, user_id, requester=requester, actor_kind=actor_kind)
 
-    monkeypatch.setattr(approvals.gate, "approval_refusal", policy)
+    monkeypatch.setattr(approvals.gate.deciding, "approval_refusal", policy)
     request_id = submit(world)
     glass = break_glass(world)
     refuse.add(SRE[0])  # a member of sre, whom this policy now refuses

@@ -1,4 +1,4 @@
-"""Unit tests of ``bot.grammar``: the ``/ops`` command grammar (design.md, 'Command grammar')."""
+"""Unit tests of ``bot.grammar``: the ``/ops`` command grammar (README.md, 'Commands')."""
 
 from __future__ import annotations
 

@@ -129,6 +129,26 @@ def test_sweep_revokes_exactly_when_due_and_audits_when_and_why(gw: GrantWorld) 
     assert gw.notifier.of(grant.id) == ["started", "expired"]
 
 
+def test_subscribers_hear_every_event_after_the_grantee_even_when_telling_failed(
+    gw: GrantWorld,
+) -> None:
+    """:meth:`GrantService.subscribe`: each listener gets (grant, event) after the notifier,
+    in the order subscribed, also when the grantee could not be told (the end is committed)."""
+    heard: list[tuple[str, int, str, str | None]] = []
+    gw.grants.subscribe(lambda view, event: heard.append(("first", view.id, event, view.status)))
+    gw.grants.subscribe(lambda view, event: heard.append(("second", view.id, event, None)))
+    grant = gw.grant(duration=3600)
+    gw.notifier.fail = True
+    gw.clock.advance(3601)
+    assert gw.grants.sweep() == [grant.id]
+    assert heard == [
+        ("first", grant.id, "started", "active"),
+        ("second", grant.id, "started", None),
+        ("first", grant.id, "expired", "revoked"),
+        ("second", grant.id, "expired", None),
+    ]
+
+
 def test_sweep_works_in_batches(gw: GrantWorld) -> None:
     ids = [gw.grant(duration=600).id for _ in range(5)]
     small = gw.service(batch_size=2, workers=3)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, func, select
@@ -12,12 +14,18 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.lifecycle import (
+    RETURNED,
+    SYSTEM,
     TERMINAL,
     TRANSITIONS,
     Actor,
+    Entry,
     InvalidTransition,
     record,
+    record_detached,
+    record_many,
     transition,
+    transition_each,
 )
 from approvals.models import ActorKind, AuditEvent, Request, Status
 
@@ -59,7 +67,7 @@ def audit_count(sessions: sessionmaker[Session]) -> int:
         return session.scalar(select(func.count()).select_from(AuditEvent)) or 0
 
 
-def test_the_table_matches_design_md() -> None:
+def test_the_table_matches_docs_architecture_md() -> None:
     assert TRANSITIONS[Status.PENDING] == {
         Status.APPROVED,
         Status.DENIED,
@@ -307,3 +315,102 @@ def test_naive_datetimes_are_refused(sessions: sessionmaker[Session]) -> None:
                 created_at=datetime(2026, 1, 1),
             )
         )
+
+
+def test_docs_architecture_md_draws_the_same_table() -> None:
+    """docs/architecture.md's 'The request lifecycle' table is :data:`TRANSITIONS`, row for row."""
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    section = doc.split("## The request lifecycle", 1)[1].split("\n## ", 1)[0]
+    drawn: dict[Status, frozenset[Status]] = {}
+    for row in re.findall(r"^\| `(\w+)` \| (.+?) \|$", section, flags=re.MULTILINE):
+        drawn[Status(row[0])] = frozenset(Status(s) for s in re.findall(r"`(\w+)`", row[1]))
+    assert drawn == TRANSITIONS
+
+
+def test_a_batch_moves_only_what_is_still_expected_each_with_its_own_event(
+    sessions: sessionmaker[Session],
+) -> None:
+    """:func:`transition_each`: one guarded UPDATE for the batch; a request that is no longer in
+    ``expected`` (another instance got there first) is left out, and gets no event."""
+    moved_ids = [new_request(sessions) for _ in range(3)]
+    taken = new_request(sessions)
+    with sessions.begin() as session:
+        for request_id in [*moved_ids, taken]:
+            session.get(Request, request_id).status = Status.ACTIVE.value  # type: ignore[union-attr]
+        session.get(Request, taken).status = Status.REVOKED.value  # type: ignore[union-attr]
+    later = datetime(2026, 11, 21, 3, 5, tzinfo=UTC)
+    entries = {
+        request_id: Entry(
+            event="grant_expired" if n else "grant_revoked",
+            actor=Actor("U0SRE1") if n == 0 else SYSTEM,
+            at=later,
+            detail={"n": n},
+        )
+        for n, request_id in enumerate([*moved_ids, taken])
+    }
+    with sessions.begin() as session:
+        moved = transition_each(
+            session, entries, expected=Status.ACTIVE, to=Status.REVOKED, updated_at=later
+        )
+    assert moved == sorted(moved_ids)
+    with sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.request_id)).all()
+        statuses = {r.id: r.status for r in session.scalars(select(Request))}
+    assert [(e.request_id, e.event, e.actor_id, e.detail) for e in events] == [
+        (moved_ids[0], "grant_revoked", "U0SRE1", {"n": 0}),
+        (moved_ids[1], "grant_expired", "opsgate", {"n": 1}),
+        (moved_ids[2], "grant_expired", "opsgate", {"n": 2}),
+    ]
+    assert {(e.from_status, e.to_status, e.created_at) for e in events} == {
+        ("active", "revoked", later)
+    }
+    assert set(statuses.values()) == {"revoked"}
+
+
+def test_a_batch_the_table_does_not_list_is_refused(sessions: sessionmaker[Session]) -> None:
+    request_id = new_request(sessions)
+    entry = Entry(event="x", actor=SYSTEM, at=NOW, detail={})
+    with sessions.begin() as session, pytest.raises(InvalidTransition):
+        transition_each(session, {request_id: entry}, expected=Status.PENDING, to=Status.REVOKED)
+    with sessions.begin() as session:
+        assert transition_each(session, {}, expected=Status.ACTIVE, to=Status.REVOKED) == []
+    assert audit_count(sessions) == 0
+
+
+def test_events_of_many_requests_and_of_none(sessions: sessionmaker[Session]) -> None:
+    """:func:`record_many` writes one event per row returned, with its own detail, the status
+    unchanged; :func:`record_detached` one event of no request."""
+    ids = [new_request(sessions) for _ in range(2)]
+    with sessions.begin() as session:
+        rows = session.execute(
+            select(*RETURNED).where(Request.id.in_(ids)).order_by(Request.id)
+        ).all()
+        record_many(
+            session,
+            rows,
+            event="escalated",
+            status=Status.PENDING,
+            actor=SYSTEM,
+            now=NOW,
+            details={ids[0]: {"escalate_to": "oncall"}},
+        )
+        record_detached(
+            session,
+            event="rejected",
+            actor=Actor("U0DEV1"),
+            now=NOW,
+            action="restart",
+            policy_sha256="1" * 64,
+            detail={"reason": "Not allowed"},
+        )
+    with sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.id)).all()
+    assert [(e.request_id, e.event, e.from_status, e.to_status, e.detail) for e in events] == [
+        (ids[0], "escalated", "pending", "pending", {"escalate_to": "oncall"}),
+        (ids[1], "escalated", "pending", "pending", {}),
+        (None, "rejected", None, None, {"reason": "Not allowed"}),
+    ]
+    assert [(e.action, e.target) for e in events] == [("restart", "deployment/x")] * 2 + [
+        ("restart", None)
+    ]
+    assert events[2].policy_sha256 == "1" * 64

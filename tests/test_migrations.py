@@ -48,13 +48,13 @@ def test_the_schedulers_job_table_is_not_mistaken_for_drift(database_url: str) -
         engine.dispose()
 
 
-def test_migration_0008_drops_the_job_tables_earlier_versions_left(database_url: str) -> None:
-    """Each pod of an earlier version left ``opsgate_jobs_<host name>`` behind; 0008 drops them
+def test_migration_0009_drops_the_job_tables_earlier_versions_left(database_url: str) -> None:
+    """Each pod of an earlier version left ``opsgate_jobs_<host name>`` behind; 0009 drops them
     all, and nothing else."""
     config = alembic_config(database_url)
-    before_0008 = ScriptDirectory.from_config(config).get_revision("0008").down_revision
-    assert isinstance(before_0008, str)
-    command.upgrade(config, before_0008)
+    before_0009 = ScriptDirectory.from_config(config).get_revision("0009").down_revision
+    assert isinstance(before_0009, str)
+    command.upgrade(config, before_0009)
     engine = create_engine(database_url)
     try:
         for instance in ("opsgate_7d9f8c6b5_x2x4z", "opsgate_7d9f8c6b5_k8q2p"):
@@ -62,7 +62,7 @@ def test_migration_0008_drops_the_job_tables_earlier_versions_left(database_url:
             store.start(None, "grants")  # type: ignore[arg-type]  # creates its table
         before = set(inspect(engine).get_table_names())
         assert len([n for n in before if n.startswith("opsgate_jobs_")]) == 2
-        command.upgrade(config, "0008")
+        command.upgrade(config, "0009")
         inspect(engine).clear_cache()
         after = set(inspect(engine).get_table_names())
         assert after == {n for n in before if not n.startswith("opsgate_jobs_")}

@@ -55,7 +55,8 @@ from tests.helpers.policy_cases import (
     first_match,
 )
 
-# The example of design.md ('Policy'), verbatim.
+# The first example policy opsgate was built against, with every early section (groups,
+# identities, environments, rules); docs/policy.md documents each field.
 DESIGN_POLICY = """\
 version: 1
 approval_channel: C0APPROVALS          # default channel for approval requests

@@ -2,7 +2,7 @@
 earned autonomy's resets (issue 12)
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-04 15:45:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 from approvals.models import UTCDateTime
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -25,7 +25,7 @@ from approvals.grants import (
 )
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent, Grant, Request, Status
-from approvals.notifier import GrantView
+from approvals.notifier import GrantView, NotifyError
 from tests.fakes.kube import FakeKubernetes, write_kubeconfig
 from tests.helpers.clock import Clock
 
@@ -49,11 +49,14 @@ class RecordingGrantNotifier:
     events: list[tuple[int, str, str]] = field(default_factory=list)
     views: list[GrantView] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    fail: bool = False  # True: the grantee cannot be told (after the call is kept)
 
     def grant_changed(self, grant: GrantView, *, event: str) -> None:
         with self.lock:
             self.events.append((grant.id, event, grant.status))
             self.views.append(grant)
+        if self.fail:
+            raise NotifyError(f"grant #{grant.id}: the grantee could not be told")
 
     def of(self, grant_id: int) -> list[str]:
         return [event for gid, event, _ in self.events if gid == grant_id]

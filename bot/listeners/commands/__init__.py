@@ -1,10 +1,11 @@
 """The ``/ops`` slash command: parse, ack at once, then hand the request to opsgate's workers.
 
-The listener only validates (the grammar) and acks, touching neither the database nor Slack; the
-rest (forgetting a redelivery of the same command, a preview from the cluster, an approval
-message, an execution) runs on :class:`bot.work.Workers`. :func:`run` is shared with the
-``app_mention`` listener (``@opsgate rollback …`` in an incident channel works like the slash
-command); ``reply`` answers the person who asked, alone.
+The listener only validates (the grammar), writes what is owed (one ``INSERT``, which also finds a
+redelivery of the same command: :meth:`bot.work.Workers.hand_off`) and acks, touching no other
+table and not Slack; the rest (a preview from the cluster, an approval message, an execution) runs
+on :class:`bot.work.Workers`, and again after a restart if the process died first. :func:`run` is
+shared with the ``app_mention`` listener (``@opsgate rollback …`` in an incident channel works
+like the slash command); ``reply`` answers the person who asked, alone.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
+from slack_bolt import Ack, App
+from slack_sdk.webhook import WebhookClient
 
 from actions.registry import KINDS_BY_NAME
 from approvals.catalogue import catalogue
@@ -23,7 +25,7 @@ from approvals.notifier import RequestView
 from bot import blocks, grant_blocks
 from bot.grammar import Command, CommandError, help_text, parse
 from bot.mrkdwn import escape
-from bot.work import Workers
+from bot.work import Job, Workers
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +36,9 @@ READS = frozenset({"help", "status", "history", "grants", "revoke", "catalogue"}
 
 
 def register(app: App, gate: Gate, workers: Workers) -> None:
-    """Listen for ``/ops``: validate and ack here, work on ``workers``."""
+    """Listen for ``/ops``: validate, owe and ack here, work on ``workers``."""
 
-    def ops(ack: Ack, command: dict[str, Any], respond: Respond) -> None:
+    def ops(ack: Ack, command: dict[str, Any]) -> None:
         text = (command.get("text") or "").strip()
         try:
             parsed = parse(text)
@@ -51,36 +53,69 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
         if not user:
             ack(response_type="ephemeral", text=blocks.error_message("This command names no user."))
             return
+        response_url = command.get("response_url")
+        payload = {
+            "text": text,
+            "user_id": str(user),
+            "channel_id": command.get("channel_id"),
+            "channel_name": command.get("channel_name"),
+            "response_url": response_url,
+        }
+        # a replay of the same signed command, or Slack's retry of it, makes nothing twice
+        if not workers.hand_off(
+            "command",
+            payload,
+            user_id=str(user),
+            response_url=response_url,
+            dedupe_key=f"command:{trigger}" if trigger else None,
+        ):
+            log.info("command %s was already delivered; ignoring the redelivery", trigger)
         if parsed.name in READS:
             ack(response_type="ephemeral")
         else:
             ack(response_type="ephemeral", text=blocks.checking(text))
 
+    def job(owed: int | None, payload: dict[str, Any]) -> Job:
+        text = str(payload["text"])
+        response_url = payload.get("response_url")
+
         def reply(message: str) -> None:
-            respond(response_type="ephemeral", replace_original=False, text=message)
+            if response_url:
+                WebhookClient(str(response_url)).send(
+                    text=message, response_type="ephemeral", replace_original=False
+                )
 
         origin = Origin(
-            channel_id=command.get("channel_id"),
-            channel_name=command.get("channel_name"),
-            response_url=command.get("response_url"),
+            channel_id=payload.get("channel_id"),
+            channel_name=payload.get("channel_name"),
+            response_url=response_url,
         )
 
-        def work() -> None:
-            # a replay of the same signed command, or Slack's retry of it, makes nothing twice
-            if trigger and not gate.first_delivery(f"command:{trigger}"[:64]):
-                log.info("command %s was already delivered; ignoring the redelivery", trigger)
-                return
-            run(gate, parsed, user=str(user), origin=origin, reply=reply)
+        def work() -> bool:
+            parsed = parse(text)  # it parsed at the ack: the same text parses the same
+            return run(
+                gate, parsed, user=str(payload["user_id"]), origin=origin, reply=reply, owed=owed
+            )
 
-        workers.submit(
-            work, answer=reply, what=f"`/ops {text}`", actor=str(user), action=parsed.name
-        )
+        action = text.split(maxsplit=1)[0] if text.strip() else None
+        return Job(work, reply, f"`/ops {text}`", actor=str(payload["user_id"]), action=action)
 
     app.command("/ops")(ops)
+    workers.handles("command", job)
 
 
-def run(gate: Gate, parsed: Command, *, user: str, origin: Origin, reply: Reply) -> None:
-    """Carry out a parsed command for ``user``; every answer for them alone goes to ``reply``."""
+def run(
+    gate: Gate,
+    parsed: Command,
+    *,
+    user: str,
+    origin: Origin,
+    reply: Reply,
+    owed: int | None = None,
+) -> bool:
+    """Carry out a parsed command for ``user``; every answer for them alone goes to ``reply``.
+    A request is filed with its inbox row ``owed`` settled in the same transaction; returns True
+    when it was (raises :class:`approvals.inbox.AlreadyDone` when it had been before)."""
     try:
         if parsed.name == "help":
             reply(help_text())
@@ -115,10 +150,13 @@ def run(gate: Gate, parsed: Command, *, user: str, origin: Origin, reply: Reply)
                     origin=origin,
                     path=parsed.path,
                     break_glass=parsed.break_glass,
+                    owed=owed,
                 )
             )
+            return owed is not None
     except GateError as exc:
         reply(blocks.error_message(str(exc)))
+    return False
 
 
 def _status(gate: Gate, request_id: int | None, user_id: str, reply: Reply, page: int) -> None:

@@ -2,8 +2,10 @@
 (the App Home tab: your grants, your pending requests, and what waits on your approval).
 
 slack-bolt acks events itself before it calls a listener; the listeners here only check who
-asked and whether Slack already delivered the event, and hand the rest (the channel's name, the
+asked, write what a mention owes (one ``INSERT``, which also finds Slack's redelivery of the same
+``event_id``: :meth:`bot.work.Workers.hand_off`), and hand the rest (the channel's name, the
 gate's work, ``views.publish``) to opsgate's workers, so bolt's threads are free for the next ack.
+An App Home refresh is not owed (the next opening of the tab renders it again).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bot import blocks, grant_blocks
 from bot.grammar import CommandError, parse
 from bot.listeners.commands import run
 from bot.notifier import SLACK_FAILURES
-from bot.work import Workers
+from bot.work import Job, Workers
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +37,9 @@ def command_text(text: str) -> str:
 def register(app: App, gate: Gate, workers: Workers) -> None:
     """Listen for mentions of the bot and for the App Home tab being opened; work on
     ``workers``."""
+    client = app.client
 
-    def mention(event: dict[str, Any], body: dict[str, Any], client: WebClient) -> None:
+    def mention(event: dict[str, Any], body: dict[str, Any]) -> None:
         channel = event.get("channel")
         app_id = event.get("app_id") or (event.get("bot_profile") or {}).get("app_id")
         agent = gate.agent_of(event.get("user"), event.get("bot_id"), app_id)
@@ -46,11 +49,28 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
         if not user or not channel:
             return
         event_id = body.get("event_id")
-        thread_ts = event.get("thread_ts") or event.get("ts")
+        payload = {
+            "text": command_text(str(event.get("text") or "")),
+            "user": user,
+            "agent": agent is not None,
+            "channel": channel,
+            "thread_ts": event.get("thread_ts") or event.get("ts"),
+        }
+        if not workers.hand_off(
+            "mention",
+            payload,
+            user_id=str(user),
+            dedupe_key=f"event:{event_id}" if event_id else None,
+        ):
+            log.info("event %s was already delivered; ignoring Slack's retry", event_id)
+
+    def job(owed: int | None, payload: dict[str, Any]) -> Job:
+        user, channel, text = str(payload["user"]), str(payload["channel"]), str(payload["text"])
+        thread_ts, agent = payload.get("thread_ts"), bool(payload.get("agent"))
 
         def reply(message: str) -> None:
             try:
-                if agent is not None:  # automation cannot read ephemeral messages
+                if agent:  # automation cannot read ephemeral messages
                     client.chat_postMessage(channel=channel, text=message, thread_ts=thread_ts)
                 else:
                     client.chat_postEphemeral(
@@ -59,21 +79,16 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
             except SLACK_FAILURES as exc:
                 log.warning("could not answer %s in %s: %s", user, channel, exc)
 
-        text = command_text(str(event.get("text") or ""))
-
-        def work() -> None:
-            if event_id and not gate.first_delivery(str(event_id)):
-                log.info("event %s was already delivered; ignoring Slack's retry", event_id)
-                return
+        def work() -> bool:
             try:
                 parsed = parse(text)
             except CommandError as exc:
                 reply(blocks.error_message(str(exc)))
-                return
+                return False
             origin = Origin(channel_id=channel, channel_name=_channel_name(client, channel))
-            run(gate, parsed, user=user, origin=origin, reply=reply)
+            return run(gate, parsed, user=user, origin=origin, reply=reply, owed=owed)
 
-        workers.submit(work, answer=reply, what=f"`@opsgate {text}`", actor=user)
+        return Job(work, reply, f"`@opsgate {text}`", actor=user)
 
     def home(event: dict[str, Any], client: WebClient) -> None:
         user = event.get("user")
@@ -87,6 +102,7 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
 
     app.event("app_mention")(mention)
     app.event("app_home_opened")(home)
+    workers.handles("mention", job)
 
 
 def _channel_name(client: WebClient, channel: str) -> str | None:

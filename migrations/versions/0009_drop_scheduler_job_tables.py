@@ -6,8 +6,8 @@ them again from the grants table. The tables earlier versions created, one per i
 version still running during a rolling upgrade only logs that its table is gone; its periodic
 sweep goes on revoking on time until it is replaced.
 
-Revision ID: 0008
-Revises: 0011
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-04 16:00:00
 """
 
@@ -20,8 +20,8 @@ from alembic import op
 
 from approvals.db import SCHEDULER_TABLE_PREFIX
 
-revision: str = "0008"
-down_revision: str | None = "0011"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

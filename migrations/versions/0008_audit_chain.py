@@ -2,7 +2,7 @@
 
 The existing events are chained in id order (the order they were written in).
 
-Revision ID: 0011
+Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-04 16:00:00
 """
@@ -17,7 +17,7 @@ from alembic import op
 from approvals.audit_chain import GENESIS, event_hash
 from approvals.models import UTCDateTime
 
-revision: str = "0011"
+revision: str = "0008"
 down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
