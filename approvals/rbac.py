@@ -3,7 +3,8 @@
 :data:`actions.backends.kube_permissions.API_RULES` (what the Kubernetes adapter calls), plus
 ``get`` and ``bind`` on exactly the ClusterRoles the policy's access rules may grant
 (``resourceNames``): so a RoleBinding to any other ClusterRole is refused by the API server even
-if opsgate were tricked into asking for one.
+if opsgate were tricked into asking for one. Jobs and pod logs only for a policy that runs
+runbooks.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import Any
 
 from actions.access import KIND as ACCESS_KIND
 from actions.access import AccessSettings
-from actions.backends.kube_permissions import API_RULES, cluster_role_rule
+from actions.backends.kube_permissions import API_RULES, RUNBOOK_RULES, cluster_role_rule
+from actions.runbook import KIND as RUN_KIND
+from actions.runbook import RunbookSettings
 from approvals.policy import LoadedPolicy
 
 DEFAULT_NAME = "opsgate"
@@ -51,11 +54,22 @@ def granted_roles(loaded: LoadedPolicy) -> list[str]:
     return sorted(roles)
 
 
+def runs_jobs(loaded: LoadedPolicy) -> bool:
+    """True when the policy declares runbooks and a rule decides ``run``: opsgate then creates
+    Jobs and reads their pods' logs (:data:`~actions.backends.kube_permissions.RUNBOOK_RULES`)."""
+    settings = loaded.policy.kind_settings(RUN_KIND)
+    declared = isinstance(settings, RunbookSettings) and bool(settings.runbooks)
+    return declared and any(RUN_KIND.name in r.match.action for r in loaded.policy.rules)
+
+
 def cluster_role(loaded: LoadedPolicy, *, name: str = DEFAULT_NAME) -> dict[str, Any]:
     """The ``rbac.authorization.k8s.io/v1`` ClusterRole ``name`` for the policy, as a dict ready
-    for YAML: :data:`~actions.backends.kube_permissions.API_RULES`, then (when the policy grants
-    any) the rule on the ClusterRoles it grants. Raises :class:`UnboundedRoles`."""
+    for YAML: :data:`~actions.backends.kube_permissions.API_RULES`, the Job rules when it runs
+    runbooks (:func:`runs_jobs`), then (when the policy grants any) the rule on the ClusterRoles
+    it grants. Raises :class:`UnboundedRoles`."""
     rules = [dict(rule) for rule in API_RULES]
+    if runs_jobs(loaded):
+        rules += [dict(rule) for rule in RUNBOOK_RULES]
     roles = granted_roles(loaded)
     if roles:
         rules.append(cluster_role_rule(roles))

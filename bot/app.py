@@ -35,8 +35,7 @@ from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
 from actions.base import ActionKind
 from actions.history import render_history, rollout_history
-from actions.registry import build_registry
-from actions.rollout import RolloutReader
+from actions.registry import build_follower, build_registry
 from approvals.db import make_engine, make_sessionmaker, migrate, ping
 from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
@@ -137,7 +136,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
         grants=grants,  # the gate subscribes to the grants' ends
         history=history,
-        rollouts=RolloutReader(kube),
+        rollouts=build_follower(kube=kube, clock=clock),
         rollout_timeout=settings.rollout_timeout,
     )
 

@@ -4,7 +4,8 @@
 :class:`CommandError`, whose message says what was wrong and ends with the usage line. Each request
 kind's entry in :data:`SUBCOMMANDS` is derived from its declaration (``actions.spec.KindSpec``:
 its typed arguments, usage line and summary) in ``actions.registry.KINDS``; the commands that are
-not request kinds (history, status, grants, revoke, extend) are declared here.
+not request kinds (history, status, grants, revoke, extend) are declared here, but a kind's
+listing (``/ops runbooks``, its ``catalogue``).
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ class Command:
     matches on. ``request_id`` is for status (None: the requester's latest requests);
     ``grant_id`` for revoke and extend; ``page`` (1-based) is the page of a list answer
     (``status`` without an ID, ``grants``, ``changes``); ``since`` (seconds) is how far back
-    ``changes`` looks; ``name`` is the command word.
+    ``changes`` looks; ``name`` is the command word, ``catalogue`` for a kind's listing
+    (``/ops runbooks``), whose kind is ``kind``.
     """
 
     name: str
@@ -77,6 +79,7 @@ class Command:
     workload: str | None = None
     page: int = 1
     since: int | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,18 @@ def kind_subcommand(spec: KindSpec) -> Subcommand:
     return Subcommand(spec.usage(_REQ), spec.summary, configure, build)
 
 
+def catalogue_subcommand(spec: KindSpec) -> Subcommand:
+    """The listing command of a kind that declares one (``KindSpec.catalogue``: ``/ops
+    runbooks``), answered without a request: ``Command("catalogue", kind=spec.name)``."""
+    assert spec.catalogue is not None
+    return Subcommand(
+        f"/ops {spec.catalogue.word}",
+        spec.catalogue.summary,
+        lambda parser: None,
+        lambda ns: Command("catalogue", kind=spec.name),
+    )
+
+
 def _page(text: str) -> int:
     try:
         value = int(text)
@@ -289,6 +304,7 @@ _REQ = "[--env ENV] [--reason TEXT] [--break-glass REASON]"
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     **{spec.word: kind_subcommand(spec) for spec in KINDS},
+    **{s.catalogue.word: catalogue_subcommand(s) for s in KINDS if s.catalogue is not None},
     "history": Subcommand(
         "/ops history <deployment> -n <namespace> [--env ENV]",
         "a Deployment's revisions, as `kubectl rollout history` lists them (no approval)",
