@@ -253,7 +253,8 @@ class KindSpec:
     is not ``name``; ``build`` makes the kind from the
     backends (None: it cannot run with them, e.g. no Vault); ``undo``, where the kind has one,
     gives from a request's params and its preview's facts the request that puts back what it
-    changes (None: that one cannot be undone by a request, e.g. a static role's password).
+    changes (None: that one cannot be undone by a request, e.g. a static role's password);
+    ``example`` a whole ``/ops`` command that ``/ops help <word>`` shows.
     """
 
     name: str
@@ -268,6 +269,7 @@ class KindSpec:
     decided_with: str | None = None
     undo: Callable[[BaseModel, Mapping[str, Any]], Undo | None] | None = None
     command: str | None = None
+    example: str = ""
 
     @property
     def word(self) -> str:
