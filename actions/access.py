@@ -125,6 +125,7 @@ class AccessSettings(RuleSettings):
 KIND = KindSpec(
     name="access",
     summary="time-bound access to a namespace for your own identity (e.g. --for 1h)",
+    example='/ops access payments --role view --for 1h --reason "read the logs of INC-42"',
     grammar=(
         Arg("namespace", metavar="<namespace>", help="the namespace to get access to"),
         Arg(

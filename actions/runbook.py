@@ -560,6 +560,7 @@ def _build(backends: Backends) -> Runbook | None:
 KIND = KindSpec(
     name="run",
     summary="run a runbook the policy declares, as a Kubernetes Job (see /ops runbooks)",
+    example='/ops run db-vacuum table=orders -n payments --reason "bloat after INC-7"',
     grammar=(
         Arg("runbook", metavar="<runbook>", help="a runbook of the policy (/ops runbooks)"),
         Arg("values", ArgType.PARAMETERS, help="its parameters, as key=value"),

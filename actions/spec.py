@@ -308,7 +308,8 @@ class KindSpec:
     then the most a request of the kind can be;
     ``follows`` is the ``RolloutWatch.kind`` the kind's ``Outcome`` leaves to follow when it is
     not a workload's rollout (``Job``), read by ``follower(backends)`` (None: the backends lack
-    what it needs); ``catalogue`` a listing command of the kind (``/ops runbooks``).
+    what it needs); ``catalogue`` a listing command of the kind (``/ops runbooks``); ``example``
+    a whole ``/ops`` command that ``/ops help <word>`` shows.
     """
 
     name: str
@@ -327,6 +328,7 @@ class KindSpec:
     follows: str | None = None
     follower: Callable[[Backends], Follower | None] | None = None
     catalogue: Catalogue | None = None
+    example: str = ""
 
     def request_reversible(
         self, params: BaseModel, settings: RuleSettings | None, environment: str | None

@@ -48,7 +48,7 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
             ack(response_type="ephemeral", text=blocks.error_message(str(exc)))
             return
         if parsed.name == "help":
-            ack(response_type="ephemeral", text=help_text())
+            ack(response_type="ephemeral", text=help_text(parsed.topic))
             return
         user = command.get("user_id")
         trigger = command.get("trigger_id")
@@ -120,7 +120,7 @@ def run(
     when it was (raises :class:`approvals.inbox.AlreadyDone` when it had been before)."""
     try:
         if parsed.name == "help":
-            reply(help_text())
+            reply(help_text(parsed.topic))
         elif parsed.name == "status":
             _status(gate, parsed.request_id, user, reply, parsed.page)
         elif parsed.name == "history":
