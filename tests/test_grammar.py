@@ -411,7 +411,10 @@ def test_help_for_each_command_gives_its_usage_and_an_example_that_parses() -> N
     assert parse("help scale") == Command("help", topic="scale")
 
 
-SUBCOMMANDS_NAMES = {spec.word: spec.name for spec in KINDS}
+SUBCOMMANDS_NAMES = {
+    **{spec.word: spec.name for spec in KINDS},
+    **{spec.catalogue.word: "catalogue" for spec in KINDS if spec.catalogue is not None},
+}
 
 
 @pytest.mark.parametrize(

@@ -118,7 +118,12 @@ def created_job(kube: FakeKubernetes, name: str) -> dict[str, Any]:
 
 def final_update(bot: RunningBot, word: str) -> str:
     updates = wait_for(
-        lambda: [c for c in bot.fake_slack.calls_of("chat.update") if word in c.args["text"]],
+        # the approval card's updates (the requester's message is updated too, without blocks)
+        lambda: [
+            c
+            for c in bot.fake_slack.calls_of("chat.update")
+            if word in c.args["text"] and "blocks" in c.args
+        ],
         what=f"an update saying {word}",
     )
     return json.dumps(updates[-1].args["blocks"])
