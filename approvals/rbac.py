@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from actions.access import KIND as ACCESS_KIND
-from actions.access import AccessSettings
+from actions.access_settings import AccessSettings
 from actions.backends.kube_permissions import API_RULES, cluster_role_rule
 from approvals.policy import LoadedPolicy
 
