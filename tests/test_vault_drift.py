@@ -14,14 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from actions.backends.vault import VaultBackend
 from approvals.lifecycle import Actor
 from approvals.models import AuditEvent
 from approvals.policy import PolicyError, parse_policy
 from approvals.policy.rules import rule_settings
-from approvals.vault_drift import policy_vault_groups
+from approvals.vault_drift import VaultDriftCheck, policy_vault_groups
 from bot.grant_blocks import grant_notice
 from tests.fakes.kube import FakeKubernetes
 from tests.fakes.openbao import OpenBao
@@ -255,6 +255,45 @@ def test_drift_skips_a_group_that_does_not_exist_and_checks_the_others(
     service = world.service(vault_groups=lambda: {unique("opsgate-gone"): False, writers: False})
 
     assert service.drift_check() == [f"vault:{writers}/{stray}"]
+
+
+def test_the_vault_drift_check_reads_the_grants_once_for_all_groups_and_members(
+    world: GrantWorld, openbao: OpenBao
+) -> None:
+    names = [unique("dev") for _ in range(24)]
+    ids = [entity(openbao, name) for name in names]
+    groups = [group(openbao, unique("opsgate-team"), ids[i::3]) for i in range(3)]
+    kept = world.grant(role="edit", settings=rule_for(names[0], groups[0]))
+    check = VaultDriftCheck(
+        sessions=world.sessions,
+        access=world.access,
+        clock=world.clock,
+        groups=lambda: dict.fromkeys(groups, False),
+        notify=lambda view, what: world.notifier.grant_changed(view, event=what),
+    )
+    statements: list[str] = []
+
+    def before(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        statements.append(statement)
+
+    event.listen(world.engine, "before_cursor_execute", before)
+    try:
+        removed = check.run()
+    finally:
+        event.remove(world.engine, "before_cursor_execute", before)
+
+    assert len(removed) == 23
+    assert [members(openbao, g) for g in groups] == [[ids[0]], [], []]
+    assert world.row(kept.id).status == "active"
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    # one read of the grants, one of the requests being executed: not one per member or group
+    tables = [("FROM grants" in s, "FROM requests" in s) for s in reads]
+    assert [t for t in tables if any(t)] == [
+        (True, False),
+        (False, True),
+    ], reads
+    assert len(drift_events(world)) == 23
+    assert len([v for v in world.notifier.views if v.status == "drift"]) == 23
 
 
 # --- the policy's marking ------------------------------------------------------------------------
