@@ -500,6 +500,11 @@ class Access:
         """Every RoleBinding labelled ``app.kubernetes.io/managed-by=opsgate``, all namespaces."""
         return self._kube.list_role_bindings(kube_context, None, MANAGED_SELECTOR)
 
+    @property
+    def vault_configured(self) -> bool:
+        """Whether Vault is configured (the Vault drift check has nothing to do without it)."""
+        return self._vault is not None
+
     def vault_group_members(self, group: str) -> list[str]:
         """The entity IDs that are direct members of Vault identity group ``group``. Raises
         ``NotFound`` (no such group), ``PermanentError`` (Vault is not configured) and other

@@ -118,12 +118,14 @@ class VaultDriftCheck:
     def run(self) -> list[str]:
         """Remove the members of the dedicated Vault groups that no grant accounts for.
 
-        One ``GET identity/group/name/<group>`` per group (a group that cannot be read is
-        logged and skipped), then one query for the grants active or being revoked of all the
-        groups and one for the access requests being executed, read after listing (a grant
-        activated meanwhile is seen, never taken for drift). Returns ``"vault:<group>/<entity
-        ID>"`` of each member removed.
+        Nothing without Vault. One ``GET identity/group/name/<group>`` per group (a group that
+        cannot be read is logged and skipped), then one query for the grants active or being
+        revoked of all the groups and one for the access requests being executed, read after
+        listing (a grant activated meanwhile is seen, never taken for drift). Returns
+        ``"vault:<group>/<entity ID>"`` of each member removed.
         """
+        if not self._access.vault_configured:
+            return []  # rules with vault_groups refuse their requests: nothing to check
         dedicated = sorted(g for g, elsewhere in self._groups().items() if not elsewhere)
         members: dict[str, list[str]] = {}
         for group in dedicated:

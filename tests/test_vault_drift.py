@@ -7,6 +7,7 @@ Against the real OpenBao (``tests.fakes.openbao``), the fake cluster and the tes
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -255,6 +256,20 @@ def test_drift_skips_a_group_that_does_not_exist_and_checks_the_others(
     service = world.service(vault_groups=lambda: {unique("opsgate-gone"): False, writers: False})
 
     assert service.drift_check() == [f"vault:{writers}/{stray}"]
+
+
+def test_without_vault_the_vault_drift_check_does_nothing_and_says_nothing(
+    tmp_path: Path, database_url: str, kube: FakeKubernetes, caplog: pytest.LogCaptureFixture
+) -> None:
+    no_vault = make_world(tmp_path, database_url, kube)
+    try:
+        service = no_vault.service(vault_groups=lambda: {"opsgate-readers": False})
+        with caplog.at_level(logging.WARNING, logger="approvals.vault_drift"):
+            assert service.drift_check() == []
+        assert caplog.records == []
+    finally:
+        no_vault.backend.close()
+        no_vault.engine.dispose()
 
 
 def test_the_vault_drift_check_reads_the_grants_once_for_all_groups_and_members(
