@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from actions.access import KIND as ACCESS_KIND
-from actions.access import AccessSettings
+from actions.access_settings import AccessSettings
 from actions.backends.kube_permissions import API_RULES, RUNBOOK_RULES, cluster_role_rule
 from actions.runbook import KIND as RUN_KIND
 from actions.runbook import RunbookSettings

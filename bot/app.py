@@ -48,6 +48,7 @@ from approvals.notifier import GrantView, RequestView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
 from approvals.tokens import TokenStore
+from approvals.vault_drift import policy_vault_groups
 from bot import listeners
 from bot.api.app import build_api
 from bot.api.auth import Authenticator
@@ -233,7 +234,8 @@ def _grant_service(
     clock: Callable[[], datetime],
 ) -> GrantService:
     """The grants service over the ``access`` kind; its drift check looks in the kubeconfig
-    context of every environment of the policy in force."""
+    context of every environment of the policy in force, and in the Vault groups of its access
+    rules."""
     access = registry["access"]
     assert isinstance(access, Access)
 
@@ -249,6 +251,7 @@ def _grant_service(
         notifier=notifier,
         clock=clock,
         kube_contexts=kube_contexts,
+        vault_groups=lambda: policy_vault_groups(store.current().policy),
         reminder_before=settings.reminder_before,
     )
 
