@@ -557,9 +557,19 @@ def _build(backends: Backends) -> Runbook | None:
     return Runbook(kube=jobs) if jobs is not None else None
 
 
+JOB_RULES: tuple[dict[str, Any], ...] = (
+    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+)
+"""The RBAC rules of :class:`JobsPort` (create and read a Job, its dry run too; list its pods;
+read their logs), given only to a policy that runs runbooks: creating a Job, which may run as
+any ServiceAccount of its namespace, is powerful."""
+
 KIND = KindSpec(
     name="run",
     summary="run a runbook the policy declares, as a Kubernetes Job (see /ops runbooks)",
+    cluster_rules=JOB_RULES,
     example='/ops run db-vacuum table=orders -n payments --reason "bloat after INC-7"',
     grammar=(
         Arg("runbook", metavar="<runbook>", help="a runbook of the policy (/ops runbooks)"),

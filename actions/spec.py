@@ -309,7 +309,10 @@ class KindSpec:
     ``follows`` is the ``RolloutWatch.kind`` the kind's ``Outcome`` leaves to follow when it is
     not a workload's rollout (``Job``), read by ``follower(backends)`` (None: the backends lack
     what it needs); ``catalogue`` a listing command of the kind (``/ops runbooks``); ``example``
-    a whole ``/ops`` command that ``/ops help <word>`` shows.
+    a whole ``/ops`` command that ``/ops help <word>`` shows; ``cluster_rules`` the RBAC rules
+    (``rbac.authorization.k8s.io/v1`` PolicyRule dicts) the kind needs beyond the common ones,
+    which ``opsgate rbac`` adds only for a policy that lets some rule decide the kind and, for a
+    kind with top-level settings, declares some (the runbooks' Job rules).
     """
 
     name: str
@@ -329,6 +332,7 @@ class KindSpec:
     follower: Callable[[Backends], Follower | None] | None = None
     catalogue: Catalogue | None = None
     example: str = ""
+    cluster_rules: tuple[Mapping[str, Any], ...] = ()
 
     def request_reversible(
         self, params: BaseModel, settings: RuleSettings | None, environment: str | None

@@ -43,18 +43,6 @@ API_RULES: tuple[dict[str, Any], ...] = (
 )
 """The rules every policy needs, whatever it grants."""
 
-RUNBOOK_RULES: tuple[dict[str, Any], ...] = (
-    # create_job (its dryRun=All preview too) and get_job: a runbook's Job
-    {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get"]},
-    # list_pods: the Job's pods, by their job-name label
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
-    # read_pod_log: the last lines of the pod's log
-    {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
-)
-"""The rules of ``actions.runbook.JobsPort``, needed only by a policy that declares runbooks:
-creating a Job (which runs as any ServiceAccount of its namespace) is powerful, so a cluster
-where opsgate runs none does not give it that right."""
-
 
 def cluster_role_rule(roles: list[str]) -> dict[str, Any]:
     """The rule on the ClusterRoles ``roles`` (sorted names): ``get`` (get_cluster_role, the access
