@@ -324,6 +324,23 @@ class KubernetesBackend:
         )
         return list(data.get("items") or [])
 
+    def list_workloads(self, context: str | None, namespace: str) -> list[tuple[str, str]]:
+        """The Deployments, StatefulSets and DaemonSets in ``namespace`` as ``(kind, name)``
+        pairs (``("Deployment", "web")``), in that order of kinds and by name within each.
+        Raises the :mod:`actions.errors` errors."""
+        api = self._apps(context)
+        found: list[tuple[str, str]] = []
+        for kind in ("Deployment", "StatefulSet", "DaemonSet"):
+            data = self._call(
+                context,
+                f"listing {kind.lower()}s in {namespace}",
+                getattr(api, f"list_namespaced_{_suffix(kind)}"),
+                namespace,
+            )
+            names = sorted(str(i["metadata"]["name"]) for i in data.get("items") or [])
+            found += [(kind, name) for name in names]
+        return found
+
     def list_horizontal_pod_autoscalers(
         self, context: str | None, namespace: str
     ) -> list[dict[str, Any]]:

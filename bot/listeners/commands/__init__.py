@@ -24,6 +24,7 @@ from approvals.notifier import RequestView
 from bot import blocks, grant_blocks
 from bot.changes_blocks import changes_list
 from bot.grammar import CHANGES_SINCE, Command, CommandError, help_text, parse
+from bot.modal_blocks import Prefill
 from bot.mrkdwn import escape
 from bot.work import Job, Workers
 
@@ -40,6 +41,10 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
 
     def ops(ack: Ack, command: dict[str, Any]) -> None:
         text = (command.get("text") or "").strip()
+        if not text and command.get("trigger_id") and command.get("user_id"):
+            ack()  # the form opens at once; nothing to say in the channel
+            _open_form(app, workers, command)
+            return
         try:
             parsed = parse(text)
         except CommandError as exc:
@@ -102,6 +107,28 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
 
     app.command("/ops")(ops)
     workers.handles("command", job)
+
+
+def _open_form(app: App, workers: Workers, command: dict[str, Any]) -> None:
+    """Open the request form for ``/ops`` without arguments, from a worker (within the 3 s
+    Slack gives a ``trigger_id``); a failure is answered through the ``response_url``."""
+    from bot.listeners.modal import open_form  # the form files through run() below
+
+    response_url = command.get("response_url")
+    origin = {"channel_id": command.get("channel_id"), "channel_name": command.get("channel_name")}
+
+    def answer(message: str) -> None:
+        if response_url:
+            WebhookClient(str(response_url)).send(
+                text=message, response_type="ephemeral", replace_original=False
+            )
+
+    workers.submit(
+        lambda: open_form(app.client, str(command["trigger_id"]), origin, Prefill()),
+        answer=answer,
+        what="the request form",
+        actor=str(command["user_id"]),
+    )
 
 
 def run(

@@ -1,0 +1,308 @@
+"""The request form: ``/ops`` with no arguments, the global shortcut "Request an operation" and
+the message shortcut "Roll back / restart from this message" open it (``views.open``); picking an
+action redraws it with that action's fields (``views.update``); the namespace and workload
+selects search as one types (``block_suggestion``); submitting it files the same request as the
+slash command.
+
+Slack wants ``views.open`` within 3 s of the ``trigger_id``: the listeners ack and open it from a
+worker at once, as slack-bolt apps do. The two answers that must come in the HTTP response are
+answered there: an options load (the namespaces are the policy's; the workloads one list call to
+the cluster, the data the person asked for), and a ``view_submission``, whose ack carries the field
+errors (``response_action: errors``) after pure validation: the grammar
+(``bot.grammar.parse_words``) and where the policy places the namespace. A good form is acked with
+``response_action: clear`` and filed on a worker, owed in the database like a slash command.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
+from actions.errors import ActionError
+from actions.registry import KINDS, KINDS_BY_NAME
+from actions.spec import KindSpec
+from approvals.gate import Gate, GateError, Origin
+from bot import modal_blocks
+from bot.grammar import CommandError, parse_words
+from bot.listeners.commands import run
+from bot.modal_blocks import Prefill
+from bot.notifier import SLACK_FAILURES
+from bot.work import Job, Workers
+
+log = logging.getLogger(__name__)
+
+SHORTCUT = "ops_request_shortcut"
+"""The ``callback_id`` of the global shortcut "Request an operation" (manifest.yml)."""
+MESSAGE_SHORTCUT = "ops_from_message"
+"""The ``callback_id`` of the message shortcut "Roll back / restart from this message"."""
+
+WorkloadLister = Callable[[str | None, str], list[tuple[str, str]]]
+"""The workloads of a namespace: (kubeconfig context, namespace) → ``(kind, name)`` pairs, as
+``actions.backends.kubernetes.KubernetesBackend.list_workloads`` lists them."""
+
+_WORKLOAD_IN_TEXT = re.compile(
+    r"\b(deployment|deploy|statefulset|sts|daemonset|ds)/([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)\b"
+)
+_NAMESPACE_IN_TEXT = re.compile(
+    r"(?:(?<!\S)-n|--namespace|\bnamespace|\bns)[\s:=]+`?([a-z0-9](?:[a-z0-9-]*[a-z0-9])?)\b"
+)
+_KIND_WORD = {"deploy": "deployment", "sts": "statefulset", "ds": "daemonset"}
+
+
+def open_form(
+    client: WebClient, trigger_id: str, origin: dict[str, str | None], prefill: Prefill
+) -> None:
+    """Open the request form (``views.open``) for ``trigger_id``; ``origin`` is where it was
+    asked from (``channel_id``, ``channel_name``, ``message_ts``). Raises ``SlackApiError``."""
+    spec = KINDS_BY_NAME.get(prefill.kind or "")
+    view = modal_blocks.request_modal(KINDS, spec, prefill, modal_blocks.metadata(**origin))
+    client.views_open(trigger_id=trigger_id, view=view)
+
+
+def prefill_from(text: str, kind: str = "restart") -> Prefill:
+    """The form's start from an alert's text: the first ``kind/name`` workload it names and
+    the namespace after ``namespace``, ``ns`` or ``-n`` (``namespace payments``, ``-n
+    payments``, ``namespace: payments``)."""
+    values: dict[str, str] = {}
+    workload = _WORKLOAD_IN_TEXT.search(text)
+    if workload:
+        word = _KIND_WORD.get(workload.group(1), workload.group(1))
+        values["workload"] = values["deployment"] = f"{word}/{workload.group(2)}"
+    namespace = _NAMESPACE_IN_TEXT.search(text)
+    if namespace:
+        values["namespace"] = namespace.group(1)
+    return Prefill(kind=kind, values=values)
+
+
+def register(app: App, gate: Gate, workers: Workers, workloads: WorkloadLister | None) -> None:
+    """Listen for the shortcuts, the form's action select, its searches and its submission."""
+    client = app.client
+
+    def opening(trigger: str, user: str, origin: dict[str, str | None], prefill: Prefill) -> None:
+        workers.submit(
+            lambda: open_form(client, trigger, origin, prefill),
+            answer=lambda message: _say(client, origin.get("channel_id"), user, message),
+            what="the request form",
+            actor=user,
+        )
+
+    def shortcut(ack: Ack, shortcut: dict[str, Any]) -> None:
+        ack()
+        user = (shortcut.get("user") or {}).get("id")
+        if isinstance(user, str) and shortcut.get("trigger_id"):
+            opening(str(shortcut["trigger_id"]), user, {}, Prefill())
+
+    def from_message(ack: Ack, shortcut: dict[str, Any]) -> None:
+        ack()
+        user = (shortcut.get("user") or {}).get("id")
+        channel = shortcut.get("channel") or {}
+        message = shortcut.get("message") or {}
+        if not isinstance(user, str) or not shortcut.get("trigger_id"):
+            return
+        origin = {
+            "channel_id": channel.get("id"),
+            "channel_name": channel.get("name"),
+            "message_ts": message.get("ts"),
+        }
+        prefill = prefill_from(str(message.get("text") or ""))
+        opening(str(shortcut["trigger_id"]), user, origin, prefill)
+
+    app.shortcut(SHORTCUT)(shortcut)
+    app.shortcut(MESSAGE_SHORTCUT)(from_message)
+    _register_form(app, gate, workers, workloads)
+
+
+def _register_form(
+    app: App, gate: Gate, workers: Workers, workloads: WorkloadLister | None
+) -> None:
+    """The form's own interactions: the action select, the searches, the submission."""
+    client = app.client
+
+    def kind_picked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+        ack()
+        view = body.get("view") or {}
+        spec = KINDS_BY_NAME.get(str((action.get("selected_option") or {}).get("value")))
+        user = str((body.get("user") or {}).get("id") or "")
+        if not view.get("id") or spec is None:
+            return
+        values = modal_blocks.form_values(view)
+        kept = _carried(spec, values)
+        prefill = Prefill(spec.name, kept, values.get(modal_blocks.REASON_BLOCK))
+        form = modal_blocks.request_modal(KINDS, spec, prefill, view.get("private_metadata", ""))
+
+        def update() -> None:
+            client.views_update(view_id=view["id"], hash=view.get("hash"), view=form)
+
+        workers.submit(
+            update,
+            answer=lambda message: _say(client, None, user, message),
+            what="the request form",
+            actor=user,
+        )
+
+    def namespaces(ack: Ack, payload: dict[str, Any]) -> None:
+        query = str(payload.get("value") or "")
+        ack(options=modal_blocks.options(_namespace_choices(gate, query), query))
+
+    def workload_options(ack: Ack, payload: dict[str, Any], body: dict[str, Any]) -> None:
+        query = str(payload.get("value") or "")
+        values = modal_blocks.form_values(body.get("view") or {})
+        namespace = values.get("arg_namespace")
+        ack(options=modal_blocks.options(_workload_choices(gate, workloads, namespace), query))
+
+    app.action(modal_blocks.KIND_ACTION)(kind_picked)
+    app.options(modal_blocks.NAMESPACE_ACTION)(namespaces)
+    app.options(modal_blocks.WORKLOAD_ACTION)(workload_options)
+    _register_submission(app, gate, workers)
+
+
+def _carried(spec: KindSpec, values: dict[str, str]) -> dict[str, str]:
+    """What the form held before another action was picked that the new one also has: the
+    namespace, and the workload into the new action's workload field."""
+    found: dict[str, str] = {}
+    workload = next((v for b, v in values.items() if b in ("arg_workload", "arg_deployment")), None)
+    for arg in spec.grammar:
+        if arg.name == "namespace" and "arg_namespace" in values:
+            found["namespace"] = values["arg_namespace"]
+        elif arg.name in ("workload", "deployment") and workload is not None:
+            found[arg.name] = workload
+    return found
+
+
+def _namespace_choices(gate: Gate, query: str) -> list[tuple[str, str]]:
+    """The policy's namespaces; for a glob (``staging-*``), what was typed when it matches."""
+    listed = gate.namespaces()
+    names = [(n, n) for n in listed if not _is_glob(n)]
+    typed = query.strip()
+    if typed and typed not in dict(names) and any(fnmatch.fnmatchcase(typed, n) for n in listed):
+        names.insert(0, (typed, typed))
+    return names
+
+
+def _is_glob(name: str) -> bool:
+    return any(c in name for c in "*?[")
+
+
+def _workload_choices(
+    gate: Gate, workloads: WorkloadLister | None, namespace: str | None
+) -> list[tuple[str, str]]:
+    """The workloads of ``namespace`` as ``(kind/name, kind/name)`` options; none when no
+    namespace is picked yet, the policy does not place it, or the cluster does not answer
+    (logged: the person sees no options and may type the name in the slash command)."""
+    if workloads is None or namespace is None:
+        return []
+    try:
+        _env, context = gate.place(namespace)
+        found = workloads(context, namespace)
+    except (GateError, ActionError) as exc:
+        log.warning("cannot list the workloads of %s for the request form: %s", namespace, exc)
+        return []
+    return [(f"{kind.lower()}/{name}", f"{kind.lower()}/{name}") for kind, name in found]
+
+
+def _say(client: WebClient, channel: str | None, user: str, message: str) -> None:
+    """Answer ``user`` alone: ephemeral in ``channel``, else in a direct message."""
+    try:
+        if channel:
+            client.chat_postEphemeral(channel=channel, user=user, text=message)
+        else:
+            client.chat_postMessage(channel=user, text=message)
+    except SLACK_FAILURES as exc:
+        log.warning("could not answer %s: %s", user, exc)
+
+
+def _register_submission(app: App, gate: Gate, workers: Workers) -> None:
+    """Validate a submitted form in its ack, and file it on a worker."""
+    client = app.client
+
+    def submitted(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = str((body.get("user") or {}).get("id") or "")
+        values = modal_blocks.form_values(view)
+        spec = KINDS_BY_NAME.get(values.get(modal_blocks.KIND_BLOCK, ""))
+        if spec is None or not user:
+            ack(response_action="errors", errors={modal_blocks.KIND_BLOCK: "Pick an action."})
+            return
+        errors, words = _validate(gate, spec, values)
+        if errors:
+            ack(response_action="errors", errors=errors)
+            return
+        payload = {
+            "words": words,
+            "user": user,
+            **modal_blocks.read_metadata(view.get("private_metadata")),
+        }
+        view_id = view.get("id")
+        workers.hand_off(
+            "form", payload, user_id=user, dedupe_key=f"view:{view_id}:{view.get('hash')}"
+        )
+        ack(response_action="clear")
+
+    def job(owed: int | None, payload: dict[str, Any]) -> Job:
+        user, words = str(payload["user"]), [str(w) for w in payload["words"]]
+        channel = payload.get("channel_id")
+
+        def reply(message: str) -> None:
+            _say(client, channel, user, message)
+
+        def work() -> bool:
+            link = _permalink(client, channel, payload.get("message_ts"))
+            parsed = parse_words(_linked(words, link) if link else words)
+            origin = Origin(
+                channel_id=channel or user,  # no channel (the global shortcut): a DM
+                channel_name=payload.get("channel_name"),
+            )
+            return run(gate, parsed, user=user, origin=origin, reply=reply, owed=owed)
+
+        return Job(work, reply, modal_blocks.submitted_title(words), actor=user, action=words[0])
+
+    app.view(modal_blocks.MODAL_CALLBACK)(submitted)
+    workers.handles("form", job)
+
+
+def _validate(
+    gate: Gate, spec: KindSpec, values: dict[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """``({block_id: message}, words)``: the form's field errors (none: it parses as the slash
+    command does and the policy places its namespace) and its ``/ops`` words."""
+    errors = modal_blocks.field_problems(spec, values)
+    words = modal_blocks.form_words(spec, values)
+    if errors:
+        return errors, words
+    try:
+        parsed = parse_words(words)
+    except CommandError as exc:
+        message = str(exc).split("\nUsage", 1)[0].strip()
+        return {modal_blocks.error_block(spec, message): message[:150]}, words
+    if parsed.namespace is not None:
+        try:
+            gate.place(parsed.namespace, parsed.env)
+        except GateError as exc:
+            return {"arg_namespace": str(exc)[:150]}, words
+    return {}, words
+
+
+def _linked(words: list[str], link: str) -> list[str]:
+    """``words`` whose reason ends with where the form was opened from (a message's link)."""
+    reasons = [w for w in words if w.startswith("--reason=")]
+    reason = reasons[-1].removeprefix("--reason=") if reasons else ""
+    rest = [w for w in words if not w.startswith("--reason=")]
+    return [*rest, f"--reason={reason} (from {link})" if reason else f"--reason=from {link}"]
+
+
+def _permalink(client: WebClient, channel: str | None, message_ts: str | None) -> str | None:
+    """The link to the message a form was opened from, or None (none, or Slack refused)."""
+    if not channel or not message_ts:
+        return None
+    try:
+        response = client.chat_getPermalink(channel=channel, message_ts=message_ts)
+    except SLACK_FAILURES as exc:
+        log.warning("chat.getPermalink %s %s failed: %s", channel, message_ts, exc)
+        return None
+    link = response.get("permalink")
+    return str(link) if link else None
