@@ -29,6 +29,8 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from actions.spec import MAX_ID, Arg, ArgType, KindSpec
+from approvals.explain import Explained
+from approvals.policy import DecisionReason, Outcome
 from bot.mrkdwn import escape
 
 MODAL_CALLBACK = "ops_request"
@@ -39,6 +41,7 @@ NAMESPACE_ACTION = "modal_namespace"
 WORKLOAD_ACTION = "modal_workload"
 VALUE_ACTION = "value"
 REASON_BLOCK = "reason"
+DECISION_BLOCK = "decision"
 MAX_OPTIONS = 100
 """The most options Slack shows in one select menu."""
 
@@ -51,6 +54,9 @@ class Prefill:
     kind: str | None = None
     values: Mapping[str, str] = field(default_factory=dict)
     reason: str | None = None
+    decision: str | None = None
+    """What the gate would decide (mrkdwn, :func:`decision_text`); None: not known yet."""
+    reason_required: bool = False
 
 
 def block_id(arg: Arg) -> str:
@@ -143,11 +149,16 @@ def request_modal(
                 InputBlock(
                     block_id=block_id(arg),
                     label=_label(arg),
+                    dispatch_action=arg.name == "namespace" or arg.type is ArgType.WORKLOAD,
                     element=_element(arg, prefill.values.get(arg.name)),
                     hint=_hint(arg),
                     optional=_optional(arg),
                 )
             )
+        text = prefill.decision or "Pick the namespace and the workload to see who must approve."
+        blocks.append(
+            ContextBlock(block_id=DECISION_BLOCK, elements=[MarkdownTextObject(text=text[:3000])])
+        )
         reason = PlainTextInputElement(
             action_id=VALUE_ACTION, multiline=True, initial_value=prefill.reason, max_length=2900
         )
@@ -156,8 +167,9 @@ def request_modal(
                 block_id=REASON_BLOCK,
                 label="Reason",
                 element=reason,
-                optional=True,
-                hint="Why, for the approvers and the audit trail (some rules require one)",
+                optional=not prefill.reason_required,
+                hint="Why, for the approvers and the audit trail"
+                + ("" if prefill.reason_required else " (some rules require one)"),
             )
         )
     view = View(
@@ -271,3 +283,37 @@ def read_metadata(text: str | None) -> dict[str, str]:
 def submitted_title(words: Sequence[str]) -> str:
     """How the filed form is named in answers: the command it amounts to."""
     return f"`/ops {escape(shlex.join(words))}`"
+
+
+def decision_text(explained: Explained) -> tuple[str, bool]:
+    """What the gate would decide, for the form (mrkdwn, escaped), and whether the rule requires
+    a reason the form does not have yet."""
+    decision = explained.decision
+    needs_reason = decision.reason is DecisionReason.REASON_REQUIRED
+    if decision.outcome is Outcome.AUTO:
+        lines = [":white_check_mark: *Approved by the policy*: runs once submitted."]
+    elif decision.outcome is Outcome.DENY and not needs_reason:
+        lines = [f":no_entry: *Refused*: {escape(decision.message)}"]
+    elif needs_reason:
+        lines = [f":memo: *A reason is required*: {escape(decision.message)}"]
+    else:
+        groups = ", ".join(escape(g) for g in decision.approver_groups) or "the approvers"
+        count = decision.min_approvals
+        lines = [
+            f":hourglass_flowing_sand: *Needs {count} approval{'s' * (count != 1)}* from {groups}"
+        ]
+    if decision.freeze:
+        lines.append(f":snowflake: Freeze in force: {escape(decision.freeze)}")
+    limits = decision.settings.get("limits")
+    if isinstance(limits, dict) and limits:
+        shown = ", ".join(
+            f"{escape(str(k)).replace('_', ' ')} {escape(str(v))}"
+            for k, v in limits.items()
+            if v is not None
+        )
+        lines += [f"Limits: {shown}"] if shown else []
+    if explained.preview is not None:
+        lines += [f"• {escape(line)}" for line in explained.preview.lines[:5]]
+    elif explained.preview_error:
+        lines.append(f":warning: {escape(explained.preview_error)}")
+    return "\n".join(lines), needs_reason

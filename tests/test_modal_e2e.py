@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 
 from approvals.models import Request
+from bot.listeners.modal import prefill_from
 from bot.settings import Settings
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
 from tests.helpers.bot import RunningBot, wait_for
 from tests.helpers.modal import (
     blocks_by_id,
+    choose,
     chosen,
+    context_text,
     form_state,
     interact,
     open_with_command,
@@ -23,7 +26,7 @@ from tests.helpers.modal import (
     submit_form,
     typed,
 )
-from tests.helpers.slack_flow import rows, wait_approval_message
+from tests.helpers.slack_flow import responses, rows, wait_approval_message
 
 
 def test_ops_without_arguments_opens_the_form_and_an_action_brings_its_fields(
@@ -199,3 +202,53 @@ def test_the_global_shortcut_tells_the_requester_in_a_direct_message(
         ],
         what="the requester's direct message",
     )
+
+
+def test_the_form_shows_the_decision_and_keeps_what_was_filled_in(
+    bot: RunningBot, settings: Settings
+) -> None:
+    view = pick(bot, open_with_command(bot), "restart")
+    assert "Pick the namespace" in context_text(view, "decision")
+    state = form_state(
+        "restart", workload=chosen("deployment/payments-api"), namespace=chosen("payments")
+    )
+    shown = choose(bot, view, "arg_namespace", "modal_namespace", "payments", state)
+    decision = context_text(shown, "decision")
+    assert "Needs 1 approval" in decision
+    assert "sre" in decision
+    assert "payments:1.4.2" in decision  # the cluster's preview
+    fields = blocks_by_id(shown)
+    assert fields["arg_workload"]["element"]["initial_option"]["value"] == (
+        "deployment/payments-api"
+    )
+    # a staging restart is approved by the policy
+    staging = form_state(
+        "restart", workload=chosen("deployment/web"), namespace=chosen("staging-web")
+    )
+    auto = choose(bot, view, "arg_namespace", "modal_namespace", "staging-web", staging)
+    assert "Approved by the policy" in context_text(auto, "decision")
+    # picking rollback keeps the workload (as its Deployment) and the namespace
+    rollback = choose(bot, view, "kind", "modal_kind", "rollback", state)
+    kept = blocks_by_id(rollback)
+    assert kept["arg_deployment"]["element"]["initial_option"]["value"] == "deployment/payments-api"
+    assert kept["arg_namespace"]["element"]["initial_option"]["value"] == "payments"
+    assert rows(settings, Request) == []  # explaining files nothing
+
+
+def test_a_failing_views_open_is_answered_to_the_person(bot: RunningBot) -> None:
+    bot.fake_slack.fail("views.open", "expired_trigger_id")
+    response_url = bot.fake_slack.response_url()
+    body = slack.slash_command_body("", user_id="U0DEV1", response_url=response_url)
+    assert bot.post(body).status_code == 200
+    answer = wait_for(lambda: responses(bot.fake_slack, response_url), what="the answer")
+    assert "request form" in answer[0]
+
+
+def test_an_alerts_text_names_the_workload_and_namespace() -> None:
+    assert prefill_from("deploy/api is down -n shop").values == {
+        "workload": "deployment/api",
+        "deployment": "deployment/api",
+        "namespace": "shop",
+    }
+    assert prefill_from("sts/db lagging, namespace: data").values["namespace"] == "data"
+    assert prefill_from("all quiet").values == {}

@@ -23,15 +23,18 @@ from typing import Any
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
 
 from actions.errors import ActionError
 from actions.registry import KINDS, KINDS_BY_NAME
 from actions.spec import KindSpec
-from approvals.gate import Gate, GateError, Origin
+from approvals.gate import Gate, GateError, Origin, Submission
+from approvals.lifecycle import Actor
 from bot import modal_blocks
 from bot.grammar import CommandError, parse_words
 from bot.listeners.commands import run
 from bot.modal_blocks import Prefill
+from bot.mrkdwn import escape
 from bot.notifier import SLACK_FAILURES
 from bot.work import Job, Workers
 
@@ -124,23 +127,20 @@ def _register_form(
     """The form's own interactions: the action select, the searches, the submission."""
     client = app.client
 
-    def kind_picked(ack: Ack, body: dict[str, Any], action: dict[str, Any]) -> None:
+    def changed(ack: Ack, body: dict[str, Any]) -> None:
         ack()
         view = body.get("view") or {}
-        spec = KINDS_BY_NAME.get(str((action.get("selected_option") or {}).get("value")))
-        user = str((body.get("user") or {}).get("id") or "")
-        if not view.get("id") or spec is None:
-            return
         values = modal_blocks.form_values(view)
-        kept = _carried(spec, values)
-        prefill = Prefill(spec.name, kept, values.get(modal_blocks.REASON_BLOCK))
-        form = modal_blocks.request_modal(KINDS, spec, prefill, view.get("private_metadata", ""))
-
-        def update() -> None:
-            client.views_update(view_id=view["id"], hash=view.get("hash"), view=form)
-
+        for action in body.get("actions") or []:  # the choice just made, whatever the state says
+            chosen = modal_blocks.state_value(action)
+            if chosen is not None and action.get("block_id"):
+                values[str(action["block_id"])] = chosen
+        spec = KINDS_BY_NAME.get(values.get(modal_blocks.KIND_BLOCK, ""))
+        user = str((body.get("user") or {}).get("id") or "")
+        if not view.get("id") or spec is None or not user:
+            return
         workers.submit(
-            update,
+            lambda: _redraw(gate, client, view, spec, values, user),
             answer=lambda message: _say(client, None, user, message),
             what="the request form",
             actor=user,
@@ -156,10 +156,70 @@ def _register_form(
         namespace = values.get("arg_namespace")
         ack(options=modal_blocks.options(_workload_choices(gate, workloads, namespace), query))
 
-    app.action(modal_blocks.KIND_ACTION)(kind_picked)
+    for action_id in (
+        modal_blocks.KIND_ACTION,
+        modal_blocks.NAMESPACE_ACTION,
+        modal_blocks.WORKLOAD_ACTION,
+    ):
+        app.action(action_id)(changed)
     app.options(modal_blocks.NAMESPACE_ACTION)(namespaces)
     app.options(modal_blocks.WORKLOAD_ACTION)(workload_options)
     _register_submission(app, gate, workers)
+
+
+def _redraw(
+    gate: Gate,
+    client: WebClient,
+    view: dict[str, Any],
+    spec: KindSpec,
+    values: dict[str, str],
+    user: str,
+) -> None:
+    """Update the form (``views.update``) to ``spec``'s fields, keeping what was filled in, with
+    what the gate would decide once the fields parse (:meth:`approvals.gate.Gate.explain`: the
+    policy's decision and the cluster's preview). A newer form (``hash_conflict``) wins."""
+    carried = _carried(spec, values)
+    current = {**values, **{f"arg_{name}": value for name, value in carried.items()}}
+    kept = {a.name: current[f"arg_{a.name}"] for a in spec.grammar if f"arg_{a.name}" in current}
+    decision, reason_required = _decided(gate, spec, current, user)
+    prefill = Prefill(
+        spec.name, kept, values.get(modal_blocks.REASON_BLOCK), decision, reason_required
+    )
+    form = modal_blocks.request_modal(KINDS, spec, prefill, view.get("private_metadata", ""))
+    try:
+        client.views_update(view_id=view["id"], hash=view.get("hash"), view=form)
+    except SlackApiError as exc:
+        if exc.response.get("error") != "hash_conflict":
+            raise
+        log.info("the request form %s changed again; this update is dropped", view["id"])
+
+
+def _decided(
+    gate: Gate, spec: KindSpec, values: dict[str, str], user: str
+) -> tuple[str | None, bool]:
+    """What the gate would decide for the form's ``values`` (mrkdwn) and whether a reason is
+    required; None while the fields do not parse yet."""
+    if modal_blocks.field_problems(spec, values):
+        return None, False
+    try:
+        parsed = parse_words(modal_blocks.form_words(spec, values))
+    except CommandError:
+        return None, False
+    assert parsed.params is not None
+    submission = Submission(
+        action=parsed.name,
+        params=parsed.params,
+        requester=Actor(user),
+        namespace=parsed.namespace,
+        env=parsed.env,
+        reason=parsed.reason,
+        path=parsed.path,
+        break_glass=parsed.break_glass,
+    )
+    try:
+        return modal_blocks.decision_text(gate.explain(submission))
+    except GateError as exc:
+        return f":no_entry: {escape(str(exc))}", False
 
 
 def _carried(spec: KindSpec, values: dict[str, str]) -> dict[str, str]:

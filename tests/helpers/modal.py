@@ -108,3 +108,32 @@ def submit_form(
 
 def blocks_by_id(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {b["block_id"]: b for b in view["blocks"] if "block_id" in b}
+
+
+def choose(
+    bot: RunningBot,
+    view: dict[str, Any],
+    block_id: str,
+    action_id: str,
+    value: str,
+    state: dict[str, Any],
+    *,
+    user: str = "U0DEV1",
+) -> dict[str, Any]:
+    """Choose ``value`` in the form's select ``action_id`` with the form's other fields in
+    ``state``; returns the view the bot updated it to."""
+    before = len(bot.fake_slack.calls_of("views.update"))
+    shown = {**view, "state": {"values": state}}
+    payload = slack.view_block_action_payload(shown, block_id, action_id, value, user_id=user)
+    interact(bot, payload)
+    call = wait_for(lambda: bot.fake_slack.calls_of("views.update")[before:], what="views.update")[
+        -1
+    ]
+    assert call.response["ok"], call.response
+    return slack.view_of(bot.fake_slack, view["id"])
+
+
+def context_text(view: dict[str, Any], block_id: str) -> str:
+    """The text of a context block of a view."""
+    block = blocks_by_id(view)[block_id]
+    return " ".join(str(e.get("text", "")) for e in block["elements"])
