@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from approvals.models import Request
-from bot.listeners.modal import prefill_from
+from bot.listeners.modal import message_text, prefill_from
 from bot.settings import Settings
 from tests.fakes import slack
 from tests.fakes.kube import FakeKubernetes
@@ -252,3 +252,16 @@ def test_an_alerts_text_names_the_workload_and_namespace() -> None:
     }
     assert prefill_from("sts/db lagging, namespace: data").values["namespace"] == "data"
     assert prefill_from("all quiet").values == {}
+
+
+def test_an_alert_posted_as_attachments_or_blocks_is_read_too() -> None:
+    alert = {
+        "text": "",
+        "attachments": [{"title": "HighErrorRate", "text": "sts/db-main in -n data"}],
+        "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": "see runbook"}}],
+    }
+    assert prefill_from(message_text(alert)).values == {
+        "workload": "statefulset/db-main",
+        "deployment": "statefulset/db-main",
+        "namespace": "data",
+    }

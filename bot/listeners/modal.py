@@ -83,6 +83,27 @@ def prefill_from(text: str, kind: str = "restart") -> Prefill:
     return Prefill(kind=kind, values=values)
 
 
+def message_text(message: dict[str, Any]) -> str:
+    """The words of a message as a person reads them: its ``text``, its attachments' title,
+    pretext, text and fallback, and every ``text`` inside its blocks (alerting bots often post
+    only attachments or blocks)."""
+    found: list[str] = [str(message.get("text") or "")]
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if key in ("text", "title", "pretext", "fallback") and isinstance(item, str):
+                    found.append(item)
+                else:
+                    walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk([message.get("attachments") or [], message.get("blocks") or []])
+    return "\n".join(found)
+
+
 def register(app: App, gate: Gate, workers: Workers, workloads: WorkloadLister | None) -> None:
     """Listen for the shortcuts, the form's action select, its searches and its submission."""
     client = app.client
@@ -113,7 +134,7 @@ def register(app: App, gate: Gate, workers: Workers, workloads: WorkloadLister |
             "channel_name": channel.get("name"),
             "message_ts": message.get("ts"),
         }
-        prefill = prefill_from(str(message.get("text") or ""))
+        prefill = prefill_from(message_text(message))
         opening(str(shortcut["trigger_id"]), user, origin, prefill)
 
     app.shortcut(SHORTCUT)(shortcut)
