@@ -265,3 +265,17 @@ def test_an_alert_posted_as_attachments_or_blocks_is_read_too() -> None:
         "deployment": "statefulset/db-main",
         "namespace": "data",
     }
+
+
+def test_a_workload_search_the_cluster_cannot_answer_in_time_offers_nothing(
+    bot: RunningBot, kube: FakeKubernetes
+) -> None:
+    view = pick(bot, open_with_command(bot), "restart")
+    in_payments = {"arg_namespace": {"modal_namespace": chosen("payments")}}
+    kube.hang_next(5, method="GET", path_contains="/deployments")
+    assert search(bot, view, "arg_workload", "modal_workload", "", state=in_payments) == []
+    kube.fail_next(method="GET", path_contains="/statefulsets", status=403, reason="Forbidden")
+    assert search(bot, view, "arg_workload", "modal_workload", "", state=in_payments) == []
+    # the next search, the cluster answering, lists them again
+    found = search(bot, view, "arg_workload", "modal_workload", "", state=in_payments)
+    assert found == ["deployment/payments-api"]

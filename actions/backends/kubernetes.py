@@ -174,7 +174,8 @@ class KubernetesBackend:
             return self._raw_call(method, *args, **kw)
 
     def _raw_call(self, method: Callable[..., Any], *args: Any, **kw: Any) -> dict[str, Any]:
-        response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kw)
+        timeout = kw.pop("_request_timeout", self._timeout)
+        response = method(*args, _preload_content=False, _request_timeout=timeout, **kw)
         data: dict[str, Any] = json.loads(response.data)
         return data
 
@@ -324,9 +325,12 @@ class KubernetesBackend:
         )
         return list(data.get("items") or [])
 
-    def list_workloads(self, context: str | None, namespace: str) -> list[tuple[str, str]]:
+    def list_workloads(
+        self, context: str | None, namespace: str, *, timeout: float | None = None
+    ) -> list[tuple[str, str]]:
         """The Deployments, StatefulSets and DaemonSets in ``namespace`` as ``(kind, name)``
-        pairs (``("Deployment", "web")``), in that order of kinds and by name within each.
+        pairs (``("Deployment", "web")``), in that order of kinds and by name within each;
+        ``timeout`` (seconds, default the backend's) bounds each of the three list calls.
         Raises the :mod:`actions.errors` errors."""
         api = self._apps(context)
         found: list[tuple[str, str]] = []
@@ -336,6 +340,7 @@ class KubernetesBackend:
                 f"listing {kind.lower()}s in {namespace}",
                 getattr(api, f"list_namespaced_{_suffix(kind)}"),
                 namespace,
+                _request_timeout=timeout or self._timeout,
             )
             names = sorted(str(i["metadata"]["name"]) for i in data.get("items") or [])
             found += [(kind, name) for name in names]

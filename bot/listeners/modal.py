@@ -18,8 +18,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
-from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
@@ -45,9 +44,20 @@ SHORTCUT = "ops_request_shortcut"
 MESSAGE_SHORTCUT = "ops_from_message"
 """The ``callback_id`` of the message shortcut "Roll back / restart from this message"."""
 
-WorkloadLister = Callable[[str | None, str], list[tuple[str, str]]]
-"""The workloads of a namespace: (kubeconfig context, namespace) → ``(kind, name)`` pairs, as
-``actions.backends.kubernetes.KubernetesBackend.list_workloads`` lists them."""
+
+class WorkloadLister(Protocol):
+    """The workloads of a namespace as ``(kind, name)`` pairs, each list call bounded by
+    ``timeout`` seconds, as ``actions.backends.kubernetes.KubernetesBackend.list_workloads``
+    lists them."""
+
+    def __call__(
+        self, context: str | None, namespace: str, *, timeout: float | None = None
+    ) -> list[tuple[str, str]]: ...
+
+
+SEARCH_TIMEOUT = 0.8
+"""Seconds each list call of a workload search may take: Slack reads the options from the
+HTTP answer within 3 s, and a search makes three calls (Deployments, StatefulSets, DaemonSets)."""
 
 _WORKLOAD_IN_TEXT = re.compile(
     r"\b(deployment|deploy|statefulset|sts|daemonset|ds)/([a-z0-9](?:[a-z0-9.-]*[a-z0-9])?)\b"
@@ -280,7 +290,7 @@ def _workload_choices(
         return []
     try:
         _env, context = gate.place(namespace)
-        found = workloads(context, namespace)
+        found = workloads(context, namespace, timeout=SEARCH_TIMEOUT)
     except (GateError, ActionError) as exc:
         log.warning("cannot list the workloads of %s for the request form: %s", namespace, exc)
         return []
