@@ -170,6 +170,10 @@ def test_the_message_shortcut_prefills_the_form_and_links_the_request(
     assert fields["kind"]["element"]["initial_option"]["value"] == "restart"
     assert fields["arg_workload"]["element"]["initial_option"]["value"] == "deployment/payments-api"
     assert fields["arg_namespace"]["element"]["initial_option"]["value"] == "payments"
+    # then, on the same worker, what the gate would decide (an incident channel: the same rule)
+    wait_for(lambda: bot.fake_slack.calls_of("views.update"), what="the decision")
+    decided = slack.view_of(bot.fake_slack, view["id"])
+    assert "Needs 1 approval" in context_text(decided, "decision")
 
     values = form_state(
         "restart",

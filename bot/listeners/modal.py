@@ -70,12 +70,14 @@ _KIND_WORD = {"deploy": "deployment", "sts": "statefulset", "ds": "daemonset"}
 
 def open_form(
     client: WebClient, trigger_id: str, origin: dict[str, str | None], prefill: Prefill
-) -> None:
+) -> dict[str, Any]:
     """Open the request form (``views.open``) for ``trigger_id``; ``origin`` is where it was
-    asked from (``channel_id``, ``channel_name``, ``message_ts``). Raises ``SlackApiError``."""
+    asked from (``channel_id``, ``channel_name``, ``message_ts``). Returns the view Slack
+    opened (with its ``id`` and ``hash``). Raises ``SlackApiError``."""
     spec = KINDS_BY_NAME.get(prefill.kind or "")
     view = modal_blocks.request_modal(KINDS, spec, prefill, modal_blocks.metadata(**origin))
-    client.views_open(trigger_id=trigger_id, view=view)
+    opened: dict[str, Any] = client.views_open(trigger_id=trigger_id, view=view)["view"]
+    return opened
 
 
 def prefill_from(text: str, kind: str = "restart") -> Prefill:
@@ -119,8 +121,15 @@ def register(app: App, gate: Gate, workers: Workers, workloads: WorkloadLister |
     client = app.client
 
     def opening(trigger: str, user: str, origin: dict[str, str | None], prefill: Prefill) -> None:
+        def work() -> None:
+            view = open_form(client, trigger, origin, prefill)
+            spec = KINDS_BY_NAME.get(prefill.kind or "")
+            if spec is not None and prefill.values:  # prefilled: show the decision at once
+                values = {f"arg_{name}": value for name, value in prefill.values.items()}
+                _redraw(gate, client, view, spec, values, user)
+
         workers.submit(
-            lambda: open_form(client, trigger, origin, prefill),
+            work,
             answer=lambda message: _say(client, origin.get("channel_id"), user, message),
             what="the request form",
             actor=user,

@@ -123,8 +123,11 @@ def _open_form(app: App, workers: Workers, command: dict[str, Any]) -> None:
                 text=message, response_type="ephemeral", replace_original=False
             )
 
+    def work() -> None:
+        open_form(app.client, str(command["trigger_id"]), origin, Prefill())
+
     workers.submit(
-        lambda: open_form(app.client, str(command["trigger_id"]), origin, Prefill()),
+        work,
         answer=answer,
         what="the request form",
         actor=str(command["user_id"]),
