@@ -163,6 +163,7 @@ def test_the_message_shortcut_prefills_the_form_and_links_the_request(
         channel_id="C0INC",
         channel_name="inc-payments",
         message=message,
+        response_url=bot.fake_slack.response_url(),
     )
     interact(bot, payload)
     view = opened(bot, payload["trigger_id"])
@@ -283,3 +284,22 @@ def test_a_workload_search_the_cluster_cannot_answer_in_time_offers_nothing(
     # the next search, the cluster answering, lists them again
     found = search(bot, view, "arg_workload", "modal_workload", "", state=in_payments)
     assert found == ["deployment/payments-api"]
+
+
+def test_a_request_the_gate_refuses_is_answered_where_the_form_was_opened(
+    bot: RunningBot, settings: Settings
+) -> None:
+    trigger = slack.new_trigger_id()
+    response_url = bot.fake_slack.response_url()
+    body = slack.slash_command_body(
+        "", user_id="U0DEV1", response_url=response_url, trigger_id=trigger
+    )
+    assert bot.post(body).status_code == 200
+    view = opened(bot, trigger)
+    values = form_state(
+        "restart", workload=chosen("deployment/nothere"), namespace=chosen("payments")
+    )
+    assert submit_form(bot, view, values) == {"response_action": "clear"}
+    answer = wait_for(lambda: responses(bot.fake_slack, response_url), what="the refusal")
+    assert answer == [":warning: no Deployment named 'nothere' in namespace payments"]
+    assert rows(settings, Request) == []  # refused before anyone is asked, as /ops restart is

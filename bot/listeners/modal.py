@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
+from slack_sdk.webhook import WebhookClient
 
 from actions.errors import ActionError
 from actions.registry import KINDS, KINDS_BY_NAME
@@ -152,6 +153,7 @@ def register(app: App, gate: Gate, workers: Workers, workloads: WorkloadLister |
             "channel_id": channel.get("id"),
             "channel_name": channel.get("name"),
             "message_ts": message.get("ts"),
+            "response_url": shortcut.get("response_url"),
         }
         prefill = prefill_from(message_text(message))
         opening(str(shortcut["trigger_id"]), user, origin, prefill)
@@ -345,10 +347,15 @@ def _register_submission(app: App, gate: Gate, workers: Workers) -> None:
 
     def job(owed: int | None, payload: dict[str, Any]) -> Job:
         user, words = str(payload["user"]), [str(w) for w in payload["words"]]
-        channel = payload.get("channel_id")
+        channel, response_url = payload.get("channel_id"), payload.get("response_url")
 
         def reply(message: str) -> None:
-            _say(client, channel, user, message)
+            if response_url:  # as the slash command answers: to them alone, where they asked
+                WebhookClient(str(response_url)).send(
+                    text=message, response_type="ephemeral", replace_original=False
+                )
+            else:
+                _say(client, channel, user, message)
 
         def work() -> bool:
             link = _permalink(client, channel, payload.get("message_ts"))
@@ -356,6 +363,7 @@ def _register_submission(app: App, gate: Gate, workers: Workers) -> None:
             origin = Origin(
                 channel_id=channel or user,  # no channel (the global shortcut): a DM
                 channel_name=payload.get("channel_name"),
+                response_url=response_url,
             )
             return run(gate, parsed, user=user, origin=origin, reply=reply, owed=owed)
 

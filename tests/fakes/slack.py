@@ -537,7 +537,13 @@ def shortcut_payload(callback_id: str, *, user_id: str) -> dict[str, Any]:
 
 
 def message_action_payload(
-    callback_id: str, *, user_id: str, channel_id: str, channel_name: str, message: dict[str, Any]
+    callback_id: str,
+    *,
+    user_id: str,
+    channel_id: str,
+    channel_name: str,
+    message: dict[str, Any],
+    response_url: str,
 ) -> dict[str, Any]:
     """A message shortcut chosen on ``message`` (with its ``text`` and ``ts``) in a channel."""
     return _interaction(
@@ -548,7 +554,7 @@ def message_action_payload(
         message_ts=message["ts"],
         message=message,
         channel={"id": channel_id, "name": channel_name},
-        response_url="https://hooks.slack.com/app/unused",
+        response_url=response_url,
     )
 
 

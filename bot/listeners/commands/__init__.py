@@ -115,7 +115,11 @@ def _open_form(app: App, workers: Workers, command: dict[str, Any]) -> None:
     from bot.listeners.modal import open_form  # the form files through run() below
 
     response_url = command.get("response_url")
-    origin = {"channel_id": command.get("channel_id"), "channel_name": command.get("channel_name")}
+    origin = {
+        "channel_id": command.get("channel_id"),
+        "channel_name": command.get("channel_name"),
+        "response_url": response_url,  # valid 30 minutes: answers the form's request there too
+    }
 
     def answer(message: str) -> None:
         if response_url:
