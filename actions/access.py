@@ -16,10 +16,13 @@ Rule settings (``Target.settings``)::
     roles             list of role names allowed (None: any ClusterRole); the first is the default
     max_duration      seconds, or None (no limit)
     default_duration  seconds, or None (one hour, capped at max_duration)
-    vault_groups      {role: Vault identity group}
+    vault_groups      {role: Vault identity group name} (in the policy file a name, or
+                      {group: NAME, members_managed_elsewhere: bool}: ``VaultGroup``)
     extend            "auto" | "approval"
     identity          {"kubernetes_user": ..., "vault_entity": ...} of the requester, or None
     request_id        the request's ID (execute only): names the RoleBinding
+
+The policy file's form of these settings is :class:`actions.access_settings.AccessSettings`.
 """
 
 from __future__ import annotations
@@ -30,8 +33,8 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from actions.access_settings import DEFAULT_DURATION, AccessSettings
 from actions.base import Outcome, Preview, Target
-from actions.durations import Duration, parse_duration
 from actions.durations import format_duration as format_duration  # approvals.grants
 from actions.errors import (
     ActionError,
@@ -43,7 +46,7 @@ from actions.errors import (
 )
 from actions.kube import KubernetesPort
 from actions.readback import CONFIRMED, Seen, read_back
-from actions.spec import Arg, ArgType, KindSpec, Loc, RuleSettings, Scope, StrList
+from actions.spec import Arg, ArgType, KindSpec, Scope
 from actions.vault import VaultPort
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -56,8 +59,6 @@ selector); RoleBindings made before it existed carry only the annotation."""
 EXPIRES_AT_ANNOTATION = "opsgate.io/expires-at"
 GRANTEE_ANNOTATION = "opsgate.io/kubernetes-user"
 RBAC_GROUP = "rbac.authorization.k8s.io"
-DEFAULT_DURATION = 3600
-"""Seconds a grant lasts when neither the request nor the rule says (capped at max_duration)."""
 
 NO_KUBERNETES_IDENTITY = (
     "you have no identity for Kubernetes in the policy's identities; "
@@ -75,56 +76,10 @@ class AccessParams(BaseModel):
     duration_seconds: int | None = Field(default=None, gt=0)
 
 
-class AccessSettings(RuleSettings):
-    """A rule's settings for ``access``: the ``roles`` allowed (None: any ClusterRole; the first
-    is the default), ``max_duration`` and ``default_duration`` (``1h``: one hour, capped at
-    ``max_duration``, when absent) and ``vault_groups`` (role -> Vault identity group)."""
-
-    max_duration: Duration | None = None
-    default_duration: Duration | None = None
-    roles: StrList | None = None
-    vault_groups: dict[str, str] = {}
-
-    def problems(self) -> list[tuple[Loc, str]]:
-        """A default longer than the maximum; a Vault group for a role the rule does not allow."""
-        out: list[tuple[Loc, str]] = []
-        if (
-            self.default_duration is not None
-            and self.max_duration is not None
-            and parse_duration(self.default_duration) > parse_duration(self.max_duration)
-        ):
-            out.append((("default_duration",), "default_duration is longer than max_duration"))
-        if self.roles is not None:
-            for role in self.vault_groups:
-                if role not in self.roles:
-                    out.append(
-                        (
-                            ("vault_groups", role),
-                            f"role '{role}' is not in the rule's roles ({', '.join(self.roles)})",
-                        )
-                    )
-        return out
-
-    def as_settings(self, *, applies: bool) -> dict[str, Any]:
-        """``max_duration`` and ``default_duration`` in seconds (the default filled in when the
-        rule decides access), ``roles``, ``vault_groups``."""
-        max_duration = parse_duration(self.max_duration) if self.max_duration else None
-        default_duration: int | None = None
-        if self.default_duration is not None:
-            default_duration = parse_duration(self.default_duration)
-        elif applies:
-            default_duration = min(DEFAULT_DURATION, max_duration or DEFAULT_DURATION)
-        return {
-            "roles": list(self.roles) if self.roles is not None else None,
-            "max_duration": max_duration,
-            "default_duration": default_duration,
-            "vault_groups": dict(self.vault_groups),
-        }
-
-
 KIND = KindSpec(
     name="access",
     summary="time-bound access to a namespace for your own identity (e.g. --for 1h)",
+    example='/ops access payments --role view --for 1h --reason "read the logs of INC-42"',
     grammar=(
         Arg("namespace", metavar="<namespace>", help="the namespace to get access to"),
         Arg(
@@ -335,8 +290,10 @@ class Access:
         Needs ``target.settings["request_id"]`` (the grant ID). Returns ``Outcome.facts["grant"]``
         with everything :meth:`revoke` needs: ``kube_context``, ``environment``, ``namespace``,
         ``role``, ``cluster_role``, ``kubernetes_user``, ``role_binding``, ``vault_group``,
-        ``vault_entity``, ``vault_entity_id``, ``duration_seconds``, ``max_duration_seconds``,
-        ``started_at`` and ``expires_at`` (RFC 3339), ``extend``. If the Vault step fails the
+        ``vault_entity``, ``vault_entity_id``, ``vault_member_before`` (the entity was a member
+        of the group before this grant added it; None without a Vault group),
+        ``duration_seconds``, ``max_duration_seconds``, ``started_at`` and ``expires_at``
+        (RFC 3339), ``extend``. If the Vault step fails the
         RoleBinding is deleted again before the error is raised (nothing is left half-granted).
         A RoleBinding write sent without an answer is read back (:mod:`actions.readback`): there
         as asked (carry on), absent (``TemporaryError``: safe to ask again), or otherwise
@@ -366,11 +323,10 @@ class Access:
             self._read_back(exc, target.kube_context, body)
             confirmed = True
         vault_group = facts.get("vault_group")
+        member_before: bool | None = None
         if vault_group is not None:
             try:
-                if self._vault is None:
-                    raise PermanentError("Vault is not configured")
-                self._vault.add_group_member(vault_group, facts["vault_entity_id"])
+                member_before = self._join_group(vault_group, facts["vault_entity_id"])
             except ActionError:
                 self._kube.delete_role_binding(target.kube_context, params.namespace, name)
                 raise
@@ -385,6 +341,7 @@ class Access:
             "vault_group": vault_group,
             "vault_entity": facts.get("vault_entity"),
             "vault_entity_id": facts.get("vault_entity_id"),
+            "vault_member_before": member_before,
             "duration_seconds": duration,
             "max_duration_seconds": facts.get("max_duration_seconds"),
             "started_at": rfc3339(started_at),
@@ -400,6 +357,15 @@ class Access:
             ),
             facts={"grant": grant},
         )
+
+    def _join_group(self, group: str, entity_id: str) -> bool:
+        """Add ``entity_id`` to Vault group ``group``; returns whether it was a member already
+        (the group's members read just before). Raises ``actions.errors`` errors."""
+        if self._vault is None:
+            raise PermanentError("Vault is not configured")
+        before = entity_id in self._vault.group_member_ids(group)
+        self._vault.add_group_member(group, entity_id)
+        return before
 
     def _read_back(
         self, error: MaybeApplied, kube_context: str | None, body: dict[str, Any]
@@ -534,6 +500,26 @@ class Access:
     def managed_role_bindings(self, kube_context: str | None) -> list[dict[str, Any]]:
         """Every RoleBinding labelled ``app.kubernetes.io/managed-by=opsgate``, all namespaces."""
         return self._kube.list_role_bindings(kube_context, None, MANAGED_SELECTOR)
+
+    @property
+    def vault_configured(self) -> bool:
+        """Whether Vault is configured (the Vault drift check has nothing to do without it)."""
+        return self._vault is not None
+
+    def vault_group_members(self, group: str) -> list[str]:
+        """The entity IDs that are direct members of Vault identity group ``group``. Raises
+        ``NotFound`` (no such group), ``PermanentError`` (Vault is not configured) and other
+        ``actions.errors`` errors."""
+        if self._vault is None:
+            raise PermanentError(f"cannot list the members of Vault group {group}: no Vault")
+        return self._vault.group_member_ids(group)
+
+    def remove_vault_member(self, group: str, entity_id: str) -> bool:
+        """Remove ``entity_id`` from Vault group ``group`` (drift); False if it was not a
+        member. Raises ``actions.errors`` errors."""
+        if self._vault is None:
+            raise PermanentError(f"cannot remove a member of Vault group {group}: no Vault")
+        return self._vault.remove_group_member(group, entity_id)
 
     def delete_role_binding(self, kube_context: str | None, namespace: str, name: str) -> bool:
         """Delete one RoleBinding (drift); False if it was already gone."""

@@ -46,12 +46,15 @@ class Preview:
 @dataclass(frozen=True)
 class RolloutWatch:
     """A workload whose rollout is still to be followed after a change: its ``kind``
-    (Deployment, StatefulSet, DaemonSet), ``namespace``, ``name`` and ``kube_context``."""
+    (Deployment, StatefulSet, DaemonSet, or a batch/v1 ``Job`` followed to its end),
+    ``namespace``, ``name`` and ``kube_context``; ``timeout`` (seconds) replaces the gate's
+    rollout timeout when set (a Job is followed until its own ``activeDeadlineSeconds``)."""
 
     kind: str
     namespace: str
     name: str
     kube_context: str | None
+    timeout: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         """JSON for the database (``requests.rollout``)."""
@@ -60,12 +63,19 @@ class RolloutWatch:
             "namespace": self.namespace,
             "name": self.name,
             "kube_context": self.kube_context,
+            "timeout": self.timeout,
         }
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> RolloutWatch:
         """The inverse of :meth:`as_json`. Raises ``KeyError`` for a missing field."""
-        return cls(data["kind"], data["namespace"], data["name"], data.get("kube_context"))
+        return cls(
+            data["kind"],
+            data["namespace"],
+            data["name"],
+            data.get("kube_context"),
+            data.get("timeout"),
+        )
 
 
 @dataclass(frozen=True)
@@ -84,11 +94,9 @@ class Outcome:
 
 
 class ActionKind(Protocol):
-    """One request kind (restart, scale, …), as built from its declaration
-    (``actions.spec.KindSpec``, the ``KIND`` of its module).
+    """One request kind (restart, scale, …).
 
-    ``name`` is the command word; ``reversible`` tells the policy whether the change can be undone;
-    both, and ``params_model``, are the declaration's.
+    ``name`` is the command word; ``reversible`` tells the policy whether the change can be undone.
     """
 
     name: ClassVar[str]

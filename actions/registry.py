@@ -1,5 +1,6 @@
 """The request kinds opsgate executes: :data:`KINDS`, one line per kind, and
-:func:`build_registry`, which makes them from the backends.
+:func:`build_registry`, which makes them from the backends (:func:`build_follower`: the reader
+of what their requests leave to follow).
 
 Adding a kind touches its module, one line here, and at most one more file:
 
@@ -16,6 +17,13 @@ Adding a kind touches its module, one line here, and at most one more file:
 3. at most one more: the adapter that implements that Protocol
    (``actions/backends/kubernetes.py`` or ``actions/backends/vault.py``), when there is one.
 
+A kind whose top-level settings name environments or hold irreversible items, or warrant a
+``policy check`` warning, says so through ``RuleSettings.environments_named``, ``irreversible``
+and ``warnings``; one whose requests differ in reversibility gives ``reversible_for``; one whose
+change is followed otherwise than as a workload's rollout gives ``follows`` and ``follower``
+(:func:`build_follower` makes the gate's reader from them); one with a listing command gives
+``catalogue`` (``/ops runbooks``). ``actions/runbook.py`` uses them all.
+
 ``/ops`` parsing, usage and help (``bot.grammar``), the policy's known actions, reversibility,
 rule and top-level settings and their validation (``approvals.policy``) follow from
 :data:`KINDS`; ``tests/test_kinds.py`` checks that the new kind round-trips through all of them.
@@ -27,13 +35,14 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
-from actions import access, restart, restore, rollback, rotate, scale
-from actions.base import ActionKind, Target
+from actions import access, restart, restore, rollback, rotate, runbook, scale
+from actions.base import ActionKind, RolloutWatch, Target
 from actions.errors import Invalid
 from actions.kube import KubernetesPort
 from actions.restart import Restart, RestartParams
+from actions.rollout import RolloutReader, RolloutResult
 from actions.secret_kind import ConsumerCheck, RestartConsumer
-from actions.spec import Backends, KindSpec
+from actions.spec import Backends, Follower, KindSpec
 from actions.vault import VaultPort
 from actions.workloads import parse_workload
 
@@ -44,6 +53,7 @@ KINDS: tuple[KindSpec, ...] = (
     access.KIND,
     rotate.KIND,
     restore.KIND,
+    runbook.KIND,
 )
 """Every request kind, in the order ``/ops help`` lists them."""
 
@@ -124,3 +134,32 @@ def build_registry(
     )
     kinds = [spec.build(backends) for spec in KINDS]
     return {kind.name: kind for kind in kinds if kind is not None}
+
+
+class WatchReader:
+    """The gate's reader of what it follows (``approvals.rollouts.RolloutChecker``): a watch of
+    a kind's ``KindSpec.follows`` (a runbook's ``Job``) by that kind's ``follower``, any other
+    by :class:`actions.rollout.RolloutReader` (a workload's rollout, as ``kubectl rollout
+    status`` reads it)."""
+
+    def __init__(self, rollouts: Follower, others: Mapping[str, Follower]) -> None:
+        self._rollouts = rollouts
+        self._others = others
+
+    def check(self, watch: RolloutWatch, *, elapsed: float, timeout: float) -> RolloutResult | None:
+        """One reading of ``watch`` (its result once it has ended or ``elapsed`` reached
+        ``timeout`` seconds; None while it runs). Raises ``actions.errors.ActionError``."""
+        reader = self._others.get(watch.kind, self._rollouts)
+        return reader.check(watch, elapsed=elapsed, timeout=timeout)
+
+
+def build_follower(*, kube: KubernetesPort, clock: Callable[[], datetime]) -> WatchReader:
+    """The reader of everything the gate follows, from the kinds of :data:`KINDS` that declare
+    a ``follower`` the backends allow."""
+    backends = Backends(kube=kube, clock=clock)
+    others: dict[str, Follower] = {}
+    for spec in KINDS:
+        follower = spec.follower(backends) if spec.follower is not None else None
+        if spec.follows is not None and follower is not None:
+            others[spec.follows] = follower
+    return WatchReader(RolloutReader(kube), others)

@@ -40,6 +40,7 @@ class RestartParams(BaseModel):
 KIND = KindSpec(
     name="restart",
     summary="rolling restart of a Deployment, StatefulSet or DaemonSet (name or kind/name)",
+    example='/ops restart payments-api -n payments --reason "OOM after 1.4.2"',
     grammar=(
         Arg(
             "workload",

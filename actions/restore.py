@@ -57,6 +57,7 @@ def _undo(params: BaseModel, facts: Mapping[str, Any]) -> Undo:
 KIND = KindSpec(
     name="restore",
     summary="write version N of a KV v2 secret as a new version (history is kept)",
+    example='/ops restore secret/prod/payments/db --to-version 7 --reason "it broke login"',
     grammar=(
         Arg(
             "path",

@@ -68,6 +68,7 @@ KIND = KindSpec(
     name="rollback",
     summary="roll a Deployment back to its previous (or the given) revision, as "
     "`kubectl rollout undo` does",
+    example='/ops rollback payments-api -n payments --to-revision 4 --reason "bad 1.4.3"',
     grammar=(
         Arg(
             "deployment",

@@ -107,6 +107,7 @@ KIND = KindSpec(
     name="rotate",
     summary="write a new value to a Vault secret (KV v2) or rotate a database static role, "
     "then restart its consumers",
+    example="/ops rotate secret/prod/payments/db --key password --restart payments-api -n payments",
     grammar=(
         Arg(
             "path",

@@ -78,6 +78,7 @@ def _undo(params: BaseModel, facts: Mapping[str, Any]) -> Undo:
 KIND = KindSpec(
     name="scale",
     summary="set the replicas of a Deployment or StatefulSet",
+    example='/ops scale deploy/checkout 6 -n checkout --reason "traffic spike"',
     grammar=(
         Arg(
             "workload",

@@ -13,11 +13,11 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
@@ -27,6 +27,7 @@ from actions.workloads import WorkloadKind, parse_workload
 if TYPE_CHECKING:
     from actions.base import ActionKind
     from actions.kube import KubernetesPort
+    from actions.rollout import RolloutResult
     from actions.vault import VaultPort
 
 P = TypeVar("P")
@@ -202,6 +203,28 @@ class RuleSettings(BaseModel):
         this kind, so defaults that only make sense for it may be filled in)."""
         return self.model_dump(mode="json")
 
+    # The hooks below serve a kind's top-level settings (``KindSpec.policy_settings``), which
+    # may name environments and declare, item by item, what cannot be undone (runbooks).
+
+    def environments_named(self) -> list[tuple[Loc, Sequence[str]]]:
+        """The environment names these settings refer to, each list with where it is
+        (``(("runbooks", "vacuum", "environments"), ["prod"])``): the policy loader reports any
+        that is not one of the policy's environments. None here."""
+        return []
+
+    def irreversible(self, environments: Collection[str] | None) -> list[str]:
+        """What these settings let a request of the kind do in one of ``environments`` (a
+        rule's ``match.environment``; None: any) that cannot be undone, each named for the
+        loader's message (``runbook vacuum``): an ``approval: auto`` rule deciding the kind then
+        needs ``allow_irreversible_auto``. None here."""
+        return []
+
+    def warnings(self, decided_in: Callable[[Collection[str]], bool]) -> list[tuple[Loc, str]]:
+        """What is valid but surely not meant (``opsgate policy check``), as ``(where,
+        message)`` pairs; ``decided_in(environments)`` tells whether a rule that does not deny
+        decides the kind in one of ``environments``. None here."""
+        return []
+
 
 @dataclass(frozen=True)
 class Backends:
@@ -218,15 +241,41 @@ class Backends:
     restart_consumer: Callable[[str, str, str | None], str] | None = None
     check_consumer: Callable[[str, str, str | None], str] | None = None
 
-    def adapter(self, port: type[P]) -> P | None:
+    def adapter(self, port: Callable[..., P]) -> P | None:
         """The adapter (``kube``, then ``vault``) that implements ``port``, a
         ``typing.runtime_checkable`` Protocol a kind declares in its own module for what it
         needs beyond :class:`actions.kube.KubernetesPort` and :class:`actions.vault.VaultPort`
         (e.g. Jobs and pod logs); None when neither does (the kind is then not built)."""
         for candidate in (self.kube, self.vault):
-            if candidate is not None and isinstance(candidate, port):
-                return candidate
+            if candidate is not None and isinstance(candidate, port):  # type: ignore[arg-type]
+                return cast(P, candidate)
         return None
+
+
+class Follower(Protocol):
+    """Reads once something a request of a kind left to follow (a ``RolloutWatch`` of the
+    kind's ``KindSpec.follows``, e.g. a ``Job``), for the gate's periodic job."""
+
+    def check(self, watch: Any, *, elapsed: float, timeout: float) -> RolloutResult | None:
+        """Its result once it has ended or ``elapsed`` reached ``timeout`` (seconds); None
+        while it runs. Raises ``actions.errors.ActionError``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    """A listing a kind answers at once, without a request: ``/ops <word>`` (``/ops
+    runbooks``), ``summary`` its line in ``/ops help``. ``lines(settings, namespaces_of,
+    may_ask)`` makes the answer (Slack mrkdwn lines, which the caller escapes) from the policy's
+    top-level settings for the kind (None: none), each environment's namespace globs, and
+    ``may_ask(environment, namespace glob)``: whether a rule lets the caller ask for the kind
+    there."""
+
+    word: str
+    summary: str
+    lines: Callable[
+        [RuleSettings | None, Mapping[str, Sequence[str]], Callable[[str, str], bool]], list[str]
+    ]
 
 
 @dataclass(frozen=True)
@@ -254,6 +303,16 @@ class KindSpec:
     backends (None: it cannot run with them, e.g. no Vault); ``undo``, where the kind has one,
     gives from a request's params and its preview's facts the request that puts back what it
     changes (None: that one cannot be undone by a request, e.g. a static role's password).
+    ``reversible_for(params, policy settings, environment)``, for a kind whose requests differ,
+    tells whether one request can be undone (a runbook says so itself), ``reversible`` being
+    then the most a request of the kind can be;
+    ``follows`` is the ``RolloutWatch.kind`` the kind's ``Outcome`` leaves to follow when it is
+    not a workload's rollout (``Job``), read by ``follower(backends)`` (None: the backends lack
+    what it needs); ``catalogue`` a listing command of the kind (``/ops runbooks``); ``example``
+    a whole ``/ops`` command that ``/ops help <word>`` shows; ``cluster_rules`` the RBAC rules
+    (``rbac.authorization.k8s.io/v1`` PolicyRule dicts) the kind needs beyond the common ones,
+    which ``opsgate rbac`` adds only for a policy that lets some rule decide the kind and, for a
+    kind with top-level settings, declares some (the runbooks' Job rules).
     """
 
     name: str
@@ -268,6 +327,22 @@ class KindSpec:
     decided_with: str | None = None
     undo: Callable[[BaseModel, Mapping[str, Any]], Undo | None] | None = None
     command: str | None = None
+    reversible_for: Callable[[BaseModel, RuleSettings | None, str | None], bool] | None = None
+    follows: str | None = None
+    follower: Callable[[Backends], Follower | None] | None = None
+    catalogue: Catalogue | None = None
+    example: str = ""
+    cluster_rules: tuple[Mapping[str, Any], ...] = ()
+
+    def request_reversible(
+        self, params: BaseModel, settings: RuleSettings | None, environment: str | None
+    ) -> bool:
+        """Whether the request of ``params`` in ``environment`` can be undone, ``settings``
+        being the policy's top-level settings for the kind: ``reversible``, and
+        ``reversible_for`` when given."""
+        if self.reversible_for is None:
+            return self.reversible
+        return self.reversible and self.reversible_for(params, settings, environment)
 
     @property
     def word(self) -> str:

@@ -25,6 +25,7 @@ from approvals.policy import (
     Outcome,
     RequestContext,
     decide,
+    request_reversible,
     resolve_environment,
 )
 
@@ -82,7 +83,9 @@ def explain(
             reason=reason,
             break_glass=break_glass,
             at=now,
-            kind_reversible=kind.reversible,
+            kind_reversible=request_reversible(
+                policy, kind.name, params, kind.reversible, environment
+            ),
         ),
         groups=groups,
     )

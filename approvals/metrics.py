@@ -13,7 +13,8 @@ Counters and histograms are per process (each replica counts what it did; Promet
 * ``opsgate_grant_revocation_lag_seconds``: how long after its ``expires_at`` a grant's removal
   was confirmed by the backends, in seconds (grants revoked early are not observed).
 * ``opsgate_grant_revocation_failures_total``: removals of a grant that failed (each is retried).
-* ``opsgate_drift_corrections_total``: RoleBindings removed by the drift check.
+* ``opsgate_drift_corrections_total``: RoleBindings and Vault group members removed by the
+  drift check.
 
 The request counters are fed by :class:`MeteredNotifier`, which the app puts around the gate's
 notifier: the gate calls it once for every transition it committed, whichever replica made it.
@@ -67,7 +68,9 @@ REVOCATION_LAG = Histogram(
 REVOCATION_FAILURES = Counter(
     "opsgate_grant_revocation_failures", "Removals of a grant from the backends that failed."
 )
-DRIFT_CORRECTIONS = Counter("opsgate_drift_corrections", "RoleBindings the drift check removed.")
+DRIFT_CORRECTIONS = Counter(
+    "opsgate_drift_corrections", "RoleBindings and Vault group members the drift check removed."
+)
 
 
 def _aware(moment: datetime) -> datetime:

@@ -242,6 +242,10 @@ class Grant(Base):
     vault_group: Mapped[str | None] = mapped_column(String(253))
     vault_entity: Mapped[str | None] = mapped_column(String(253))
     vault_entity_id: Mapped[str | None] = mapped_column(String(64))
+    vault_member_added: Mapped[bool | None]
+    """True: this grant (or the chain of overlapping opsgate grants of the same entity and group
+    it joined) added the entity to ``vault_group``, so its end may remove it; False: the entity
+    was a member before, through no opsgate grant, and stays; None: no Vault group."""
     duration_seconds: Mapped[int]
     max_duration_seconds: Mapped[int | None]
     started_at: Mapped[datetime]

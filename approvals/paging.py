@@ -78,7 +78,7 @@ def page_window(number: int, size: int) -> tuple[int, int]:
     return (number - 1) * size, size
 
 
-def chunks(ids: Sequence[int], size: int = IN_CHUNK) -> Iterator[Sequence[int]]:
+def chunks(ids: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
     """``ids`` cut in runs of at most ``size``, for ``IN (…)`` lists."""
     for start in range(0, len(ids), size):
         yield ids[start : start + size]

@@ -45,14 +45,14 @@ Finish = Callable[[int, Status, dict[str, Any], str | None, str | None], None]
 def rollout_state(outcome: Outcome, started: datetime, timeout: float) -> dict[str, Any]:
     """The JSON stored in ``requests.rollout`` for ``outcome`` (its ``rollout`` must be set):
     what was applied, its facts, the workload, when (``started``, aware UTC) and ``timeout``
-    (seconds)."""
+    (seconds; the watch's own ``timeout`` when it has one)."""
     assert outcome.rollout is not None
     return {
         "applied": outcome.summary,
         "facts": outcome.facts,
         "watch": outcome.rollout.as_json(),
         "started_at": started.isoformat(),
-        "timeout": timeout,
+        "timeout": outcome.rollout.timeout or timeout,
     }
 
 

@@ -35,8 +35,7 @@ from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
 from actions.base import ActionKind
 from actions.history import render_history, rollout_history
-from actions.registry import build_registry
-from actions.rollout import RolloutReader
+from actions.registry import build_follower, build_registry
 from approvals.db import make_engine, make_sessionmaker, migrate, ping
 from approvals.expiry import ExpiryScheduler
 from approvals.extend import Extend
@@ -49,6 +48,7 @@ from approvals.notifier import GrantView, RequestView
 from approvals.policy import LoadedPolicy, PolicyError
 from approvals.policy_store import PolicyStore
 from approvals.tokens import TokenStore
+from approvals.vault_drift import policy_vault_groups
 from bot import listeners
 from bot.api.app import build_api
 from bot.api.auth import Authenticator
@@ -137,7 +137,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
         directory=UsergroupDirectory(client, ttl=settings.usergroup_cache_ttl),
         grants=grants,  # the gate subscribes to the grants' ends
         history=history,
-        rollouts=RolloutReader(kube),
+        rollouts=build_follower(kube=kube, clock=clock),
         rollout_timeout=settings.rollout_timeout,
     )
 
@@ -234,7 +234,8 @@ def _grant_service(
     clock: Callable[[], datetime],
 ) -> GrantService:
     """The grants service over the ``access`` kind; its drift check looks in the kubeconfig
-    context of every environment of the policy in force."""
+    context of every environment of the policy in force, and in the Vault groups of its access
+    rules."""
     access = registry["access"]
     assert isinstance(access, Access)
 
@@ -250,6 +251,7 @@ def _grant_service(
         notifier=notifier,
         clock=clock,
         kube_contexts=kube_contexts,
+        vault_groups=lambda: policy_vault_groups(store.current().policy),
         reminder_before=settings.reminder_before,
     )
 

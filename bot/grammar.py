@@ -4,12 +4,14 @@
 :class:`CommandError`, whose message says what was wrong and ends with the usage line. Each request
 kind's entry in :data:`SUBCOMMANDS` is derived from its declaration (``actions.spec.KindSpec``:
 its typed arguments, usage line and summary) in ``actions.registry.KINDS``; the commands that are
-not request kinds (history, status, grants, revoke, extend) are declared here.
+not request kinds (history, status, grants, revoke, extend) are declared here, but a kind's
+listing (``/ops runbooks``, its ``catalogue``).
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from actions.spec import MAX_ID, Arg, ArgType, KindSpec
 from actions.workloads import WorkloadKind, parse_workload
 from approvals.extend import ExtendParams
 from approvals.paging import MAX_PAGE
-from bot.mrkdwn import unescape
+from bot.mrkdwn import escape, unescape
 
 # Slack turns straight quotes into typographic ones on many keyboards; shlex needs straight ones.
 _DOUBLE_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"'})
@@ -47,7 +49,11 @@ class CommandError(ValueError):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that raises instead of printing and exiting."""
+    """argparse that raises instead of printing and exiting, and takes no abbreviation of an
+    option (``--b`` is not ``--break-glass``)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise CommandError(message)
@@ -62,7 +68,8 @@ class Command:
     matches on. ``request_id`` is for status (None: the requester's latest requests);
     ``grant_id`` for revoke and extend; ``page`` (1-based) is the page of a list answer
     (``status`` without an ID, ``grants``, ``changes``); ``since`` (seconds) is how far back
-    ``changes`` looks; ``name`` is the command word.
+    ``changes`` looks; ``topic`` the command ``help`` was asked about; ``name`` is the command
+    word, ``catalogue`` for a kind's listing (``/ops runbooks``), whose kind is ``kind``.
     """
 
     name: str
@@ -77,14 +84,20 @@ class Command:
     workload: str | None = None
     page: int = 1
     since: int | None = None
+    kind: str | None = None
+    topic: str | None = None
 
 
 @dataclass(frozen=True)
 class Subcommand:
+    """One ``/ops`` word: its usage line, its line in ``/ops help``, how its arguments are
+    declared and read, and a whole example command (``/ops help <word>`` shows it)."""
+
     usage: str
     summary: str
     configure: Callable[[argparse.ArgumentParser], None]
     build: Callable[[argparse.Namespace], Command]
+    example: str = ""
 
 
 def _request_options(parser: argparse.ArgumentParser) -> None:
@@ -198,7 +211,20 @@ def kind_subcommand(spec: KindSpec) -> Subcommand:
         namespace, path = spec.scope_of(params)
         return _request(spec.name, params, ns, namespace=namespace, path=path)
 
-    return Subcommand(spec.usage(_REQ), spec.summary, configure, build)
+    return Subcommand(spec.usage(_REQ), spec.summary, configure, build, spec.example)
+
+
+def catalogue_subcommand(spec: KindSpec) -> Subcommand:
+    """The listing command of a kind that declares one (``KindSpec.catalogue``: ``/ops
+    runbooks``), answered without a request: ``Command("catalogue", kind=spec.name)``."""
+    assert spec.catalogue is not None
+    return Subcommand(
+        f"/ops {spec.catalogue.word}",
+        spec.catalogue.summary,
+        lambda parser: None,
+        lambda ns: Command("catalogue", kind=spec.name),
+        f"/ops {spec.catalogue.word}",
+    )
 
 
 def _page(text: str) -> int:
@@ -289,17 +315,20 @@ _REQ = "[--env ENV] [--reason TEXT] [--break-glass REASON]"
 
 SUBCOMMANDS: dict[str, Subcommand] = {
     **{spec.word: kind_subcommand(spec) for spec in KINDS},
+    **{s.catalogue.word: catalogue_subcommand(s) for s in KINDS if s.catalogue is not None},
     "history": Subcommand(
         "/ops history <deployment> -n <namespace> [--env ENV]",
         "a Deployment's revisions, as `kubectl rollout history` lists them (no approval)",
         _history_args,
         _history_build,
+        "/ops history payments-api -n payments",
     ),
     "status": Subcommand(
         "/ops status [REQUEST_ID | --page N]",
         "where a request stands (without an ID: your latest requests, a page at a time)",
         _status_args,
         _status_build,
+        "/ops status 42",
     ),
     "changes": Subcommand(
         "/ops changes [WORKLOAD] [-n NAMESPACE] [--since DURATION] [--page N]",
@@ -307,24 +336,28 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         "on what that channel's requests touched)",
         _changes_args,
         _changes_build,
+        "/ops changes payments-api -n payments --since 6h",
     ),
     "grants": Subcommand(
         "/ops grants [--page N]",
         "active access grants: yours, or every one if you approve grants, a page at a time",
         _page_option,
         _grants_build,
+        "/ops grants",
     ),
     "revoke": Subcommand(
         "/ops revoke <GRANT_ID> [--reason TEXT]",
         "end a grant now (its grantee or an approver; no approval needed)",
         _revoke_args,
         _revoke_build,
+        '/ops revoke 42 --reason "done debugging"',
     ),
     "extend": Subcommand(
         "/ops extend <GRANT_ID> <DURATION> [--reason TEXT]",
         "ask for more time on a grant (within the rule's max_duration)",
         _extend_args,
         _extend_build,
+        '/ops extend 42 30m --reason "the migration runs late"',
     ),
 }
 
@@ -337,8 +370,15 @@ def usage(name: str | None = None) -> str:
     return "Usage:\n" + "\n".join(f"`{line}`" for line in lines)
 
 
-def help_text() -> str:
-    """The answer to ``/ops help``."""
+def help_text(topic: str | None = None) -> str:
+    """The answer to ``/ops help``; with ``topic`` (``/ops help scale``), that command's
+    summary, usage line and an example, or the nearest command's name for a typo."""
+    if topic is not None and topic != "help":
+        sub = SUBCOMMANDS.get(topic)
+        if sub is None:
+            return f"There is no command `{escape(topic)}`.{_nearest(topic)}\n{usage()}"
+        example = f"\nExample: `{sub.example}`" if sub.example else ""
+        return f"*/ops {topic}*: {sub.summary}\nUsage: `{sub.usage}`{example}"
     lines = ["*opsgate*: Day 2 operations through an approval gate. Commands:"]
     lines += [f"• `{sub.usage}`: {sub.summary}" for sub in SUBCOMMANDS.values()]
     lines.append("• `/ops help`: this message")
@@ -357,15 +397,15 @@ def parse_words(words: list[str]) -> Command:
     :func:`parse` does after splitting; the HTTP API builds its words from a JSON body. Raises
     :class:`CommandError` with the usage line."""
     if not words or words[0] == "help":
-        return Command("help")
+        return Command("help", topic=words[1] if len(words) > 1 else None)
     name, rest = words[0], words[1:]
     sub = SUBCOMMANDS.get(name)
     if sub is None:
-        raise CommandError(f"Unknown command `{name}`.\n{usage()}")
+        raise CommandError(f"Unknown command `{name}`.{_nearest(name)}\n{usage()}")
     parser = _Parser(prog=f"/ops {name}", add_help=False, exit_on_error=False)
     sub.configure(parser)
     try:
-        namespace = parser.parse_args(rest)
+        namespace = parser.parse_args(_dash_values(parser, rest))
         return sub.build(namespace)
     except (CommandError, argparse.ArgumentError) as exc:
         raise CommandError(f"{exc}.\n{usage(name)}") from exc
@@ -376,3 +416,34 @@ def parse_words(words: list[str]) -> Command:
         raise CommandError(f"{problems}.\n{usage(name)}") from exc
     except ValueError as exc:
         raise CommandError(f"{exc}.\n{usage(name)}") from exc
+
+
+def _nearest(word: str) -> str:
+    """`` Did you mean `restart`?`` for a command word close to ``word`` (``difflib``'s
+    ratio of at least 0.6), else nothing."""
+    close = difflib.get_close_matches(word, [*SUBCOMMANDS, "help"], n=1, cutoff=0.6)
+    return f" Did you mean `{close[0]}`?" if close else ""
+
+
+def _dash_values(parser: argparse.ArgumentParser, words: list[str]) -> list[str]:
+    """``words`` with each value that starts with ``-`` joined to the option before it
+    (``--reason -5%`` becomes ``--reason=-5%``, ``-n -x`` becomes ``-n-x``), as argparse would
+    otherwise read such a value as an option: a reason may begin with a dash."""
+    takes_value = {
+        flag
+        for action in parser._actions
+        if action.option_strings and action.nargs is None and action.const is None
+        for flag in action.option_strings
+    }
+    joined: list[str] = []
+    i = 0
+    while i < len(words):
+        word = words[i]
+        value = words[i + 1] if i + 1 < len(words) else None
+        if word in takes_value and value is not None and value.startswith("-"):
+            joined.append(f"{word}={value}" if word.startswith("--") else f"{word}{value}")
+            i += 2
+            continue
+        joined.append(word)
+        i += 1
+    return joined

@@ -137,12 +137,19 @@ _NOTICE = {
 }
 
 
+_VAULT_DRIFT = (
+    ":warning: Drift: Vault entity {entity} was removed from identity group {group} ({reason})."
+)
+
+
 def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Blocks]:
     """What the grantee (or, for ``drift_removed``, the audit channel) is told about ``event``:
     ``started``, ``reminder``, ``extended``, ``revoked``, ``expired`` or ``drift_removed``."""
     if event == "reminder":
         return reminder_message(grant, now)
     template = _NOTICE.get(event, ":information_source: {title}: " + event + ".")
+    if event == "drift_removed" and not grant.role_binding:
+        template = _VAULT_DRIFT
     text = template.format(
         title=grant_title(grant),
         role=escape(grant.role),
@@ -154,6 +161,8 @@ def grant_notice(grant: GrantView, event: str, now: datetime) -> tuple[str, Bloc
         left=time_left(grant, now),
         reason=escape_composed(grant.revoke_reason or "no reason given"),
         binding=escape(grant.role_binding),
+        entity=escape(grant.vault_entity or "?"),
+        group=escape(grant.vault_group or "?"),
     )
     blocks: Blocks = [section(text)]
     if event == "drift_removed" and grant.kube_context:

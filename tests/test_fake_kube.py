@@ -116,7 +116,7 @@ def test_discovery(api_client: client.ApiClient, fake: FakeKubernetes) -> None:
 def test_openapi_and_unknown_paths_answer_404_status(
     fake: FakeKubernetes, http: urllib3.PoolManager
 ) -> None:
-    for path in ("/openapi/v2", "/openapi/v3", "/apis/batch/v1/jobs", "/healthz/nope"):
+    for path in ("/openapi/v2", "/openapi/v3", "/apis/batch/v1/cronjobs", "/healthz/nope"):
         response = http.request("GET", fake.url + path)
         assert response.status == 404
         assert response.json() == {

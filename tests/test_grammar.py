@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actions.access import AccessParams
+from actions.registry import KINDS
 from actions.restart import RestartParams
 from actions.restore import RestoreParams
 from actions.rollback import RollbackParams
@@ -14,7 +15,7 @@ from actions.rotate import RotateParams
 from actions.scale import ScaleParams
 from actions.workloads import WorkloadKind
 from approvals.extend import ExtendParams
-from bot.grammar import Command, CommandError, help_text, parse, usage
+from bot.grammar import SUBCOMMANDS, Command, CommandError, help_text, parse, usage
 from bot.mrkdwn import escape
 
 RESTART_USAGE = (
@@ -42,9 +43,13 @@ def test_a_typographic_apostrophe_is_a_letter_when_it_is_not_a_quote(
     assert parse(text).reason == reason
 
 
-@pytest.mark.parametrize("text", ["help", "", "   ", "help restart", "  help  "])
+@pytest.mark.parametrize("text", ["help", "", "   ", "  help  "])
 def test_help(text: str) -> None:
     assert parse(text) == Command("help")
+
+
+def test_help_about_one_command_names_it() -> None:
+    assert parse("help restart") == Command("help", topic="restart")
 
 
 @pytest.mark.parametrize(
@@ -355,3 +360,76 @@ def test_the_other_kinds_errors_say_what_and_show_usage(text: str, words: list[s
     for word in words:
         assert word in message
     assert message.endswith(usage(text.split()[0]))
+
+
+# --- issue 13, item 4: no abbreviations, dash values, help per command, typos -----------------
+
+
+@pytest.mark.parametrize(
+    ("text", "unrecognized"),
+    [
+        ("restart web -n shop --b 'INC-1'", "--b"),
+        ("rollback web -n shop --to 3", "--to"),
+        ("restart web -n shop --rea OOM", "--rea"),
+        ("access shop --fo 1h", "--fo"),
+    ],
+)
+def test_an_abbreviated_option_is_refused_not_guessed(text: str, unrecognized: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        parse(text)
+    assert f"unrecognized arguments: {unrecognized}" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("restart web -n shop --reason '-5% error budget'", "-5% error budget"),
+        ("scale web 3 -n shop --reason '--dry-run was wrong'", "--dry-run was wrong"),
+        ("restart web --reason '-1' -n shop", "-1"),
+    ],
+)
+def test_a_reason_may_begin_with_a_dash(text: str, reason: str) -> None:
+    assert parse(text).reason == reason
+
+
+def test_a_break_glass_justification_may_begin_with_a_dash() -> None:
+    parsed = parse("restart web -n shop --break-glass '-- prod is down'")
+    assert parsed.break_glass == "-- prod is down"
+
+
+def test_help_for_each_command_gives_its_usage_and_an_example_that_parses() -> None:
+    for word, sub in SUBCOMMANDS.items():
+        text = help_text(word)
+        assert text.startswith(f"*/ops {word}*: {sub.summary}")
+        assert f"Usage: `{sub.usage}`" in text
+        assert sub.example, f"{word} has no example"
+        assert f"Example: `{sub.example}`" in text
+        assert parse(sub.example.removeprefix("/ops ")).name in (
+            word,
+            SUBCOMMANDS_NAMES.get(word, word),
+        )
+    assert parse("help scale") == Command("help", topic="scale")
+
+
+SUBCOMMANDS_NAMES = {
+    **{spec.word: spec.name for spec in KINDS},
+    **{spec.catalogue.word: "catalogue" for spec in KINDS if spec.catalogue is not None},
+}
+
+
+@pytest.mark.parametrize(
+    ("typo", "meant"),
+    [("restrat", "restart"), ("sclae", "scale"), ("rolback", "rollback"), ("grant", "grants")],
+)
+def test_a_typo_in_a_command_name_suggests_the_nearest(typo: str, meant: str) -> None:
+    with pytest.raises(CommandError) as caught:
+        parse(f"{typo} web -n shop")
+    assert f"Unknown command `{typo}`. Did you mean `{meant}`?" in str(caught.value)
+    assert f"Did you mean `{meant}`?" in help_text(typo)
+
+
+def test_nothing_close_suggests_nothing_and_help_escapes_what_was_typed() -> None:
+    with pytest.raises(CommandError) as caught:
+        parse("xyzzy")
+    assert "Did you mean" not in str(caught.value)
+    assert "`&lt;!channel&gt;`" in help_text("<!channel>")

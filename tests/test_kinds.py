@@ -25,6 +25,7 @@ from actions.backends.kubernetes import KubernetesBackend
 from actions.backends.vault import VaultBackend
 from actions.base import Target
 from actions.registry import KINDS, KINDS_BY_NAME, build_registry
+from actions.runbook import JobsPort
 from actions.spec import Arg, ArgType, Backends, KindSpec, Scope
 from approvals.policy import (
     KNOWN_ACTIONS,
@@ -263,8 +264,8 @@ class _RoleReader(Protocol):
 
 
 @runtime_checkable
-class _JobRunner(Protocol):
-    def create_job(self, context: str | None, namespace: str, body: dict[str, Any]) -> Any: ...
+class _CronJobRunner(Protocol):
+    def create_cron_job(self, context: str | None, namespace: str, body: dict[str, Any]) -> Any: ...
 
 
 def test_a_kind_finds_the_adapter_that_implements_the_port_it_declares(
@@ -272,7 +273,8 @@ def test_a_kind_finds_the_adapter_that_implements_the_port_it_declares(
 ) -> None:
     backends = Backends(kube=kube, vault=vault, clock=lambda: datetime.now(UTC))
     assert backends.adapter(_RoleReader) is kube
-    assert backends.adapter(_JobRunner) is None  # no adapter runs Jobs: such a kind is not built
+    assert backends.adapter(JobsPort) is kube  # the run kind's port, in actions/runbook.py
+    assert backends.adapter(_CronJobRunner) is None  # no adapter: such a kind is not built
 
 
 def test_the_undo_of_a_scale_is_the_scale_back_to_the_count_it_read(

@@ -1402,6 +1402,7 @@ def test_reversible_table() -> None:
         "extend": True,
         "rotate": False,
         "restore": False,
+        "run": True,  # each runbook declares its own; the loader checks auto rules against it
     }
     assert set(KNOWN_ACTIONS) == set(REVERSIBLE) - {"extend"}
     assert RequestContext("rotate", "U").reversible is False

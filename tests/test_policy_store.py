@@ -241,6 +241,8 @@ def test_watcher_follows_a_configmap_volume_swap(tmp_path: Path, recorder: Recor
         tmp_link.symlink_to(second.name)
         os.replace(tmp_link, mount / "..data")
         wait_until(lambda: store.current().sha256 == sha(V2))
+        # on_reload is called just after the new policy is in force: wait for it too
+        wait_until(lambda: bool(recorder.reloads))
         assert [r.sha256 for r in recorder.reloads] == [sha(V2)]
     finally:
         stop.set()

@@ -24,8 +24,12 @@ from actions.base import Target
 from actions.errors import Forbidden
 from actions.restore import Restore, RestoreParams
 from actions.rotate import Rotate, RotateParams
+from approvals.lifecycle import Actor
+from tests.fakes.kube import FakeKubernetes
 from tests.fakes.openbao import OpenBao
 from tests.fakes.postgres import OwnPostgres
+from tests.helpers.grants import SETTINGS as GRANT_SETTINGS
+from tests.helpers.grants import make_world
 
 pytest_plugins = ["tests.helpers.vault"]
 
@@ -168,6 +172,43 @@ def test_the_policy_is_enough_for_access_grants_in_opsgate_groups(
     assert backend.remove_group_member(group, alice) is True
     assert backend.group_member_ids(group) == []
     assert backend.remove_group_member(group, alice) is False
+
+
+def test_the_policy_is_enough_for_a_grant_its_end_and_the_vault_drift_check(
+    openbao: OpenBao,
+    backend: VaultBackend,
+    tmp_path: Path,
+    database_url: str,
+    kube: FakeKubernetes,
+) -> None:
+    """The access kind and the grants service over the policy-limited token: the read of the
+    members before a grant, the grant's end, and the drift check's read and removal."""
+    root = openbao.client()
+    suffix = uuid.uuid4().hex[:8]
+    name, group = f"alice-{suffix}", f"opsgate-payments-writers-{suffix}"
+    alice = root.secrets.identity.create_or_update_entity_by_name(name=name)["data"]["id"]
+    mallory = root.secrets.identity.create_or_update_entity_by_name(name=f"mallory-{suffix}")[
+        "data"
+    ]["id"]
+    root.secrets.identity.create_or_update_group_by_name(name=group, group_type="internal")
+    world = make_world(tmp_path, database_url, kube, vault=backend)
+    try:
+        rule = {
+            **GRANT_SETTINGS,
+            "vault_groups": {"edit": group},
+            "identity": {"kubernetes_user": "alice@example.com", "vault_entity": name},
+        }
+        grant = world.grant(role="edit", settings=rule)
+        assert world.row(grant.id).vault_member_added is True
+        backend.add_group_member(group, mallory)  # as if by hand
+        service = world.service(vault_groups=lambda: {group: False})
+        assert service.drift_check() == [f"vault:{group}/{mallory}"]
+        assert backend.group_member_ids(group) == [alice]
+        service.revoke(grant.id, actor=Actor("U0SRE1"), reason="done")
+        assert backend.group_member_ids(group) == []
+    finally:
+        world.backend.close()
+        world.engine.dispose()
 
 
 def test_the_policy_is_enough_to_rotate_a_database_static_role(

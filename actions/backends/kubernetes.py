@@ -477,6 +477,70 @@ class KubernetesBackend:
             )
         return list(data.get("items") or [])
 
+    # -- batch/v1 Jobs and pod logs: actions.runbook.JobsPort (runbooks)
+
+    def create_job(
+        self, context: str | None, namespace: str, body: dict[str, Any], *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        """POST a batch/v1 Job in ``namespace``; returns it as stored. ``dry_run`` sends
+        ``dryRun=All`` (the API server validates and defaults it, stores nothing). Raises
+        ``Invalid`` (422, the API server's message), ``Conflict`` when one of that name exists,
+        ``MaybeApplied`` when the POST was sent without an answer (not for a dry run)."""
+        name = body.get("metadata", {}).get("name") or body.get("metadata", {}).get(
+            "generateName", ""
+        )
+        extra: dict[str, Any] = {"dry_run": "All"} if dry_run else {}
+        return self._call(
+            context,
+            f"creating job/{name} in {namespace}",
+            client.BatchV1Api(self._api_client(context)).create_namespaced_job,
+            namespace,
+            body,
+            write=not dry_run,
+            **extra,
+        )
+
+    def get_job(self, context: str | None, namespace: str, name: str) -> dict[str, Any]:
+        """GET a batch/v1 Job as JSON. Raises ``NotFound`` when it does not exist."""
+        return self._call(
+            context,
+            f"reading job/{name} in {namespace}",
+            client.BatchV1Api(self._api_client(context)).read_namespaced_job,
+            name,
+            namespace,
+        )
+
+    def list_pods(
+        self, context: str | None, namespace: str, label_selector: str
+    ) -> list[dict[str, Any]]:
+        """The Pods in ``namespace`` matching ``label_selector``, as JSON."""
+        data = self._call(
+            context,
+            f"listing pods ({label_selector}) in {namespace}",
+            client.CoreV1Api(self._api_client(context)).list_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+        )
+        return list(data.get("items") or [])
+
+    def read_pod_log(
+        self, context: str | None, namespace: str, name: str, *, tail_lines: int, limit_bytes: int
+    ) -> str:
+        """``GET .../pods/{name}/log?tailLines=N&limitBytes=B``, as ``kubectl logs --tail N
+        --limit-bytes B`` asks: the last ``tail_lines`` lines, cut by the API server after
+        ``limit_bytes`` bytes. Decoded as UTF-8 (an invalid byte becomes U+FFFD)."""
+        with self._translated(f"reading the log of pod/{name} in {namespace}", context):
+            response: Any = client.CoreV1Api(self._api_client(context)).read_namespaced_pod_log(
+                name,
+                namespace,
+                tail_lines=tail_lines,
+                limit_bytes=limit_bytes,
+                _preload_content=False,
+                _request_timeout=self._timeout,
+            )
+            data: bytes = response.data
+        return data.decode("utf-8", errors="replace")
+
 
 def _scale_suffix(kind: str) -> str:
     try:

@@ -212,6 +212,10 @@ class Gate:
         """See :meth:`approvals.gate.agents.Agents.undo_autonomy`."""
         return self._agents.undo_autonomy(request_id, actor)
 
+    def policy(self) -> LoadedPolicy:
+        """The policy in force (it may be reloaded between calls)."""
+        return self._ctx.policy()
+
     def group_members(self) -> dict[str, frozenset[str]]:
         """Each policy group's members now (its users and its Slack user groups' members)."""
         return self._ctx.groups(self._ctx.policy())

@@ -37,6 +37,7 @@ from approvals.policy import (
     RequestContext,
     decide,
     is_incident_channel,
+    request_reversible,
     resolve_environment,
 )
 
@@ -171,7 +172,9 @@ class Submitting:
                 reason=sub.reason,
                 break_glass=sub.break_glass is not None,
                 at=now,
-                kind_reversible=kind.reversible,
+                kind_reversible=request_reversible(
+                    policy, sub.action, sub.params, kind.reversible, environment
+                ),
             ),
             groups=self._ctx.groups(loaded),
         )

@@ -48,7 +48,7 @@ class _Removal:
 
     grant: Grant
     at: datetime
-    removed: dict[str, bool] | None
+    removed: dict[str, bool | str] | None
     error: ActionError | None
 
 
@@ -60,7 +60,11 @@ class _Removals:
     (or all that remain): the waiting thread wakes once a run, not once a grant."""
 
     def __init__(
-        self, pool: ThreadPoolExecutor, remove: Callable[[Grant, bool], _Removal], *, run: int
+        self,
+        pool: ThreadPoolExecutor,
+        remove: Callable[[Grant, bool, str | None], _Removal],
+        *,
+        run: int,
     ) -> None:
         self._pool = pool
         self._remove = remove
@@ -75,20 +79,32 @@ class _Removals:
         with self._ready:
             return self._outstanding + len(self._done)
 
-    def start(self, grants: Iterable[Grant], deleted: Mapping[int, datetime]) -> None:
+    def start(
+        self,
+        grants: Iterable[Grant],
+        deleted: Mapping[int, datetime],
+        kept: Mapping[int, str],
+    ) -> None:
         """Remove ``grants``; those in ``deleted`` (grant ID: when its RoleBinding was deleted
-        with others) are done already, unless Vault is left."""
+        with others) are done already, unless Vault is left; those in ``kept`` (grant ID: why)
+        keep their Vault group membership."""
         for grant in grants:
             with self._ready:
                 self._outstanding += 1
             at = deleted.get(grant.id)
-            if at is not None and not (grant.vault_group and grant.vault_entity_id):
+            keep = kept.get(grant.id)
+            if at is not None and (keep or not (grant.vault_group and grant.vault_entity_id)):
                 done: Future[_Removal] = Future()
-                removed = {"role_binding_deleted": True, "vault_member_removed": False}
+                removed: dict[str, bool | str] = {
+                    "role_binding_deleted": True,
+                    "vault_member_removed": False,
+                }
+                if keep:
+                    removed["vault_member_kept"] = keep
                 done.set_result(_Removal(grant, at, removed, None))
                 self._finished(done)
                 continue
-            future = self._pool.submit(self._remove, grant, at is not None)
+            future = self._pool.submit(self._remove, grant, at is not None, keep)
             future.add_done_callback(self._finished)
 
     def _finished(self, future: Future[_Removal]) -> None:
@@ -169,7 +185,9 @@ class Revoker:
                     claimed = self._claim_overdue(now)
                     # a short batch is the last (what others took, they finish)
                     more = len(claimed) >= self._batch_size
-                    removals.start(claimed, self._delete_bindings(pool, claimed))
+                    removals.start(
+                        claimed, self._delete_bindings(pool, claimed), self._vault_kept(claimed)
+                    )
                     continue
                 finished.extend(removals.take())
                 if len(finished) >= self._batch_size or not (more or removals.outstanding):
@@ -228,14 +246,15 @@ class Revoker:
         grants = self._claimed(grant_ids)
         if not grants:
             return []
+        kept = self._vault_kept(grants)
         if len(grants) == 1 or self._workers <= 1:
-            removals = [self._remove(grant) for grant in grants]
+            removals = [self._remove(grant, False, kept.get(grant.id)) for grant in grants]
         else:
             with ThreadPoolExecutor(
                 max_workers=min(self._workers, len(grants)), thread_name_prefix="revoke"
             ) as pool:
                 runs = _Removals(pool, self._remove, run=len(grants))
-                runs.start(grants, self._delete_bindings(pool, grants))
+                runs.start(grants, self._delete_bindings(pool, grants), kept)
                 removals = runs.take()
         return self._record(removals, actor)
 
@@ -397,22 +416,62 @@ class Revoker:
             log.warning("grant #%s: its request was not active", grant_id)
         return ended
 
-    def _remove(self, grant: Grant, role_binding_deleted: bool = False) -> _Removal:
+    def _remove(
+        self, grant: Grant, role_binding_deleted: bool = False, keep_vault: str | None = None
+    ) -> _Removal:
         """Remove one claimed grant from Kubernetes (unless ``role_binding_deleted``) and Vault
-        (idempotent); never raises ``ActionError``: a failure is returned, for the caller to
-        audit and retry."""
+        (unless ``keep_vault``, why its membership stays: :meth:`_vault_kept`); idempotent;
+        never raises ``ActionError``: a failure is returned, for the caller to audit and
+        retry."""
         try:
-            removed = self._access.revoke(
-                kube_context=grant.kube_context,
-                namespace=grant.namespace,
-                role_binding=grant.role_binding,
-                vault_group=grant.vault_group,
-                vault_entity_id=grant.vault_entity_id,
-                role_binding_deleted=role_binding_deleted,
+            removed: dict[str, bool | str] = dict(
+                self._access.revoke(
+                    kube_context=grant.kube_context,
+                    namespace=grant.namespace,
+                    role_binding=grant.role_binding,
+                    vault_group=None if keep_vault else grant.vault_group,
+                    vault_entity_id=None if keep_vault else grant.vault_entity_id,
+                    role_binding_deleted=role_binding_deleted,
+                )
             )
         except ActionError as exc:
             return _Removal(grant, self._clock(), None, exc)
+        if keep_vault:
+            removed["vault_member_kept"] = keep_vault
         return _Removal(grant, self._clock(), removed, None)
+
+    def _vault_kept(self, grants: Sequence[Grant]) -> dict[int, str]:
+        """Grant ID -> why the end of that grant leaves its entity in its Vault group: the
+        entity was a member before, through no opsgate grant (``vault_member_added`` False), or
+        another active grant of the same entity in the same group still needs the membership.
+        One query per :data:`~approvals.paging.IN_CHUNK` entities of ``grants``, whatever their
+        number."""
+        vault = [g for g in grants if g.vault_group and g.vault_entity_id]
+        kept = {
+            g.id: "the entity was a member of the group before the grant"
+            for g in vault
+            if g.vault_member_added is False
+        }
+        rest = [g for g in vault if g.id not in kept]
+        if not rest:
+            return kept
+        needed: dict[tuple[str | None, str | None], int] = {}
+        with self._sessions() as session:
+            for chunk in chunks(sorted({str(g.vault_entity_id) for g in rest})):
+                for active_id, group, entity_id in session.execute(
+                    select(Grant.id, Grant.vault_group, Grant.vault_entity_id)
+                    .where(
+                        Grant.status == GrantStatus.ACTIVE.value,
+                        Grant.vault_entity_id.in_(chunk),
+                    )
+                    .order_by(Grant.id)
+                ):
+                    needed.setdefault((group, entity_id), active_id)
+        for g in rest:
+            other = needed.get((g.vault_group, g.vault_entity_id))
+            if other is not None and other != g.id:
+                kept[g.id] = f"active grant #{other} of the same entity still needs it"
+        return kept
 
     def finish(self, grant_id: int, *, actor: Actor = SYSTEM) -> Ended | None:
         """:meth:`finish_many` of one grant: its end, or None when a backend failed (audited

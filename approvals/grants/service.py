@@ -33,6 +33,7 @@ from approvals.lifecycle import record as record_event
 from approvals.models import Grant, GrantStatus, Request, Status
 from approvals.notifier import GrantNotifier, GrantView, NotifyError, announcing_batch
 from approvals.paging import PAGE_SIZE, Page, among, chunks, page_window
+from approvals.vault_drift import VaultDriftCheck
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +44,12 @@ class GrantService:
     ``sessions`` makes database sessions; ``access`` is the access request kind (it talks to
     Kubernetes and Vault); ``notifier`` tells people; ``clock`` returns an aware UTC ``datetime``;
     ``kube_contexts`` returns the kubeconfig contexts of the policy's environments (the drift
-    check looks in each). ``reminder_before`` (seconds) is when the reminder goes out before the
-    end; ``retry_after`` (seconds) is how long a ``revoking`` claim may stay unfinished before a
-    sweep takes it over; ``batch_size`` rows are claimed per transaction and removed from the
-    backends by ``workers`` threads.
+    check looks in each); ``vault_groups`` returns the Vault identity groups of the policy's
+    access rules, each with whether its members are managed elsewhere (the drift check lists
+    the members of the others). ``reminder_before`` (seconds) is when the reminder goes out
+    before the end; ``retry_after`` (seconds) is how long a ``revoking`` claim may stay
+    unfinished before a sweep takes it over; ``batch_size`` rows are claimed per transaction and
+    removed from the backends by ``workers`` threads.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class GrantService:
         notifier: GrantNotifier,
         clock: Callable[[], datetime],
         kube_contexts: Callable[[], Iterable[str | None]] = lambda: (None,),
+        vault_groups: Callable[[], Mapping[str, bool]] = dict,
         reminder_before: float = 600.0,
         retry_after: float = 60.0,
         batch_size: int = 200,
@@ -85,6 +89,13 @@ class GrantService:
             kube_contexts=kube_contexts,
             revoke=self._revoke_drifted,
             views=self.views,
+            notify=self._notify,
+        )
+        self._vault_drift = VaultDriftCheck(
+            sessions=sessions,
+            access=access,
+            clock=clock,
+            groups=vault_groups,
             notify=self._notify,
         )
 
@@ -235,6 +246,7 @@ class GrantService:
                     vault_group=facts.get("vault_group"),
                     vault_entity=facts.get("vault_entity"),
                     vault_entity_id=facts.get("vault_entity_id"),
+                    vault_member_added=_vault_member_added(session, facts),
                     duration_seconds=int(facts["duration_seconds"]),
                     max_duration_seconds=facts.get("max_duration_seconds"),
                     started_at=started_at,
@@ -396,7 +408,8 @@ class GrantService:
     # --- drift --------------------------------------------------------------------------------
 
     def drift_check(self) -> list[str]:
-        """Remove the RoleBindings labelled managed-by opsgate that should not exist.
+        """Remove the RoleBindings labelled managed-by opsgate, and the members of opsgate's
+        Vault groups, that should not exist.
 
         Looks in every namespace of every context ``kube_contexts`` returns. A binding whose grant
         is not active (revoked, unknown, no grant ID) is deleted, audited (``drift_removed``) and
@@ -405,8 +418,11 @@ class GrantService:
         executed, and grants being revoked, are left alone. Returns
         ``"<context>/<namespace>/<name>"`` of each binding removed. The database is read in a
         bounded number of queries whatever the number of bindings (:mod:`approvals.drift`).
+        Then each member of a Vault group of ``vault_groups`` not marked managed elsewhere that
+        no grant accounts for is removed, audited and reported (``drift_removed``; returned as
+        ``"vault:<group>/<entity ID>"``; :mod:`approvals.vault_drift`).
         """
-        return self._drift.run()
+        return self._drift.run() + self._vault_drift.run()
 
     def _revoke_drifted(self, reasons: Mapping[int, str]) -> list[int]:
         """Revoke the active grants ``reasons`` names (grant ID to its ``revoke_reason``) as the
@@ -436,6 +452,31 @@ class GrantService:
         if view.grantee_id:
             for listener in self._subscribers:
                 listener(view, event)
+
+
+def _vault_member_added(session: Session, facts: Mapping[str, Any]) -> bool | None:
+    """Whether a grant being recorded added its entity to its Vault group, so its end may remove
+    it (``Grant.vault_member_added``): None without a Vault group; True when the entity was not
+    a member before (``vault_member_before``, absent for an outcome of an earlier version:
+    False), or was one through another opsgate grant of the same entity and group, active or
+    ending, that added it (this grant joins that chain); False otherwise (a member that someone
+    else made stays after the grant)."""
+    group, entity_id = facts.get("vault_group"), facts.get("vault_entity_id")
+    if not group or not entity_id:
+        return None
+    if not facts.get("vault_member_before"):
+        return True
+    chained = session.scalar(
+        select(Grant.id)
+        .where(
+            Grant.vault_group == group,
+            Grant.vault_entity_id == entity_id,
+            Grant.status.in_([GrantStatus.ACTIVE.value, GrantStatus.REVOKING.value]),
+            Grant.vault_member_added.is_(True),
+        )
+        .limit(1)
+    )
+    return chained is not None
 
 
 def grant_view(grant: Grant, approvers: Mapping[str, Any] | None) -> GrantView:

@@ -65,6 +65,7 @@ from approvals.policy.model import (
     Rule,
     ServiceAccountRef,
     is_reversible,
+    request_reversible,
 )
 from approvals.policy.rules import DECISION_RULES, decide
 
@@ -105,6 +106,7 @@ __all__ = [
     "parse_duration",
     "parse_policy",
     "policy_warnings",
+    "request_reversible",
     "requester_kind",
     "resolve_environment",
     "resolve_groups",

@@ -4,10 +4,11 @@
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 
 from actions.durations import format_duration
+from actions.registry import KINDS
 from approvals.policy.model import (
     Freeze,
     LoadedPolicy,
@@ -88,13 +89,44 @@ def policy_warnings(loaded: LoadedPolicy, *, now: datetime | None = None) -> lis
     """What is valid but surely not meant: rules shadowed by an earlier rule (they can never
     match), rules whose environments' namespaces never meet their namespace globs, groups with
     nobody in them, groups no rule uses, rules for agents when none is listed, agents no rule lets
-    ask, and (given ``now``) freezes that have ended.
+    ask, what a kind's top-level settings warn of (``RuleSettings.warnings``: a runbook no rule
+    lets anyone run), and (given ``now``) freezes that have ended.
 
     Sound: a rule is reported unreachable only when it provably is.
     """
-    return [*_unreachable_rules(loaded), *_unused_groups(loaded), *_agents(loaded)] + (
-        _ended_freezes(loaded, now) if now is not None else []
-    )
+    return [
+        *_unreachable_rules(loaded),
+        *_unused_groups(loaded),
+        *_agents(loaded),
+        *_kind_settings(loaded),
+    ] + (_ended_freezes(loaded, now) if now is not None else [])
+
+
+def _kind_settings(loaded: LoadedPolicy) -> list[PolicyIssue]:
+    """The warnings of each kind's top-level settings, told where a rule that does not deny
+    decides the kind."""
+    policy = loaded.policy
+    out: list[PolicyIssue] = []
+    for spec in KINDS:
+        settings = policy.kind_settings(spec)
+        if settings is None:
+            continue
+
+        def decided_in(environments: Collection[str], name: str = spec.name) -> bool:
+            return any(
+                name in actions_covered(r.match.action)
+                and r.deny is None
+                and (
+                    r.match.environment is None
+                    or bool(set(r.match.environment) & set(environments))
+                )
+                for r in policy.rules
+            )
+
+        for loc, message in settings.warnings(decided_in):
+            field = ".".join(str(part) for part in loc)
+            out.append(PolicyIssue(loaded.lines.get(tuple(loc)), field, message))
+    return out
 
 
 def _unreachable_rules(loaded: LoadedPolicy) -> list[PolicyIssue]:

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from actions.registry import KINDS
 from actions.spec import Loc
 from approvals.policy.model import LoadedPolicy, Policy, PolicyError, PolicyIssue
 from approvals.policy.validation import cross_references
@@ -117,6 +118,11 @@ def parse_policy(text: str | bytes, *, source: str = "policy.yml") -> LoadedPoli
         lines[("freezes", i)] = _node_line(root, ("freezes", i)) or 0
     if policy.agents:
         lines[("agents",)] = _node_line(root, ("agents",)) or 0
+    for spec in KINDS:  # each entry of a kind's top-level sections (runbooks.<name>)
+        for key in spec.policy_settings.model_fields if spec.policy_settings else ():
+            for entry in getattr(policy, key, None) or ():
+                if isinstance(entry, str):
+                    lines[(key, entry)] = _node_line(root, (key, entry)) or 0
     return LoadedPolicy(
         policy=policy, sha256=digest, source=source, rule_lines=rule_lines, lines=lines
     )

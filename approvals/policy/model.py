@@ -70,6 +70,18 @@ def is_reversible(action: str) -> bool:
     return REVERSIBLE.get(action, False)
 
 
+def request_reversible(
+    policy: PolicyBase, action: str, params: BaseModel, declared: bool, environment: str | None
+) -> bool:
+    """Whether one request of ``action`` with ``params`` in ``environment`` can be undone: as
+    its kind decides it from the policy's settings (``KindSpec.request_reversible``: a
+    runbook's own ``reversible``), else ``declared`` (``ActionKind.reversible``: ``extend``)."""
+    spec = next((s for s in KINDS if s.name == action), None)
+    if spec is None:
+        return declared
+    return declared and spec.request_reversible(params, policy.kind_settings(spec), environment)
+
+
 def actions_covered(actions: Iterable[str]) -> set[str]:
     """The request kinds a rule's ``match.action`` list decides: those it names and those
     decided with them (``rotate`` covers ``restore``)."""

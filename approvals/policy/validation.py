@@ -171,9 +171,15 @@ def _timing(rule: Rule, at: Loc, default_ttl: str | None, problems: Problems) ->
         problems.append(((*at, "reason_min_length"), "reason_min_length needs 'reason: required'"))
 
 
-def _risk(rule: Rule, at: Loc, covered: set[str], problems: Problems) -> None:
-    """``approval: auto`` on an irreversible kind needs ``allow_irreversible_auto``."""
+def _risk(policy: Policy, rule: Rule, at: Loc, covered: set[str], problems: Problems) -> None:
+    """``approval: auto`` on an irreversible kind, or on a kind whose top-level settings hold
+    something irreversible where the rule matches (``RuleSettings.irreversible``: a runbook),
+    needs ``allow_irreversible_auto``."""
     irreversible = sorted(a for a in covered if a in KNOWN_ACTIONS and not is_reversible(a))
+    for spec in KINDS:
+        settings = policy.kind_settings(spec)
+        if settings is not None and spec.name in covered:
+            irreversible += settings.irreversible(rule.match.environment)
     if rule.approval == "auto" and irreversible and not rule.allow_irreversible_auto:
         problems.append(
             (
@@ -205,12 +211,14 @@ def _kind_settings(rule: Rule, at: Loc, covered: set[str], problems: Problems) -
         )
 
 
-def _policy_settings(policy: Policy, problems: Problems) -> None:
-    """Each kind's own checks of its top-level settings."""
+def _policy_settings(policy: Policy, refs: _Refs, problems: Problems) -> None:
+    """Each kind's own checks of its top-level settings, and the environments they name."""
     for spec in KINDS:
         settings = policy.kind_settings(spec)
         if settings is not None:
             problems.extend(settings.problems())
+            for loc, names in settings.environments_named():
+                refs.environments(loc, names)
 
 
 def cross_references(policy: Policy) -> Problems:
@@ -220,7 +228,7 @@ def cross_references(policy: Policy) -> Problems:
     that can never apply or that their kind refuses."""
     problems: Problems = []
     refs = _Refs(policy, problems)
-    _policy_settings(policy, problems)
+    _policy_settings(policy, refs, problems)
     _agents_in_groups(policy, problems)
     refs.groups(("audit_readers",), policy.audit_readers)
     _agents_reading_audit(policy, problems)
@@ -233,6 +241,6 @@ def cross_references(policy: Policy) -> Problems:
         _outcome(rule, at, problems)
         _rule_refs(rule, at, refs)
         _timing(rule, at, policy.defaults.pending_ttl, problems)
-        _risk(rule, at, covered, problems)
+        _risk(policy, rule, at, covered, problems)
         _kind_settings(rule, at, covered, problems)
     return problems

@@ -18,6 +18,8 @@ from typing import Any
 from slack_bolt import Ack, App
 from slack_sdk.webhook import WebhookClient
 
+from actions.registry import KINDS_BY_NAME
+from approvals.catalogue import catalogue
 from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
 from approvals.notifier import RequestView
@@ -32,7 +34,7 @@ log = logging.getLogger(__name__)
 
 Reply = Callable[[str], None]
 
-READS = frozenset({"help", "status", "history", "grants", "revoke", "changes"})
+READS = frozenset({"help", "status", "history", "grants", "revoke", "changes", "catalogue"})
 """Commands answered at once, without a request (and without approval)."""
 
 
@@ -51,7 +53,7 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
             ack(response_type="ephemeral", text=blocks.error_message(str(exc)))
             return
         if parsed.name == "help":
-            ack(response_type="ephemeral", text=help_text())
+            ack(response_type="ephemeral", text=help_text(parsed.topic))
             return
         user = command.get("user_id")
         trigger = command.get("trigger_id")
@@ -152,7 +154,7 @@ def run(
     when it was (raises :class:`approvals.inbox.AlreadyDone` when it had been before)."""
     try:
         if parsed.name == "help":
-            reply(help_text())
+            reply(help_text(parsed.topic))
         elif parsed.name == "status":
             _status(gate, parsed.request_id, user, reply, parsed.page)
         elif parsed.name == "history":
@@ -164,6 +166,11 @@ def run(
             _grants(gate, user, reply, parsed.page)
         elif parsed.name == "changes":
             _changes(gate, parsed, user, origin, reply)
+        elif parsed.name == "catalogue":
+            assert parsed.kind is not None
+            loaded, spec = gate.policy(), KINDS_BY_NAME[parsed.kind]
+            lines = catalogue(loaded, gate.group_members(), gate.actor(Actor(user), loaded), spec)
+            reply("\n".join(escape(line) for line in lines))
         elif parsed.name == "revoke":
             assert parsed.grant_id is not None
             gate.revoke_grant(parsed.grant_id, Actor(user), reason=parsed.reason)

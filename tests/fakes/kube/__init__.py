@@ -86,7 +86,8 @@ Modules (each imports only those above it)::
     validation    what is checked and normalized before storing (dry runs too)
     store         ObjectStore: server fields, optimistic concurrency, DELETE answers
     tables        the Scale and Table views (kubectl get)
-    core, apps, rbac, autoscaling   resource modules: types, builders, columns, hooks
+    core, apps, rbac, autoscaling, batch   resource modules: types, builders, columns, hooks
+                  (batch: Jobs, their controller, pods/log)
     rollout       Controllers: rollouts, ReplicaSets, revision history
     discovery     discovery documents and the routing of resource paths
     server        the HTTP server and handler, RecordedRequest, fault rules
@@ -127,10 +128,12 @@ from . import core
 from . import apps
 from . import rbac
 from . import autoscaling
+from . import batch
 
 # isort: on
 from .apps import daemonset, deployment, replicaset, statefulset
 from .autoscaling import horizontal_pod_autoscaler
+from .batch import CONTROLLER_UID, JOB_NAME, JOBS, JobController, job_controller
 from .errors import (
     MODIFIED,
     PATCH_TYPES,
@@ -196,7 +199,10 @@ from .times import human_duration, now, parse_rfc3339, rfc3339
 __all__ = [
     "ALL_VERBS",
     "CONTROLLERS",
+    "CONTROLLER_UID",
     "DESIRED_REPLICAS",
+    "JOBS",
+    "JOB_NAME",
     "JSON",
     "MAX_HANG_SECONDS",
     "MAX_REPLICAS",
@@ -217,6 +223,7 @@ __all__ = [
     "Controllers",
     "FakeKubernetes",
     "Hooks",
+    "JobController",
     "JsonPatchError",
     "Key",
     "MalformedPatchError",
@@ -231,6 +238,7 @@ __all__ = [
     "apps",
     "autoscaling",
     "bad_request",
+    "batch",
     "cluster_role",
     "conflict",
     "core",
@@ -240,6 +248,7 @@ __all__ = [
     "horizontal_pod_autoscaler",
     "human_duration",
     "invalid",
+    "job_controller",
     "json_equal",
     "json_patch",
     "label_selector_matcher",

@@ -188,6 +188,14 @@ class FakeKubernetes:
         for controller in self.all_controllers:
             controller.written(rt, namespace, name)
 
+    def _deleted(
+        self, rt: ResourceType, namespace: str | None, name: str, propagation: str | None
+    ) -> None:
+        for controller in self.all_controllers:
+            deleted = getattr(controller, "deleted", None)  # optional: see registry.Controller
+            if deleted is not None:
+                deleted(rt, namespace, name, propagation)
+
     def _read(self, rt: ResourceType, namespace: str | None, name: str | None) -> None:
         for controller in self.all_controllers:
             controller.read(rt, namespace, name)
@@ -413,6 +421,9 @@ class FakeKubernetes:
             if options.get("dryRun") == ["All"]:
                 dry_run = True
             answer = store.delete(rt, namespace, name, options, dry_run=dry_run)
+            if not dry_run:
+                propagation = query.get("propagationPolicy") or options.get("propagationPolicy")
+                self._deleted(rt, namespace, name, propagation)
             return 200, answer
         if method not in ("PUT", "PATCH"):
             raise method_not_allowed(rt, method.lower())

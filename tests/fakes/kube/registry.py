@@ -117,6 +117,11 @@ class Controller(Protocol):
     def read(self, rt: ResourceType, namespace: str | None, name: str | None) -> None:
         """Before answering a read of one object (``name``) or a list (``name`` None)."""
 
+    # Optional, called when a controller has it: ``deleted(rt, namespace, name, propagation)``
+    # after an HTTP DELETE of an object (not a dry run), ``propagation`` being the request's
+    # ``propagationPolicy`` (query or DeleteOptions; None: not given), for the garbage
+    # collection a controller's dependents get (a Job's pods).
+
 
 ControllerFactory = Callable[["ObjectStore", "list[ResourceType]"], Controller]
 
