@@ -20,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from actions.backends.kube_search import WorkloadSearch
 from actions.errors import (
     ActionError,
     Conflict,
@@ -83,7 +84,7 @@ def _at_most_every(seconds: float, hook: Callable[[Any], None]) -> Callable[[Any
     return throttled
 
 
-class KubernetesBackend:
+class KubernetesBackend(WorkloadSearch):
     """Reads and patches apps/v1 workloads in the cluster of a kubeconfig context.
 
     ``kubeconfig`` is the path of a kubeconfig file (``KUBECONFIG``); without one, the default
@@ -174,7 +175,7 @@ class KubernetesBackend:
             return self._raw_call(method, *args, **kw)
 
     def _raw_call(self, method: Callable[..., Any], *args: Any, **kw: Any) -> dict[str, Any]:
-        timeout = kw.pop("_request_timeout", self._timeout)
+        timeout = kw.pop("_request_timeout", None) or self._timeout
         response = method(*args, _preload_content=False, _request_timeout=timeout, **kw)
         data: dict[str, Any] = json.loads(response.data)
         return data
@@ -324,27 +325,6 @@ class KubernetesBackend:
             label_selector=label_selector,
         )
         return list(data.get("items") or [])
-
-    def list_workloads(
-        self, context: str | None, namespace: str, *, timeout: float | None = None
-    ) -> list[tuple[str, str]]:
-        """The Deployments, StatefulSets and DaemonSets in ``namespace`` as ``(kind, name)``
-        pairs (``("Deployment", "web")``), in that order of kinds and by name within each;
-        ``timeout`` (seconds, default the backend's) bounds each of the three list calls.
-        Raises the :mod:`actions.errors` errors."""
-        api = self._apps(context)
-        found: list[tuple[str, str]] = []
-        for kind in ("Deployment", "StatefulSet", "DaemonSet"):
-            data = self._call(
-                context,
-                f"listing {kind.lower()}s in {namespace}",
-                getattr(api, f"list_namespaced_{_suffix(kind)}"),
-                namespace,
-                _request_timeout=timeout or self._timeout,
-            )
-            names = sorted(str(i["metadata"]["name"]) for i in data.get("items") or [])
-            found += [(kind, name) for name in names]
-        return found
 
     def list_horizontal_pod_autoscalers(
         self, context: str | None, namespace: str
