@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import re
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from slack_bolt import Ack, App
@@ -30,7 +31,7 @@ from actions.registry import KINDS, KINDS_BY_NAME
 from actions.spec import KindSpec
 from approvals.gate import Gate, GateError, Origin, Submission
 from approvals.lifecycle import Actor
-from bot import modal_blocks
+from bot import blocks, modal_blocks
 from bot.grammar import CommandError, parse_words
 from bot.listeners.commands import run
 from bot.modal_blocks import Prefill
@@ -81,6 +82,29 @@ def open_form(
     return opened
 
 
+def open_or_answer(
+    client: WebClient,
+    trigger_id: str,
+    origin: dict[str, str | None],
+    prefill: Prefill,
+    answer: Callable[[str], None],
+) -> dict[str, Any] | None:
+    """:func:`open_form`; when Slack refuses (a ``trigger_id`` used twice or older than 3 s),
+    the person is told with ``answer`` and the refusal logged once, and None is returned."""
+    try:
+        return open_form(client, trigger_id, origin, prefill)
+    except SlackApiError as exc:
+        error = exc.response.get("error")
+        log.warning("Slack did not open the request form: %s", error)
+        answer(
+            blocks.error_message(
+                f"Slack did not open the request form ({error}). Try again, or type the "
+                "command (`/ops help` lists them)."
+            )
+        )
+        return None
+
+
 def prefill_from(text: str, kind: str = "restart") -> Prefill:
     """The form's start from an alert's text: the first ``kind/name`` workload it names and
     the namespace after ``namespace``, ``ns`` or ``-n`` (``namespace payments``, ``-n
@@ -122,16 +146,19 @@ def register(app: App, gate: Gate, workers: Workers, workloads: WorkloadLister |
     client = app.client
 
     def opening(trigger: str, user: str, origin: dict[str, str | None], prefill: Prefill) -> None:
+        def answer(message: str) -> None:
+            _say(client, origin.get("channel_id"), user, message)
+
         def work() -> None:
-            view = open_form(client, trigger, origin, prefill)
+            view = open_or_answer(client, trigger, origin, prefill, answer)
             spec = KINDS_BY_NAME.get(prefill.kind or "")
-            if spec is not None and prefill.values:  # prefilled: show the decision at once
+            if view is not None and spec is not None and prefill.values:  # show the decision
                 values = {f"arg_{name}": value for name, value in prefill.values.items()}
                 _redraw(gate, client, view, spec, values, user)
 
         workers.submit(
             work,
-            answer=lambda message: _say(client, origin.get("channel_id"), user, message),
+            answer=answer,
             what="the request form",
             actor=user,
         )

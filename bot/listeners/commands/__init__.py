@@ -114,7 +114,7 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
 def _open_form(app: App, workers: Workers, command: dict[str, Any]) -> None:
     """Open the request form for ``/ops`` without arguments, from a worker (within the 3 s
     Slack gives a ``trigger_id``); a failure is answered through the ``response_url``."""
-    from bot.listeners.modal import open_form  # the form files through run() below
+    from bot.listeners.modal import open_or_answer  # the form files through run() below
 
     response_url = command.get("response_url")
     origin = {
@@ -130,7 +130,7 @@ def _open_form(app: App, workers: Workers, command: dict[str, Any]) -> None:
             )
 
     def work() -> None:
-        open_form(app.client, str(command["trigger_id"]), origin, Prefill())
+        open_or_answer(app.client, str(command["trigger_id"]), origin, Prefill(), answer)
 
     workers.submit(
         work,
