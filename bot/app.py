@@ -151,7 +151,7 @@ def build_services(settings: Settings, *, clock: Callable[[], datetime] = utcnow
     scheduler = _scheduler(settings, engine, grants, gate, clock)
     _more_jobs(scheduler, settings, sessions, client, store, vault, workers, inbox)
     listener_executor, slack = _slack_app(settings, client)
-    listeners.register(slack, gate, workers)
+    listeners.register(slack, gate, workers, kube.list_workloads)
     autonomy_listeners.register(slack, gate, workers, _agent_name(store))
     return Services(
         store,

@@ -19,6 +19,9 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "conversations_info": {"channels:read", "groups:read"},
     "usergroups_users_list": {"usergroups:read"},
     "views_publish": set(),  # the App Home tab; no scope, but home_tab_enabled
+    "views_open": set(),  # the request form; no scope, a trigger_id
+    "views_update": set(),
+    "chat_getPermalink": set(),  # the link to the alert a request form was opened from
 }
 """The bot token scopes each Web API method needs (Slack's method reference)."""
 
@@ -64,7 +67,17 @@ def test_commands_interactivity_and_events_share_one_request_url() -> None:
         command["url"],
         data["settings"]["event_subscriptions"]["request_url"],
         data["settings"]["interactivity"]["request_url"],
+        data["settings"]["interactivity"]["message_menu_options_url"],
     }
     assert len(urls) == 1
     assert urls.pop().endswith("/slack/events")
     assert data["settings"]["interactivity"]["is_enabled"] is True
+
+
+def test_the_request_form_shortcuts_are_declared() -> None:
+    source = (ROOT / "bot" / "listeners" / "modal.py").read_text()
+    declared = {s["callback_id"]: s["type"] for s in manifest()["features"]["shortcuts"]}
+    assert declared == {"ops_request_shortcut": "global", "ops_from_message": "message"}
+    for callback_id in declared:
+        assert f'"{callback_id}"' in source
+    assert all(len(s["description"]) <= 150 for s in manifest()["features"]["shortcuts"])

@@ -371,3 +371,21 @@ def test_anything_outside_the_role_is_refused_with_403(
     assert ("delete", "deployments", "") in {
         (i.verb, i.resource, i.subresource) for i in enforced.denied
     }
+
+
+def test_the_request_forms_workload_search_works_under_the_printed_cluster_role(
+    kube: FakeKubernetes, enforced: RbacAuthorizer, tmp_path: Path
+) -> None:
+    config = write_kubeconfig(tmp_path / "kubeconfig", {"staging": kube})
+    backend = KubernetesBackend(kubeconfig=str(config))
+    try:
+        assert backend.list_workloads("staging", "staging-api") == [
+            ("Deployment", "api"),
+            ("StatefulSet", "db"),
+            ("DaemonSet", "agent"),
+        ]
+    finally:
+        backend.close()
+    assert enforced.denied == []
+    listed = {(i.verb, i.resource) for i in enforced.allowed}
+    assert {("list", "deployments"), ("list", "statefulsets"), ("list", "daemonsets")} <= listed

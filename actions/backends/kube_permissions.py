@@ -28,6 +28,12 @@ API_RULES: tuple[dict[str, Any], ...] = (
         "resources": ["deployments/scale", "statefulsets/scale"],
         "verbs": ["get", "patch"],
     },
+    # list_workloads: the request form's workload search
+    {
+        "apiGroups": ["apps"],
+        "resources": ["daemonsets", "deployments", "statefulsets"],
+        "verbs": ["list"],
+    },
     # list_replica_sets: a Deployment's revisions (rollback, history)
     {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["list"]},
     # list_horizontal_pod_autoscalers: the scale preview's HPA warning

@@ -20,6 +20,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
+from actions.backends.kube_search import WorkloadSearch
 from actions.errors import (
     ActionError,
     Conflict,
@@ -83,7 +84,7 @@ def _at_most_every(seconds: float, hook: Callable[[Any], None]) -> Callable[[Any
     return throttled
 
 
-class KubernetesBackend:
+class KubernetesBackend(WorkloadSearch):
     """Reads and patches apps/v1 workloads in the cluster of a kubeconfig context.
 
     ``kubeconfig`` is the path of a kubeconfig file (``KUBECONFIG``); without one, the default
@@ -174,7 +175,8 @@ class KubernetesBackend:
             return self._raw_call(method, *args, **kw)
 
     def _raw_call(self, method: Callable[..., Any], *args: Any, **kw: Any) -> dict[str, Any]:
-        response = method(*args, _preload_content=False, _request_timeout=self._timeout, **kw)
+        timeout = kw.pop("_request_timeout", None) or self._timeout
+        response = method(*args, _preload_content=False, _request_timeout=timeout, **kw)
         data: dict[str, Any] = json.loads(response.data)
         return data
 

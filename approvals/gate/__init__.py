@@ -55,7 +55,13 @@ from approvals.lifecycle import Actor
 from approvals.models import Request
 from approvals.notifier import Notifier, RequestView
 from approvals.paging import PAGE_SIZE, Page
-from approvals.policy import LoadedPolicy, agent_of, is_incident_channel
+from approvals.policy import (
+    LoadedPolicy,
+    NamespaceError,
+    agent_of,
+    is_incident_channel,
+    resolve_environment,
+)
 from approvals.ratelimit import RequestRateLimiter
 from approvals.rollouts import RolloutChecker
 
@@ -160,6 +166,25 @@ class Gate:
     def is_incident(self, origin: Origin) -> bool:
         """Whether ``origin``'s channel is one of the policy's ``incident_channels``."""
         return is_incident_channel(self._ctx.policy().policy, origin.channel_name)
+
+    def namespaces(self) -> list[str]:
+        """The namespaces of the policy's environments as the policy writes them (names or
+        globs such as ``staging-*``), in policy order, each once."""
+        found: dict[str, None] = {}
+        for environment in self._ctx.policy().policy.environments.values():
+            found.update(dict.fromkeys(environment.namespaces))
+        return list(found)
+
+    def place(self, namespace: str, env: str | None = None) -> tuple[str, str | None]:
+        """``(environment, kubeconfig context)`` of ``namespace`` (``env``: the ``--env``
+        option). Raises :class:`Rejected` with the policy's answer when the policy places it in
+        no environment or in several (see :func:`approvals.policy.resolve_environment`)."""
+        policy = self._ctx.policy().policy
+        try:
+            environment = resolve_environment(policy, namespace, env)
+        except NamespaceError as exc:
+            raise Rejected(str(exc)) from exc
+        return environment, policy.environments[environment].kube_context
 
     # --- submitting, deciding, executing ------------------------------------------------------
 

@@ -19,16 +19,20 @@ from slack_sdk.webhook import WebhookClient
 
 from approvals.gate import Gate
 from bot import blocks
-from bot.listeners import actions, commands, events
+from bot.listeners import actions, commands, events, modal
 from bot.notifier import SLACK_FAILURES
 from bot.work import Workers, answer_safely, failure_answer, new_reference
 
 log = logging.getLogger(__name__)
 
 
-def register(app: App, gate: Gate, workers: Workers) -> None:
-    """Attach every listener to ``app``; their work runs on ``workers``."""
+def register(
+    app: App, gate: Gate, workers: Workers, workloads: modal.WorkloadLister | None = None
+) -> None:
+    """Attach every listener to ``app``; their work runs on ``workers``. ``workloads`` lists a
+    namespace's workloads for the request form's search (None: it offers none)."""
     commands.register(app, gate, workers)
+    modal.register(app, gate, workers, workloads)
     actions.register(app, gate, workers)
     events.register(app, gate, workers)
 

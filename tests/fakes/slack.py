@@ -443,3 +443,170 @@ def _usergroups_users_list(fake: FakeSlack, args: dict[str, Any]) -> dict[str, A
 
 
 _HANDLERS["usergroups.users.list"] = _usergroups_users_list
+
+
+# --- modals: views.open / views.update / views.push, chat.getPermalink ---------------------------
+
+
+def _view_arg(args: dict[str, Any]) -> dict[str, Any] | None:
+    view = args.get("view")
+    if isinstance(view, str):
+        view = json.loads(view)
+    if not isinstance(view, dict) or view.get("type") != "modal" or not view.get("blocks"):
+        return None
+    return view
+
+
+def _opened(fake: FakeSlack, view: dict[str, Any], view_id: str) -> dict[str, Any]:
+    stored = {"id": view_id, "hash": uuid.uuid4().hex[:16], "state": {"values": {}}, **view}
+    with fake._lock:
+        fake.__dict__.setdefault("views", {})[view_id] = stored
+    return {"ok": True, "view": stored}
+
+
+def _views_open(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    """``views.open`` (and ``views.push``): a modal for a ``trigger_id``, which Slack accepts
+    once (``invalid_trigger_id`` otherwise, as for one it never issued)."""
+    view, trigger = _view_arg(args), args.get("trigger_id")
+    if view is None:
+        return {"ok": False, "error": "invalid_arguments"}
+    with fake._lock:
+        used = fake.__dict__.setdefault("triggers_used", set())
+        if not trigger or trigger in used:
+            return {"ok": False, "error": "invalid_trigger_id"}
+        used.add(trigger)
+    return _opened(fake, view, f"V0MODAL{next(fake._ts)}")
+
+
+def _views_update(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    view, view_id = _view_arg(args), args.get("view_id")
+    with fake._lock:
+        known = view_id in fake.__dict__.get("views", {})
+    if view is None:
+        return {"ok": False, "error": "invalid_arguments"}
+    if not known:
+        return {"ok": False, "error": "not_found"}
+    return _opened(fake, view, str(view_id))
+
+
+def _get_permalink(fake: FakeSlack, args: dict[str, Any]) -> dict[str, Any]:
+    channel, ts = args.get("channel"), str(args.get("message_ts") or "")
+    if not channel or not ts:
+        return {"ok": False, "error": "invalid_arguments"}
+    link = f"https://test.slack.com/archives/{channel}/p{ts.replace('.', '')}"
+    return {"ok": True, "channel": channel, "permalink": link}
+
+
+def view_of(fake: FakeSlack, view_id: str) -> dict[str, Any]:
+    """The modal ``view_id`` as the last ``views.open``/``views.update`` left it."""
+    with fake._lock:
+        view: dict[str, Any] = fake.__dict__["views"][view_id]
+        return view
+
+
+_HANDLERS["views.open"] = _views_open
+_HANDLERS["views.push"] = _views_open
+_HANDLERS["views.update"] = _views_update
+_HANDLERS["chat.getPermalink"] = _get_permalink
+
+
+# --- interactions with a modal, signed as Slack sends them --------------------------------------
+
+
+def _interaction(kind: str, user_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "user": {"id": user_id, "username": user_id.lower(), "team_id": TEAM_ID},
+        "api_app_id": APP_ID,
+        "token": "legacy-verification-token",
+        "team": {"id": TEAM_ID, "domain": "test"},
+        "is_enterprise_install": False,
+        **fields,
+    }
+
+
+def new_trigger_id() -> str:
+    return f"{next(_TRIGGERS)}.1234567890.{uuid.uuid4().hex[:32]}"
+
+
+def shortcut_payload(callback_id: str, *, user_id: str) -> dict[str, Any]:
+    """A global shortcut (the lightning menu) chosen by ``user_id``."""
+    return _interaction(
+        "shortcut", user_id, callback_id=callback_id, trigger_id=new_trigger_id(), action_ts="1.2"
+    )
+
+
+def message_action_payload(
+    callback_id: str,
+    *,
+    user_id: str,
+    channel_id: str,
+    channel_name: str,
+    message: dict[str, Any],
+    response_url: str,
+) -> dict[str, Any]:
+    """A message shortcut chosen on ``message`` (with its ``text`` and ``ts``) in a channel."""
+    return _interaction(
+        "message_action",
+        user_id,
+        callback_id=callback_id,
+        trigger_id=new_trigger_id(),
+        message_ts=message["ts"],
+        message=message,
+        channel={"id": channel_id, "name": channel_name},
+        response_url=response_url,
+    )
+
+
+def view_block_action_payload(
+    view: dict[str, Any], block_id: str, action_id: str, selected: str, *, user_id: str
+) -> dict[str, Any]:
+    """A ``block_actions`` payload from a ``static_select`` of a modal (``selected``: the
+    option's value), with the view as Slack sends it."""
+    option = {"text": {"type": "plain_text", "text": selected}, "value": selected}
+    action = {
+        "type": "static_select",
+        "action_id": action_id,
+        "block_id": block_id,
+        "selected_option": option,
+        "action_ts": f"{time.time():.6f}",
+    }
+    return _interaction(
+        "block_actions",
+        user_id,
+        container={"type": "view", "view_id": view["id"]},
+        trigger_id=new_trigger_id(),
+        view=view,
+        actions=[action],
+    )
+
+
+def block_suggestion_payload(
+    view: dict[str, Any], block_id: str, action_id: str, query: str, *, user_id: str
+) -> dict[str, Any]:
+    """The options load of an ``external_select`` of a modal: what was typed so far."""
+    return _interaction(
+        "block_suggestion",
+        user_id,
+        container={"type": "view", "view_id": view["id"]},
+        view=view,
+        block_id=block_id,
+        action_id=action_id,
+        value=query,
+    )
+
+
+def view_submission_payload(
+    view: dict[str, Any], values: dict[str, dict[str, Any]], *, user_id: str
+) -> dict[str, Any]:
+    """A ``view_submission`` of ``view`` with its state ``values`` (``{block_id: {action_id:
+    {"type": …, "value" | "selected_option": …}}}``)."""
+    submitted = {**view, "state": {"values": values}}
+    return _interaction(
+        "view_submission", user_id, trigger_id=new_trigger_id(), view=submitted, response_urls=[]
+    )
+
+
+def interaction_body(payload: dict[str, Any]) -> str:
+    """The form body (``payload=`` JSON) of an interaction posted to the Request URL."""
+    return urlencode({"payload": json.dumps(payload)})

@@ -11,6 +11,7 @@ from the code under test, never from another test module nor from ``conftest``
     decisions      the decision tests' gate (also raced by test_gate_race)
     grants         the grants service's world
     slack_flow     driving the bot as Slack does and reading back what it did
+    modal          the request form: shortcuts, searches, submissions
     scale_flow     scale and rollback through the bot
     access         the access grants' policy and App Home
     slack_http     signing raw bodies and reading logs for the /slack/events tests

@@ -26,6 +26,7 @@ from approvals.notifier import RequestView
 from bot import blocks, grant_blocks
 from bot.changes_blocks import changes_list
 from bot.grammar import CHANGES_SINCE, Command, CommandError, help_text, parse
+from bot.modal_blocks import Prefill
 from bot.mrkdwn import escape
 from bot.work import Job, Workers
 
@@ -42,6 +43,10 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
 
     def ops(ack: Ack, command: dict[str, Any]) -> None:
         text = (command.get("text") or "").strip()
+        if not text and command.get("trigger_id") and command.get("user_id"):
+            ack()  # the form opens at once; nothing to say in the channel
+            _open_form(app, workers, command)
+            return
         try:
             parsed = parse(text)
         except CommandError as exc:
@@ -104,6 +109,35 @@ def register(app: App, gate: Gate, workers: Workers) -> None:
 
     app.command("/ops")(ops)
     workers.handles("command", job)
+
+
+def _open_form(app: App, workers: Workers, command: dict[str, Any]) -> None:
+    """Open the request form for ``/ops`` without arguments, from a worker (within the 3 s
+    Slack gives a ``trigger_id``); a failure is answered through the ``response_url``."""
+    from bot.listeners.modal import open_or_answer  # the form files through run() below
+
+    response_url = command.get("response_url")
+    origin = {
+        "channel_id": command.get("channel_id"),
+        "channel_name": command.get("channel_name"),
+        "response_url": response_url,  # valid 30 minutes: answers the form's request there too
+    }
+
+    def answer(message: str) -> None:
+        if response_url:
+            WebhookClient(str(response_url)).send(
+                text=message, response_type="ephemeral", replace_original=False
+            )
+
+    def work() -> None:
+        open_or_answer(app.client, str(command["trigger_id"]), origin, Prefill(), answer)
+
+    workers.submit(
+        work,
+        answer=answer,
+        what="the request form",
+        actor=str(command["user_id"]),
+    )
 
 
 def run(
