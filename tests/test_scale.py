@@ -333,7 +333,8 @@ def test_a_start_with_10000_grants_is_ready_at_once_and_every_list_is_a_page(
     with FakeKubernetes() as staging:
         kubeconfig = write_kubeconfig(tmp_path / "kc-scale", {"prod": kube, "staging": staging})
         caplog.set_level(logging.INFO, logger="approvals.expiry")
-        began = time.monotonic()
+        # how long this takes is measured by bench/revocation_lag.py --active 10000 (README,
+        # Performance), never asserted here: a test checks what happens, not how fast
         with running_bot(
             settings.model_copy(update={"kubeconfig": str(kubeconfig)}), fake_slack
         ) as bot:
@@ -343,8 +344,6 @@ def test_a_start_with_10000_grants_is_ready_at_once_and_every_list_is_a_page(
                 return ready and "first sweep, reminders and drift check done" in caplog.text
 
             wait_for(started, timeout=30, what="the start")
-            elapsed = time.monotonic() - began
-            assert elapsed < 3.0, f"ready and swept after {elapsed:.2f} s"
             assert len(kube.objects("RoleBinding")) == MANY  # the drift check removed nothing
 
             # /ops grants asked by an approver: every active grant, a page at a time
