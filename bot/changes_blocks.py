@@ -8,14 +8,13 @@ escaped (:mod:`bot.mrkdwn`).
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from actions.durations import format_duration
 from approvals.lifecycle import SYSTEM
 from approvals.notifier import RequestView
 from approvals.paging import Page
 from bot.blocks import list_entry, page_note, past_the_end
 from bot.mrkdwn import escape, escape_composed
+from bot.timefmt import slack_date
 
 _STATUS = {
     "executing": "executing now",
@@ -25,13 +24,6 @@ _STATUS = {
     "active": "access granted, active",
     "revoked": "access granted, then ended",
 }
-
-
-def slack_date(at: datetime) -> str:
-    """``at`` (aware) in Slack's date formatting: ``<!date^1733281200^{date_short_pretty}
-    {time}|2024-12-04 03:00 UTC>``, shown in each reader's own time zone."""
-    fallback = at.strftime("%Y-%m-%d %H:%M UTC")
-    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
 def change_entry(view: RequestView) -> str:

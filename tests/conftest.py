@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 from hypothesis import settings as hypothesis_settings
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session, sessionmaker
 
+from approvals.db import make_engine, make_sessionmaker, migrate
 from bot.settings import Settings
 from tests import message_scan
 from tests.fakes import slack
@@ -61,6 +63,21 @@ def database_url(tmp_path: Path) -> str:
         conn.execute(text("CREATE SCHEMA public"))
     engine.dispose()
     return url
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine on the test database, migrated to head; disposed after the test."""
+    migrate(database_url)
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    """opsgate's sessions on :func:`engine` (they chain the audit events they write)."""
+    return make_sessionmaker(engine)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -29,19 +28,6 @@ from approvals.models import (
 
 NOW = datetime(2026, 12, 4, 3, 0, 0, 123456, tzinfo=UTC)
 ALICE = Actor("U0SRE1", ActorKind.HUMAN)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
 
 
 def new_request(session: Session, name: str = "payments-api") -> Request:

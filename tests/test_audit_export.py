@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from approvals.audit_chain import event_hash
 from approvals.audit_sink import WebhookSink, signature
-from approvals.db import make_engine, make_sessionmaker, migrate
+from approvals.db import make_engine, make_sessionmaker
 from approvals.lifecycle import Actor, record
 from approvals.models import ActorKind, AuditEvent, AuditSink, Request, Status
 from approvals.policy_store import PolicyStore
@@ -34,19 +33,6 @@ from tests.helpers.bot import running_bot, wait_for
 
 NOW = datetime(2026, 12, 4, 3, 0, tzinfo=UTC)
 SECRET = b"sink-secret"
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
 
 
 @pytest.fixture

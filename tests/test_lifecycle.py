@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from approvals.db import make_engine, make_sessionmaker, migrate
 from approvals.lifecycle import (
     RETURNED,
     SYSTEM,
@@ -30,19 +28,6 @@ from approvals.lifecycle import (
 from approvals.models import ActorKind, AuditEvent, Request, Status
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    migrate(database_url)
-    engine = make_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def sessions(engine: Engine) -> sessionmaker[Session]:
-    return make_sessionmaker(engine)
 
 
 def new_request(sessions: sessionmaker[Session]) -> int:
